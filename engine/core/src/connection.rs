@@ -1,0 +1,199 @@
+//! One client connection without its socket: the session, its
+//! subscriptions and its outbox. Hosts feed it frames and timer ticks and
+//! write out whatever lands in the outbox.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use crate::engine::Engine;
+use crate::error::{codes, GraphQLError};
+use crate::metrics::Reason;
+use crate::outbox::{Frame, Outbox};
+use crate::protocol::{Action, Close, Protocol, ServerMessage, Session, SubscribePayload};
+use crate::ratelimit::TokenBucket;
+use crate::registry::{Member, SubscriptionHandle};
+
+/// A live subscription of this connection.
+#[derive(Debug)]
+struct Live {
+    handle: SubscriptionHandle,
+    prefix: Arc<[u8]>,
+}
+
+/// The socket-free half of a client connection.
+#[derive(Debug)]
+pub struct Connection {
+    engine: Arc<Engine>,
+    session: Session,
+    outbox: Arc<Outbox>,
+    live: HashMap<String, Live>,
+    subscribes: TokenBucket,
+    init_payload: Map<String, Value>,
+}
+
+impl Connection {
+    pub(crate) fn new(engine: Arc<Engine>, protocol: Protocol) -> Self {
+        let limits = engine.limits();
+        let outbox = Arc::new(Outbox::new(limits.queue_depth));
+        let subscribes = TokenBucket::new(limits.subscribes_per_second, limits.subscribe_burst, Instant::now());
+        engine.metrics().connections.inc();
+        Connection {
+            engine,
+            session: Session::new(protocol),
+            outbox,
+            live: HashMap::new(),
+            subscribes,
+            init_payload: Map::new(),
+        }
+    }
+
+    /// The subprotocol in use.
+    pub fn protocol(&self) -> Protocol {
+        self.session.protocol()
+    }
+
+    /// The queue the socket writer drains.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Whether the connection has been told to close.
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    /// The `connection_init` payload, once accepted.
+    pub fn init_payload(&self) -> &Map<String, Value> {
+        &self.init_payload
+    }
+
+    /// How many subscriptions are live.
+    pub fn subscription_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Handles a text frame.
+    pub fn on_text(&mut self, text: &str) {
+        let actions = self.session.on_text(text);
+        self.run(actions);
+    }
+
+    /// Handles a binary frame.
+    pub fn on_binary(&mut self) {
+        let actions = self.session.on_binary();
+        self.run(actions);
+    }
+
+    /// The init wait has run out.
+    pub fn on_init_timeout(&mut self) {
+        let actions = self.session.on_init_timeout();
+        self.run(actions);
+    }
+
+    /// A keep-alive tick: the legacy protocol wants a `ka` message.
+    pub fn on_keep_alive(&mut self) {
+        if self.session.protocol() == Protocol::Legacy && self.session.is_ready() {
+            self.run(vec![Action::Send(ServerMessage::KeepAlive)]);
+        }
+    }
+
+    /// Closes from the server side (shutdown, dead peer, oversized frame).
+    pub fn close(&mut self, close: Close) {
+        if !self.session.is_closed() {
+            self.run(vec![Action::Close(close)]);
+        }
+        self.unsubscribe_all();
+    }
+
+    fn run(&mut self, actions: Vec<Action>) {
+        let mut pending = std::collections::VecDeque::from(actions);
+        while let Some(action) = pending.pop_front() {
+            match action {
+                Action::Send(msg) => {
+                    if let Some(text) = self.session.protocol().encode(&msg) {
+                        self.outbox.push_control(Frame::Text(text));
+                    }
+                }
+                Action::Close(close) => {
+                    self.outbox.push_control(Frame::Close(close));
+                    self.unsubscribe_all();
+                }
+                Action::Init { payload } => {
+                    let answer = match self.engine.policy().check(&payload) {
+                        Ok(ack) => {
+                            self.init_payload = payload;
+                            self.session.accept(ack)
+                        }
+                        Err(reason) => {
+                            self.reject("policy");
+                            self.session.reject(&reason)
+                        }
+                    };
+                    pending.extend(answer);
+                }
+                Action::Subscribe { id, payload } => pending.extend(self.subscribe(id, &payload)),
+                Action::Unsubscribe { id } => self.unsubscribe(&id),
+            }
+        }
+    }
+
+    fn reject(&self, reason: &'static str) {
+        self.engine.metrics().connection_rejections.get_or_create(&Reason { reason }).inc();
+    }
+
+    fn subscribe(&mut self, id: String, request: &SubscribePayload) -> Vec<Action> {
+        let metrics = self.engine.metrics();
+        let limits = self.engine.limits();
+        let refuse = |reason: &'static str, message: String| {
+            metrics.subscribe_errors.get_or_create(&Reason { reason }).inc();
+            vec![GraphQLError::new(message, codes::RATE_LIMITED)]
+        };
+        let errors = if !self.subscribes.try_take(Instant::now()) {
+            refuse("rate_limited", format!("Too many subscribes: at most {} per second", limits.subscribes_per_second))
+        } else if self.live.len() >= limits.max_subscriptions_per_connection {
+            refuse(
+                "too_many",
+                format!("A connection may hold at most {} subscriptions", limits.max_subscriptions_per_connection),
+            )
+        } else {
+            match self.engine.prepare(request) {
+                Ok(prepared) => {
+                    let prefix: Arc<[u8]> = Arc::from(self.session.protocol().next_prefix(&id));
+                    let member = Member { prefix: prefix.clone(), outbox: self.outbox.clone() };
+                    let handle = self.engine.registry().insert(prepared, member, metrics);
+                    self.live.insert(id, Live { handle, prefix });
+                    return Vec::new();
+                }
+                Err(errors) => {
+                    metrics.subscribe_errors.get_or_create(&Reason { reason: "invalid" }).inc();
+                    errors
+                }
+            }
+        };
+        self.session.subscribe_failed(&id, errors)
+    }
+
+    fn unsubscribe(&mut self, id: &str) {
+        if let Some(live) = self.live.remove(id) {
+            self.engine.registry().remove(&live.handle, self.engine.metrics());
+            // Results already queued for this id must not follow its completion.
+            self.outbox.purge(&live.prefix);
+        }
+    }
+
+    fn unsubscribe_all(&mut self) {
+        for (_, live) in self.live.drain() {
+            self.engine.registry().remove(&live.handle, self.engine.metrics());
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.unsubscribe_all();
+        self.engine.metrics().connections.dec();
+    }
+}

@@ -1,0 +1,37 @@
+//! Fanwire's engine core: everything between a client's frames and an
+//! event's fan-out, with no IO, no pyo3 and no wasmtime, so the Rust host,
+//! the plugin runtime and the Python package all build on it.
+//!
+//! # Layout
+//!
+//! - [`config`]: every client-facing limit, with defaults and validation.
+//! - [`schema`]: SDL parsed and validated, each subscription field bound to a topic.
+//! - [`operation`]: a subscribe request parsed, validated, limited and compiled.
+//! - [`projection`]: the compiled selection set, run once per group per event.
+//! - [`protocol`]: graphql-transport-ws and legacy graphql-ws as state machines.
+//! - [`connection`]: one client without its socket: session, subscriptions, outbox.
+//! - [`outbox`]: the bounded per-connection queue of pre-serialised frames.
+//! - [`registry`]: topic index and subscription groups; dispatch.
+//! - [`engine`]: what all connections share; `publish` enters here.
+//! - [`event`], [`error`], [`metrics`], [`ratelimit`]: the shared vocabulary.
+
+pub mod config;
+pub mod connection;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod metrics;
+pub mod operation;
+pub mod outbox;
+pub mod projection;
+pub mod protocol;
+pub mod ratelimit;
+pub mod registry;
+pub mod schema;
+
+pub use config::{ConfigError, Limits};
+pub use connection::Connection;
+pub use engine::{AcceptAll, ConnectionPolicy, Engine};
+pub use error::GraphQLError;
+pub use event::Event;
+pub use schema::{Schema, SchemaError};

@@ -1,0 +1,175 @@
+//! The bounded per-connection queue of pre-serialised frames.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::protocol::Close;
+
+/// One frame waiting for the socket writer.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A fanned-out result: the per-client prefix and the group's shared payload.
+    Next {
+        /// `{"id":…,"type":"next","payload":` for this subscription.
+        prefix: Arc<[u8]>,
+        /// The execution result, serialised once for the whole group.
+        payload: Arc<[u8]>,
+    },
+    /// A control message (ack, pong, error, complete, ka), never dropped.
+    Text(String),
+    /// Close the socket after everything before it is sent.
+    Close(Close),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    results: usize,
+    closed: bool,
+}
+
+/// A bounded queue between the dispatcher and one socket writer.
+///
+/// Slow-consumer policy: when `capacity` results are already waiting, the
+/// oldest result is dropped to make room and the drop is reported to the
+/// caller (who counts it). Control frames are never dropped; they are
+/// bounded by the client's own requests. The dispatcher never waits here,
+/// so a stalled client cannot delay anyone else.
+#[derive(Debug)]
+pub struct Outbox {
+    // A std mutex, not tokio's: it is held for a push or a swap, never across
+    // an await, and is taken on the dispatch hot path.
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+}
+
+/// What happened to a pushed result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued, and the oldest waiting result was dropped for it.
+    DroppedOldest,
+    /// The connection is closing; nothing was queued.
+    Closed,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `capacity` results.
+    pub fn new(capacity: usize) -> Self {
+        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), capacity: capacity.max(1) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every mutation is a single VecDeque call), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a result, dropping the oldest result if the queue is full.
+    pub fn push_next(&self, prefix: Arc<[u8]>, payload: Arc<[u8]>) -> Pushed {
+        let mut state = self.lock();
+        if state.closed {
+            return Pushed::Closed;
+        }
+        let mut pushed = Pushed::Queued;
+        if state.results >= self.capacity {
+            if let Some(pos) = state.frames.iter().position(|f| matches!(f, Frame::Next { .. })) {
+                state.frames.remove(pos);
+                state.results -= 1;
+                pushed = Pushed::DroppedOldest;
+            }
+        }
+        state.frames.push_back(Frame::Next { prefix, payload });
+        state.results += 1;
+        drop(state);
+        self.notify.notify_one();
+        pushed
+    }
+
+    /// Queues a control frame; a `Close` seals the outbox.
+    pub fn push_control(&self, frame: Frame) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        if matches!(frame, Frame::Close(_)) {
+            state.closed = true;
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Moves every waiting frame into `into` (keeping its allocation warm).
+    pub fn drain_into(&self, into: &mut VecDeque<Frame>) {
+        let mut state = self.lock();
+        std::mem::swap(&mut state.frames, into);
+        state.results = 0;
+    }
+
+    /// Waits until something is pushed (returns at once if a push happened
+    /// since the last wait).
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    /// Removes waiting results that carry `prefix` (a completed subscription).
+    pub fn purge(&self, prefix: &Arc<[u8]>) {
+        let mut state = self.lock();
+        let before = state.frames.len();
+        state.frames.retain(|f| !matches!(f, Frame::Next { prefix: p, .. } if Arc::ptr_eq(p, prefix)));
+        let removed = before - state.frames.len();
+        state.results -= removed;
+    }
+
+    /// How many frames are waiting.
+    pub fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(s: &str) -> Arc<[u8]> {
+        Arc::from(s.as_bytes())
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_result_but_keeps_control_frames() {
+        let outbox = Outbox::new(2);
+        outbox.push_control(Frame::Text("ack".into()));
+        assert_eq!(outbox.push_next(bytes("p"), bytes("1")), Pushed::Queued);
+        assert_eq!(outbox.push_next(bytes("p"), bytes("2")), Pushed::Queued);
+        assert_eq!(outbox.push_next(bytes("p"), bytes("3")), Pushed::DroppedOldest);
+        let mut out = VecDeque::new();
+        outbox.drain_into(&mut out);
+        let got: Vec<String> = out
+            .iter()
+            .map(|f| match f {
+                Frame::Text(t) => t.clone(),
+                Frame::Next { payload, .. } => String::from_utf8(payload.to_vec()).unwrap(),
+                Frame::Close(_) => "close".into(),
+            })
+            .collect();
+        assert_eq!(got, ["ack", "2", "3"]);
+    }
+
+    #[test]
+    fn close_seals_the_outbox() {
+        let outbox = Outbox::new(4);
+        outbox.push_control(Frame::Close(Close::new(crate::protocol::CloseCode::GoingAway)));
+        assert_eq!(outbox.push_next(bytes("p"), bytes("1")), Pushed::Closed);
+        assert_eq!(outbox.len(), 1);
+    }
+}
