@@ -80,20 +80,30 @@ impl Limits {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(ConfigError { field, reason: format!("must be a positive number, got {v}") })
+                Err(ConfigError {
+                    field,
+                    reason: format!("must be a positive number, got {v}"),
+                })
             }
         };
         let at_least = |field: &'static str, v: u64, min: u64| {
             if v >= min {
                 Ok(())
             } else {
-                Err(ConfigError { field, reason: format!("must be at least {min}, got {v}") })
+                Err(ConfigError {
+                    field,
+                    reason: format!("must be at least {min}, got {v}"),
+                })
             }
         };
         at_least("max_connections", self.max_connections as u64, 1)?;
         positive("connections_per_second", self.connections_per_second)?;
         positive("connection_burst", self.connection_burst)?;
-        at_least("max_subscriptions_per_connection", self.max_subscriptions_per_connection as u64, 1)?;
+        at_least(
+            "max_subscriptions_per_connection",
+            self.max_subscriptions_per_connection as u64,
+            1,
+        )?;
         positive("subscribes_per_second", self.subscribes_per_second)?;
         positive("subscribe_burst", self.subscribe_burst)?;
         at_least("max_message_bytes", self.max_message_bytes as u64, 1024)?;
@@ -106,7 +116,10 @@ impl Limits {
         if self.max_document_bytes > self.max_message_bytes {
             return Err(ConfigError {
                 field: "max_document_bytes",
-                reason: format!("cannot exceed max_message_bytes ({})", self.max_message_bytes),
+                reason: format!(
+                    "cannot exceed max_message_bytes ({})",
+                    self.max_message_bytes
+                ),
             });
         }
         Ok(())
@@ -120,9 +133,15 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_name_their_field() {
         Limits::default().validate().unwrap();
-        let bad = Limits { queue_depth: 0, ..Limits::default() };
+        let bad = Limits {
+            queue_depth: 0,
+            ..Limits::default()
+        };
         assert_eq!(bad.validate().unwrap_err().field, "queue_depth");
-        let bad = Limits { subscribes_per_second: f64::NAN, ..Limits::default() };
+        let bad = Limits {
+            subscribes_per_second: f64::NAN,
+            ..Limits::default()
+        };
         assert_eq!(bad.validate().unwrap_err().field, "subscribes_per_second");
     }
 }

@@ -38,7 +38,11 @@ impl Connection {
     pub(crate) fn new(engine: Arc<Engine>, protocol: Protocol) -> Self {
         let limits = engine.limits();
         let outbox = Arc::new(Outbox::new(limits.queue_depth));
-        let subscribes = TokenBucket::new(limits.subscribes_per_second, limits.subscribe_burst, Instant::now());
+        let subscribes = TokenBucket::new(
+            limits.subscribes_per_second,
+            limits.subscribe_burst,
+            Instant::now(),
+        );
         engine.metrics().connections.inc();
         Connection {
             engine,
@@ -141,34 +145,56 @@ impl Connection {
     }
 
     fn reject(&self, reason: &'static str) {
-        self.engine.metrics().connection_rejections.get_or_create(&Reason { reason }).inc();
+        self.engine
+            .metrics()
+            .connection_rejections
+            .get_or_create(&Reason { reason })
+            .inc();
     }
 
     fn subscribe(&mut self, id: String, request: &SubscribePayload) -> Vec<Action> {
         let metrics = self.engine.metrics();
         let limits = self.engine.limits();
         let refuse = |reason: &'static str, message: String| {
-            metrics.subscribe_errors.get_or_create(&Reason { reason }).inc();
+            metrics
+                .subscribe_errors
+                .get_or_create(&Reason { reason })
+                .inc();
             vec![GraphQLError::new(message, codes::RATE_LIMITED)]
         };
         let errors = if !self.subscribes.try_take(Instant::now()) {
-            refuse("rate_limited", format!("Too many subscribes: at most {} per second", limits.subscribes_per_second))
+            refuse(
+                "rate_limited",
+                format!(
+                    "Too many subscribes: at most {} per second",
+                    limits.subscribes_per_second
+                ),
+            )
         } else if self.live.len() >= limits.max_subscriptions_per_connection {
             refuse(
                 "too_many",
-                format!("A connection may hold at most {} subscriptions", limits.max_subscriptions_per_connection),
+                format!(
+                    "A connection may hold at most {} subscriptions",
+                    limits.max_subscriptions_per_connection
+                ),
             )
         } else {
             match self.engine.prepare(request) {
                 Ok(prepared) => {
                     let prefix: Arc<[u8]> = Arc::from(self.session.protocol().next_prefix(&id));
-                    let member = Member { prefix: prefix.clone(), outbox: self.outbox.clone() };
+                    let member = Member {
+                        prefix: prefix.clone(),
+                        outbox: self.outbox.clone(),
+                    };
                     let handle = self.engine.registry().insert(prepared, member, metrics);
                     self.live.insert(id, Live { handle, prefix });
                     return Vec::new();
                 }
                 Err(errors) => {
-                    metrics.subscribe_errors.get_or_create(&Reason { reason: "invalid" }).inc();
+                    metrics
+                        .subscribe_errors
+                        .get_or_create(&Reason { reason: "invalid" })
+                        .inc();
                     errors
                 }
             }
@@ -178,7 +204,9 @@ impl Connection {
 
     fn unsubscribe(&mut self, id: &str) {
         if let Some(live) = self.live.remove(id) {
-            self.engine.registry().remove(&live.handle, self.engine.metrics());
+            self.engine
+                .registry()
+                .remove(&live.handle, self.engine.metrics());
             // Results already queued for this id must not follow its completion.
             self.outbox.purge(&live.prefix);
         }
@@ -186,7 +214,9 @@ impl Connection {
 
     fn unsubscribe_all(&mut self) {
         for (_, live) in self.live.drain() {
-            self.engine.registry().remove(&live.handle, self.engine.metrics());
+            self.engine
+                .registry()
+                .remove(&live.handle, self.engine.metrics());
         }
     }
 }

@@ -55,7 +55,13 @@ impl Engine {
         policy: Arc<dyn ConnectionPolicy>,
     ) -> Result<Arc<Engine>, ConfigError> {
         limits.validate()?;
-        Ok(Arc::new(Engine { schema, limits, registry: Registry::default(), metrics: Metrics::new(), policy }))
+        Ok(Arc::new(Engine {
+            schema,
+            limits,
+            registry: Registry::default(),
+            metrics: Metrics::new(),
+            policy,
+        }))
     }
 
     /// The schema.
@@ -94,7 +100,9 @@ impl Engine {
         let start = Instant::now();
         self.metrics.events_in.inc();
         let done = self.registry.dispatch(event, &self.metrics);
-        self.metrics.dispatch_seconds.observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .dispatch_seconds
+            .observe(start.elapsed().as_secs_f64());
         done
     }
 

@@ -43,7 +43,12 @@ impl GraphQLError {
     pub fn new(message: impl Into<String>, code: &str) -> Self {
         let mut extensions = Map::new();
         extensions.insert("code".into(), Value::String(code.into()));
-        GraphQLError { message: message.into(), locations: Vec::new(), path: Vec::new(), extensions }
+        GraphQLError {
+            message: message.into(),
+            locations: Vec::new(),
+            path: Vec::new(),
+            extensions,
+        }
     }
 
     /// The same error with a response path.
@@ -62,7 +67,10 @@ impl GraphQLError {
         out.locations = err
             .locations
             .into_iter()
-            .map(|l| Location { line: l.line, column: l.column })
+            .map(|l| Location {
+                line: l.line,
+                column: l.column,
+            })
             .collect();
         out
     }

@@ -70,16 +70,48 @@ impl Metrics {
             dispatch_seconds: Histogram::new(exponential_buckets(1e-6, 3.0, 13)),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open WebSocket connections", m.connections.clone());
-        registry.register("subscriptions", "Live subscriptions", m.subscriptions.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Live subscriptions",
+            m.subscriptions.clone(),
+        );
         registry.register("groups", "Live subscription groups", m.groups.clone());
         registry.register("topics", "Topics with subscribers", m.topics.clone());
-        registry.register("events_in", "Events accepted for dispatch", m.events_in.clone());
-        registry.register("projections", "Projections run, one per group per event", m.projections.clone());
-        registry.register("deliveries", "Result frames queued for clients", m.deliveries.clone());
-        registry.register("frames_out", "Frames written to sockets", m.frames_out.clone());
-        registry.register("drops", "Frames or requests dropped, by reason", m.drops.clone());
-        registry.register("subscribe_errors", "Subscribes refused, by reason", m.subscribe_errors.clone());
+        registry.register(
+            "events_in",
+            "Events accepted for dispatch",
+            m.events_in.clone(),
+        );
+        registry.register(
+            "projections",
+            "Projections run, one per group per event",
+            m.projections.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Result frames queued for clients",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "frames_out",
+            "Frames written to sockets",
+            m.frames_out.clone(),
+        );
+        registry.register(
+            "drops",
+            "Frames or requests dropped, by reason",
+            m.drops.clone(),
+        );
+        registry.register(
+            "subscribe_errors",
+            "Subscribes refused, by reason",
+            m.subscribe_errors.clone(),
+        );
         registry.register(
             "connection_rejections",
             "Connections refused or closed by the server, by reason",

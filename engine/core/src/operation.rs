@@ -34,10 +34,18 @@ pub struct Prepared {
 }
 
 /// Prepares a subscribe request, or returns the GraphQL errors for the client.
-pub fn prepare(schema: &Schema, limits: &Limits, request: &SubscribePayload) -> Result<Prepared, Vec<GraphQLError>> {
+pub fn prepare(
+    schema: &Schema,
+    limits: &Limits,
+    request: &SubscribePayload,
+) -> Result<Prepared, Vec<GraphQLError>> {
     if request.query.len() > limits.max_document_bytes {
         return Err(vec![GraphQLError::new(
-            format!("The document is {} bytes; the limit is {}", request.query.len(), limits.max_document_bytes),
+            format!(
+                "The document is {} bytes; the limit is {}",
+                request.query.len(),
+                limits.max_document_bytes
+            ),
             codes::LIMIT_EXCEEDED,
         )]);
     }
@@ -54,37 +62,63 @@ pub fn prepare(schema: &Schema, limits: &Limits, request: &SubscribePayload) -> 
     let operation = doc
         .operations
         .get(request.operation_name.as_deref())
-        .map_err(|e| vec![GraphQLError::new(e.message().to_string(), codes::VALIDATION_FAILED)])?;
+        .map_err(|e| {
+            vec![GraphQLError::new(
+                e.message().to_string(),
+                codes::VALIDATION_FAILED,
+            )]
+        })?;
     if operation.operation_type != OperationType::Subscription {
         return Err(vec![GraphQLError::new(
-            format!("Only subscriptions are served here; this operation is a {}", operation.operation_type),
+            format!(
+                "Only subscriptions are served here; this operation is a {}",
+                operation.operation_type
+            ),
             codes::OPERATION_NOT_SUPPORTED,
         )]);
     }
 
     let raw_vars: apollo_compiler::response::JsonMap =
         serde_json::from_value(Value::Object(request.variables.clone())).map_err(|e| {
-            vec![GraphQLError::new(format!("Variables are not valid JSON: {e}"), codes::BAD_USER_INPUT)]
+            vec![GraphQLError::new(
+                format!("Variables are not valid JSON: {e}"),
+                codes::BAD_USER_INPUT,
+            )]
         })?;
-    let coerced = apollo_compiler::request::coerce_variable_values(schema.apollo(), operation, &raw_vars)
-        .map_err(|e| vec![GraphQLError::new(e.message().to_string(), codes::BAD_USER_INPUT)])?;
+    let coerced =
+        apollo_compiler::request::coerce_variable_values(schema.apollo(), operation, &raw_vars)
+            .map_err(|e| {
+                vec![GraphQLError::new(
+                    e.message().to_string(),
+                    codes::BAD_USER_INPUT,
+                )]
+            })?;
     let variables: Map<String, Value> = match serde_json::to_value(coerced.into_inner()) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
 
     let root = root_field(&doc, &operation.selection_set).ok_or_else(|| {
-        vec![GraphQLError::new("The subscription selects no field", codes::VALIDATION_FAILED)]
+        vec![GraphQLError::new(
+            "The subscription selects no field",
+            codes::VALIDATION_FAILED,
+        )]
     })?;
     let mut arguments = Map::new();
     for def in &root.definition.arguments {
-        let given = root.arguments.iter().find(|a| a.name == def.name).map(|a| &a.value);
+        let given = root
+            .arguments
+            .iter()
+            .find(|a| a.name == def.name)
+            .map(|a| &a.value);
         let value = match (given, &def.default_value) {
             (Some(v), _) => match v.as_ref() {
-                AstValue::Variable(var) if !variables.contains_key(var.as_str()) => match &def.default_value {
-                    Some(d) => to_json(d, &variables),
-                    None => continue,
-                },
+                AstValue::Variable(var) if !variables.contains_key(var.as_str()) => {
+                    match &def.default_value {
+                        Some(d) => to_json(d, &variables),
+                        None => continue,
+                    }
+                }
                 _ => to_json(v, &variables),
             },
             (None, Some(d)) => to_json(d, &variables),
@@ -93,15 +127,30 @@ pub fn prepare(schema: &Schema, limits: &Limits, request: &SubscribePayload) -> 
         arguments.insert(def.name.to_string(), value);
     }
     let template = schema.topic(root.name.as_str()).ok_or_else(|| {
-        vec![GraphQLError::new(format!("Subscription.{} has no topic", root.name), codes::VALIDATION_FAILED)]
+        vec![GraphQLError::new(
+            format!("Subscription.{} has no topic", root.name),
+            codes::VALIDATION_FAILED,
+        )]
     })?;
     let topic = template
         .render(&arguments)
         .map_err(|message| vec![GraphQLError::new(message, codes::BAD_USER_INPUT)])?;
 
-    let plan = Plan::build(schema.apollo(), &doc, schema.subscription_type(), &operation.selection_set, &variables);
+    let plan = Plan::build(
+        schema.apollo(),
+        &doc,
+        schema.subscription_type(),
+        &operation.selection_set,
+        &variables,
+    );
     let args_text = Value::Object(arguments.clone()).to_string();
-    let group_key = format!("{}\u{0}{}\u{0}{}\u{0}{}", root.name, topic, args_text, plan.fingerprint());
+    let group_key = format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        root.name,
+        topic,
+        args_text,
+        plan.fingerprint()
+    );
     Ok(Prepared {
         field: root.name.to_string(),
         topic,
@@ -113,8 +162,13 @@ pub fn prepare(schema: &Schema, limits: &Limits, request: &SubscribePayload) -> 
     })
 }
 
-fn diagnostics(list: &apollo_compiler::validation::DiagnosticList, code: &str) -> Vec<GraphQLError> {
-    list.iter().map(|d| GraphQLError::from_apollo(d.to_json(), code)).collect()
+fn diagnostics(
+    list: &apollo_compiler::validation::DiagnosticList,
+    code: &str,
+) -> Vec<GraphQLError> {
+    list.iter()
+        .map(|d| GraphQLError::from_apollo(d.to_json(), code))
+        .collect()
 }
 
 /// The first field of the root selection, looking through fragments
@@ -124,7 +178,10 @@ fn root_field<'a>(doc: &'a ExecutableDocument, set: &'a SelectionSet) -> Option<
         Selection::Field(f) if f.name != "__typename" => Some(f.as_ref()),
         Selection::Field(_) => None,
         Selection::InlineFragment(i) => root_field(doc, &i.selection_set),
-        Selection::FragmentSpread(s) => doc.fragments.get(&s.fragment_name).and_then(|f| root_field(doc, &f.selection_set)),
+        Selection::FragmentSpread(s) => doc
+            .fragments
+            .get(&s.fragment_name)
+            .and_then(|f| root_field(doc, &f.selection_set)),
     })
 }
 
@@ -141,10 +198,15 @@ fn to_json(value: &AstValue, variables: &Map<String, Value>) -> Value {
             .or_else(|_| i.try_to_f64().map(Value::from))
             .unwrap_or(Value::Null),
         AstValue::Boolean(b) => Value::Bool(*b),
-        AstValue::List(items) => Value::Array(items.iter().map(|i| to_json(i, variables)).collect()),
-        AstValue::Object(fields) => {
-            Value::Object(fields.iter().map(|(k, v)| (k.to_string(), to_json(v, variables))).collect())
+        AstValue::List(items) => {
+            Value::Array(items.iter().map(|i| to_json(i, variables)).collect())
         }
+        AstValue::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), to_json(v, variables)))
+                .collect(),
+        ),
     }
 }
 
@@ -158,7 +220,11 @@ struct Stats {
 /// Depth, alias and field-count limits, with fragments expanded (each
 /// fragment measured once, so a fragment used many times costs nothing extra).
 fn check_limits(doc: &ExecutableDocument, limits: &Limits) -> Result<(), Vec<GraphQLError>> {
-    fn measure<'a>(doc: &'a ExecutableDocument, set: &'a SelectionSet, memo: &mut HashMap<&'a str, Stats>) -> Stats {
+    fn measure<'a>(
+        doc: &'a ExecutableDocument,
+        set: &'a SelectionSet,
+        memo: &mut HashMap<&'a str, Stats>,
+    ) -> Stats {
         let mut total = Stats::default();
         for selection in &set.selections {
             let inner = match selection {
@@ -194,7 +260,10 @@ fn check_limits(doc: &ExecutableDocument, limits: &Limits) -> Result<(), Vec<Gra
     for operation in doc.operations.iter() {
         let stats = measure(doc, &operation.selection_set, &mut memo);
         let over = |what: &str, got: usize, max: usize| {
-            vec![GraphQLError::new(format!("The document's {what} is {got}; the limit is {max}"), codes::LIMIT_EXCEEDED)]
+            vec![GraphQLError::new(
+                format!("The document's {what} is {got}; the limit is {max}"),
+                codes::LIMIT_EXCEEDED,
+            )]
         };
         if stats.depth > limits.max_depth {
             return Err(over("depth", stats.depth, limits.max_depth));

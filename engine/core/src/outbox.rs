@@ -60,7 +60,11 @@ pub enum Pushed {
 impl Outbox {
     /// An empty outbox holding at most `capacity` results.
     pub fn new(capacity: usize) -> Self {
-        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), capacity: capacity.max(1) }
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -77,7 +81,11 @@ impl Outbox {
         }
         let mut pushed = Pushed::Queued;
         if state.results >= self.capacity {
-            if let Some(pos) = state.frames.iter().position(|f| matches!(f, Frame::Next { .. })) {
+            if let Some(pos) = state
+                .frames
+                .iter()
+                .position(|f| matches!(f, Frame::Next { .. }))
+            {
                 state.frames.remove(pos);
                 state.results -= 1;
                 pushed = Pushed::DroppedOldest;
@@ -121,7 +129,9 @@ impl Outbox {
     pub fn purge(&self, prefix: &Arc<[u8]>) {
         let mut state = self.lock();
         let before = state.frames.len();
-        state.frames.retain(|f| !matches!(f, Frame::Next { prefix: p, .. } if Arc::ptr_eq(p, prefix)));
+        state
+            .frames
+            .retain(|f| !matches!(f, Frame::Next { prefix: p, .. } if Arc::ptr_eq(p, prefix)));
         let removed = before - state.frames.len();
         state.results -= removed;
     }
@@ -151,7 +161,10 @@ mod tests {
         outbox.push_control(Frame::Text("ack".into()));
         assert_eq!(outbox.push_next(bytes("p"), bytes("1")), Pushed::Queued);
         assert_eq!(outbox.push_next(bytes("p"), bytes("2")), Pushed::Queued);
-        assert_eq!(outbox.push_next(bytes("p"), bytes("3")), Pushed::DroppedOldest);
+        assert_eq!(
+            outbox.push_next(bytes("p"), bytes("3")),
+            Pushed::DroppedOldest
+        );
         let mut out = VecDeque::new();
         outbox.drain_into(&mut out);
         let got: Vec<String> = out
@@ -168,7 +181,9 @@ mod tests {
     #[test]
     fn close_seals_the_outbox() {
         let outbox = Outbox::new(4);
-        outbox.push_control(Frame::Close(Close::new(crate::protocol::CloseCode::GoingAway)));
+        outbox.push_control(Frame::Close(Close::new(
+            crate::protocol::CloseCode::GoingAway,
+        )));
         assert_eq!(outbox.push_next(bytes("p"), bytes("1")), Pushed::Closed);
         assert_eq!(outbox.len(), 1);
     }

@@ -26,8 +26,14 @@ impl Shape {
         match ty {
             Type::Named(_) => Shape::Named { non_null: false },
             Type::NonNullNamed(_) => Shape::Named { non_null: true },
-            Type::List(inner) => Shape::List { non_null: false, item: Box::new(Shape::of(inner)) },
-            Type::NonNullList(inner) => Shape::List { non_null: true, item: Box::new(Shape::of(inner)) },
+            Type::List(inner) => Shape::List {
+                non_null: false,
+                item: Box::new(Shape::of(inner)),
+            },
+            Type::NonNullList(inner) => Shape::List {
+                non_null: true,
+                item: Box::new(Shape::of(inner)),
+            },
         }
     }
 
@@ -86,8 +92,16 @@ impl Plan {
         selection_set: &SelectionSet,
         variables: &Map<String, Value>,
     ) -> Plan {
-        let builder = Builder { schema, doc, variables, implementers: schema.implementers_map() };
-        Plan { root_type: root_type.to_owned(), fields: builder.fields(root_type, &[selection_set]) }
+        let builder = Builder {
+            schema,
+            doc,
+            variables,
+            implementers: schema.implementers_map(),
+        };
+        Plan {
+            root_type: root_type.to_owned(),
+            fields: builder.fields(root_type, &[selection_set]),
+        }
     }
 
     /// A stable text that is equal for plans that project identically.
@@ -98,7 +112,11 @@ impl Plan {
     /// Runs the plan on the root field's value and returns the serialised
     /// execution result, `{"data":…}` plus `"errors"` when there are any.
     pub fn execute(&self, root_value: &Value) -> Vec<u8> {
-        let mut exec = Exec { out: Vec::with_capacity(256), errors: Vec::new(), path: Vec::new() };
+        let mut exec = Exec {
+            out: Vec::with_capacity(256),
+            errors: Vec::new(),
+            path: Vec::new(),
+        };
         exec.out.extend_from_slice(b"{\"data\":");
         let start = exec.out.len();
         if exec.root(self, root_value).is_err() {
@@ -119,7 +137,10 @@ struct Builder<'a> {
     schema: &'a Valid<apollo_compiler::Schema>,
     doc: &'a ExecutableDocument,
     variables: &'a Map<String, Value>,
-    implementers: apollo_compiler::collections::HashMap<apollo_compiler::Name, apollo_compiler::schema::Implementers>,
+    implementers: apollo_compiler::collections::HashMap<
+        apollo_compiler::Name,
+        apollo_compiler::schema::Implementers,
+    >,
 }
 
 impl<'a> Builder<'a> {
@@ -129,7 +150,10 @@ impl<'a> Builder<'a> {
         for set in sets {
             self.collect(type_name, set, &mut grouped, &mut visited);
         }
-        grouped.into_iter().map(|(key, fields)| self.field(type_name, key, &fields)).collect()
+        grouped
+            .into_iter()
+            .map(|(key, fields)| self.field(type_name, key, &fields))
+            .collect()
     }
 
     fn collect(
@@ -152,7 +176,9 @@ impl<'a> Builder<'a> {
                     }
                 }
                 Selection::FragmentSpread(spread) => {
-                    if !self.included(&spread.directives) || !visited.insert(spread.fragment_name.as_str()) {
+                    if !self.included(&spread.directives)
+                        || !visited.insert(spread.fragment_name.as_str())
+                    {
                         continue;
                     }
                     if let Some(fragment) = self.doc.fragments.get(&spread.fragment_name) {
@@ -162,7 +188,10 @@ impl<'a> Builder<'a> {
                     }
                 }
                 Selection::InlineFragment(inline) => {
-                    let applies = inline.type_condition.as_ref().is_none_or(|tc| self.applies(tc.as_str(), type_name));
+                    let applies = inline
+                        .type_condition
+                        .as_ref()
+                        .is_none_or(|tc| self.applies(tc.as_str(), type_name));
                     if self.included(&inline.directives) && applies {
                         self.collect(type_name, &inline.selection_set, out, visited);
                     }
@@ -194,9 +223,10 @@ impl<'a> Builder<'a> {
                         })
                         .collect(),
                 ),
-                Some(ExtendedType::Enum(e)) => {
-                    Kind::Leaf(Leaf::Enum(named.to_owned(), e.values.keys().map(|v| v.to_string()).collect()))
-                }
+                Some(ExtendedType::Enum(e)) => Kind::Leaf(Leaf::Enum(
+                    named.to_owned(),
+                    e.values.keys().map(|v| v.to_string()).collect(),
+                )),
                 _ => Kind::Leaf(match named {
                     "Int" => Leaf::Int,
                     "Float" => Leaf::Float,
@@ -208,7 +238,14 @@ impl<'a> Builder<'a> {
             };
             (Shape::of(ty), kind)
         };
-        PlanField { key, key_json, source: first.name.to_string(), parent_type: parent_type.to_owned(), shape, kind }
+        PlanField {
+            key,
+            key_json,
+            source: first.name.to_string(),
+            parent_type: parent_type.to_owned(),
+            shape,
+            kind,
+        }
     }
 
     fn possible_types(&self, abstract_type: &str) -> Vec<String> {
@@ -233,7 +270,11 @@ impl<'a> Builder<'a> {
                 .and_then(|d| d.specified_argument_by_name("if"))
                 .map(|v| match v.as_ref() {
                     AstValue::Boolean(b) => *b,
-                    AstValue::Variable(var) => self.variables.get(var.as_str()).and_then(Value::as_bool).unwrap_or(false),
+                    AstValue::Variable(var) => self
+                        .variables
+                        .get(var.as_str())
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                     _ => false,
                 })
         };
@@ -304,7 +345,12 @@ impl<'a> Exec<'a> {
         result
     }
 
-    fn value(&mut self, field: &'a PlanField, shape: &'a Shape, value: Option<&'a Value>) -> Result<(), Null> {
+    fn value(
+        &mut self,
+        field: &'a PlanField,
+        shape: &'a Shape,
+        value: Option<&'a Value>,
+    ) -> Result<(), Null> {
         let value = match value {
             None | Some(Value::Null) => return Err(Null::Plain),
             Some(v) => v,
@@ -391,7 +437,9 @@ impl<'a> Exec<'a> {
     fn leaf(&mut self, leaf: &Leaf, value: &Value) -> Result<(), Null> {
         let ok = match (leaf, value) {
             (Leaf::Int, Value::Number(n)) => {
-                let int = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
+                let int = n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
                 match int.filter(|i| i32::try_from(*i).is_ok()) {
                     Some(i) => {
                         self.out.extend_from_slice(i.to_string().as_bytes());
@@ -445,7 +493,8 @@ impl<'a> Exec<'a> {
                 Step::Index(i) => PathSegment::Index(*i),
             })
             .collect();
-        self.errors.push(GraphQLError::new(message, codes::FIELD_ERROR).at_path(path));
+        self.errors
+            .push(GraphQLError::new(message, codes::FIELD_ERROR).at_path(path));
         Null::Reported
     }
 }

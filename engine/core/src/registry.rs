@@ -69,7 +69,12 @@ pub struct Registry {
 
 impl Registry {
     /// Adds a subscription to its group, creating group and topic as needed.
-    pub fn insert(&self, prepared: Prepared, member: Member, metrics: &Metrics) -> SubscriptionHandle {
+    pub fn insert(
+        &self,
+        prepared: Prepared,
+        member: Member,
+        metrics: &Metrics,
+    ) -> SubscriptionHandle {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let group_key: Arc<str> = Arc::from(prepared.group_key.as_str());
         let topic_key: Arc<str> = Arc::from(prepared.topic.as_str());
@@ -79,11 +84,18 @@ impl Registry {
         });
         let group = topic.groups.entry(group_key.clone()).or_insert_with(|| {
             metrics.groups.inc();
-            Group { plan: prepared.plan, members: HashMap::new() }
+            Group {
+                plan: prepared.plan,
+                members: HashMap::new(),
+            }
         });
         group.members.insert(token, member);
         metrics.subscriptions.inc();
-        SubscriptionHandle { topic: topic_key, group_key, token }
+        SubscriptionHandle {
+            topic: topic_key,
+            group_key,
+            token,
+        }
     }
 
     /// Removes a subscription; empty groups and topics go with it.
@@ -102,7 +114,12 @@ impl Registry {
             topic_empty = topic.groups.is_empty();
         }
         // The guard above is dropped first: DashMap deadlocks on re-entry.
-        if topic_empty && self.topics.remove_if(&handle.topic, |_, t| t.groups.is_empty()).is_some() {
+        if topic_empty
+            && self
+                .topics
+                .remove_if(&handle.topic, |_, t| t.groups.is_empty())
+                .is_some()
+        {
             metrics.topics.dec();
         }
     }
@@ -118,7 +135,10 @@ impl Registry {
             let payload: Arc<[u8]> = Arc::from(group.plan.execute(&event.data));
             done.groups += 1;
             for member in group.members.values() {
-                match member.outbox.push_next(member.prefix.clone(), payload.clone()) {
+                match member
+                    .outbox
+                    .push_next(member.prefix.clone(), payload.clone())
+                {
                     Pushed::Queued => done.deliveries += 1,
                     Pushed::DroppedOldest => {
                         done.deliveries += 1;
@@ -132,7 +152,12 @@ impl Registry {
         metrics.projections.inc_by(done.groups as u64);
         metrics.deliveries.inc_by(done.deliveries as u64);
         if done.dropped > 0 {
-            metrics.drops.get_or_create(&Reason { reason: "queue_full" }).inc_by(done.dropped as u64);
+            metrics
+                .drops
+                .get_or_create(&Reason {
+                    reason: "queue_full",
+                })
+                .inc_by(done.dropped as u64);
         }
         done
     }
@@ -143,7 +168,11 @@ impl Registry {
         let mut subs = 0;
         for topic in self.topics.iter() {
             groups += topic.groups.len();
-            subs += topic.groups.values().map(|g| g.members.len()).sum::<usize>();
+            subs += topic
+                .groups
+                .values()
+                .map(|g| g.members.len())
+                .sum::<usize>();
         }
         (self.topics.len(), groups, subs)
     }

@@ -18,7 +18,9 @@ pub enum SchemaError {
     #[error("the schema has no subscription root type")]
     NoSubscriptionType,
     /// A `@topic` template names something that is not an argument of its field.
-    #[error("Subscription.{field}: @topic(name: \"{template}\") uses {{{arg}}}, which is not an argument of the field")]
+    #[error(
+        "Subscription.{field}: @topic(name: \"{template}\") uses {{{arg}}}, which is not an argument of the field"
+    )]
     UnknownTopicArgument {
         /// The subscription field.
         field: String,
@@ -28,7 +30,9 @@ pub enum SchemaError {
         arg: String,
     },
     /// A `@topic` template has an unbalanced brace or an empty placeholder.
-    #[error("Subscription.{field}: @topic(name: \"{template}\") is not a valid template (use {{argName}} placeholders)")]
+    #[error(
+        "Subscription.{field}: @topic(name: \"{template}\") is not a valid template (use {{argName}} placeholders)"
+    )]
     BadTopicTemplate {
         /// The subscription field.
         field: String,
@@ -93,7 +97,11 @@ impl TopicTemplate {
                 Part::Argument(name) => match args.get(name) {
                     Some(Value::String(s)) => out.push_str(s),
                     Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
-                    _ => return Err(format!("argument \"{name}\" is needed to name the topic but has no value")),
+                    _ => {
+                        return Err(format!(
+                            "argument \"{name}\" is needed to name the topic but has no value"
+                        ))
+                    }
                 },
             }
         }
@@ -114,9 +122,9 @@ impl Schema {
     pub fn parse(sdl: &str) -> Result<Schema, SchemaError> {
         let declares_topic = apollo_compiler::ast::Document::parse(sdl, "schema.graphql")
             .map(|doc| {
-                doc.definitions.iter().any(|d| {
-                    matches!(d, apollo_compiler::ast::Definition::DirectiveDefinition(def) if def.name == "topic")
-                })
+                doc.definitions.iter().any(
+                    |d| matches!(d, apollo_compiler::ast::Definition::DirectiveDefinition(def) if def.name == "topic"),
+                )
             })
             .unwrap_or(false);
         let mut builder = apollo_compiler::Schema::builder().parse(sdl, "schema.graphql");
@@ -131,7 +139,9 @@ impl Schema {
             .root_operation(apollo_compiler::ast::OperationType::Subscription)
             .ok_or(SchemaError::NoSubscriptionType)?
             .to_string();
-        let object = inner.get_object(&subscription_type).ok_or(SchemaError::NoSubscriptionType)?;
+        let object = inner
+            .get_object(&subscription_type)
+            .ok_or(SchemaError::NoSubscriptionType)?;
         let mut topics = HashMap::new();
         for (name, field) in &object.fields {
             let template_text = field
@@ -141,9 +151,16 @@ impl Schema {
                 .and_then(|v| v.as_str())
                 .unwrap_or(name.as_str())
                 .to_owned();
-            let template = TopicTemplate::parse(&template_text)
-                .ok_or_else(|| SchemaError::BadTopicTemplate { field: name.to_string(), template: template_text.clone() })?;
-            if let Some(arg) = template.arguments().find(|a| !field.arguments.iter().any(|d| d.name == *a)) {
+            let template = TopicTemplate::parse(&template_text).ok_or_else(|| {
+                SchemaError::BadTopicTemplate {
+                    field: name.to_string(),
+                    template: template_text.clone(),
+                }
+            })?;
+            if let Some(arg) = template
+                .arguments()
+                .find(|a| !field.arguments.iter().any(|d| d.name == *a))
+            {
                 return Err(SchemaError::UnknownTopicArgument {
                     field: name.to_string(),
                     template: template_text.clone(),
@@ -152,7 +169,11 @@ impl Schema {
             }
             topics.insert(name.to_string(), template);
         }
-        Ok(Schema { inner, subscription_type, topics })
+        Ok(Schema {
+            inner,
+            subscription_type,
+            topics,
+        })
     }
 
     /// The validated apollo-compiler schema.
@@ -195,16 +216,28 @@ mod tests {
     fn topic_directive_is_predeclared_or_accepted_when_declared() {
         let sdl = "type Query { a: Int } type Subscription { tick(topic: String!): Int @topic(name: \"{topic}\") plain: Int }";
         let schema = Schema::parse(sdl).unwrap();
-        assert_eq!(schema.topic("plain"), TopicTemplate::parse("plain").as_ref());
+        assert_eq!(
+            schema.topic("plain"),
+            TopicTemplate::parse("plain").as_ref()
+        );
         let declared = format!("{TOPIC_DIRECTIVE}{sdl}");
         assert!(Schema::parse(&declared).is_ok());
     }
 
     #[test]
     fn bad_schemas_are_refused_with_a_reason() {
-        assert!(matches!(Schema::parse("type Query { a: Int }"), Err(SchemaError::NoSubscriptionType)));
-        assert!(matches!(Schema::parse("type Query { a: Int"), Err(SchemaError::Invalid(_))));
+        assert!(matches!(
+            Schema::parse("type Query { a: Int }"),
+            Err(SchemaError::NoSubscriptionType)
+        ));
+        assert!(matches!(
+            Schema::parse("type Query { a: Int"),
+            Err(SchemaError::Invalid(_))
+        ));
         let unknown = "type Query { a: Int } type Subscription { t: Int @topic(name: \"x:{id}\") }";
-        assert!(matches!(Schema::parse(unknown), Err(SchemaError::UnknownTopicArgument { .. })));
+        assert!(matches!(
+            Schema::parse(unknown),
+            Err(SchemaError::UnknownTopicArgument { .. })
+        ));
     }
 }

@@ -67,7 +67,10 @@ pub struct Close {
 impl Close {
     /// A close with the code's standard reason.
     pub fn new(code: CloseCode) -> Self {
-        Close { code, reason: code.default_reason().to_owned() }
+        Close {
+            code,
+            reason: code.default_reason().to_owned(),
+        }
     }
 
     /// A close with a specific reason, cut to fit in a close frame.

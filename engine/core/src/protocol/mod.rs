@@ -102,15 +102,22 @@ fn optional_object(
     match obj.get(key) {
         None | Some(serde_json::Value::Null) => Ok(serde_json::Map::new()),
         Some(serde_json::Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(format!("\"{what}\" message expects the '{key}' property to be an object or nullish or missing")),
+        Some(_) => Err(format!(
+            "\"{what}\" message expects the '{key}' property to be an object or nullish or missing"
+        )),
     }
 }
 
 /// Reads a required, non-empty string member.
-fn required_id(obj: &serde_json::Map<String, serde_json::Value>, what: &str) -> Result<String, String> {
+fn required_id(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    what: &str,
+) -> Result<String, String> {
     match obj.get("id") {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        _ => Err(format!("\"{what}\" message requires a non-empty 'id' string property")),
+        _ => Err(format!(
+            "\"{what}\" message requires a non-empty 'id' string property"
+        )),
     }
 }
 
@@ -121,11 +128,19 @@ fn subscribe_payload(
 ) -> Result<SubscribePayload, String> {
     let payload = match obj.get("payload") {
         Some(serde_json::Value::Object(p)) => p,
-        _ => return Err(format!("\"{what}\" message expects the 'payload' property to be an object")),
+        _ => {
+            return Err(format!(
+                "\"{what}\" message expects the 'payload' property to be an object"
+            ))
+        }
     };
     let query = match payload.get("query") {
         Some(serde_json::Value::String(q)) => q.clone(),
-        _ => return Err(format!("\"{what}\" message payload expects the 'query' property to be a string")),
+        _ => {
+            return Err(format!(
+                "\"{what}\" message payload expects the 'query' property to be a string"
+            ))
+        }
     };
     let operation_name = match payload.get("operationName") {
         None | Some(serde_json::Value::Null) => None,
@@ -145,7 +160,9 @@ fn subscribe_payload(
 }
 
 /// Parses a frame into a JSON object with a string `type`.
-fn parse_object(text: &str) -> Result<(String, serde_json::Map<String, serde_json::Value>), String> {
+fn parse_object(
+    text: &str,
+) -> Result<(String, serde_json::Map<String, serde_json::Value>), String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("Message is not valid JSON: {e}"))?;
     let serde_json::Value::Object(obj) = value else {

@@ -33,7 +33,11 @@ pub struct Session {
 impl Session {
     /// A fresh session waiting for `connection_init`.
     pub fn new(protocol: Protocol) -> Self {
-        Session { protocol, phase: Phase::AwaitingInit, active: HashSet::new() }
+        Session {
+            protocol,
+            phase: Phase::AwaitingInit,
+            active: HashSet::new(),
+        }
     }
 
     /// The subprotocol this session speaks.
@@ -77,7 +81,10 @@ impl Session {
         if self.phase == Phase::Closed {
             return Vec::new();
         }
-        self.close(Close::with_reason(CloseCode::BadRequest, "Binary frames are not supported"))
+        self.close(Close::with_reason(
+            CloseCode::BadRequest,
+            "Binary frames are not supported",
+        ))
     }
 
     /// Handles a decoded message.
@@ -100,7 +107,10 @@ impl Session {
                     return match self.protocol {
                         Protocol::TransportWs => self.close(Close::new(CloseCode::Unauthorized)),
                         Protocol::Legacy => {
-                            let err = GraphQLError::new("The connection is not initialised", codes::OPERATION_NOT_SUPPORTED);
+                            let err = GraphQLError::new(
+                                "The connection is not initialised",
+                                codes::OPERATION_NOT_SUPPORTED,
+                            );
                             Self::failure_frames(self.protocol, id, vec![err])
                         }
                     };
@@ -112,7 +122,12 @@ impl Session {
                             format!("Subscriber for {id} already exists"),
                         )),
                         // subscriptions-transport-ws restarts an operation whose id is reused.
-                        Protocol::Legacy => vec![Action::Unsubscribe { id: id.clone() }, Action::Subscribe { id, payload }],
+                        Protocol::Legacy => {
+                            vec![
+                                Action::Unsubscribe { id: id.clone() },
+                                Action::Subscribe { id, payload },
+                            ]
+                        }
                     };
                 }
                 self.active.insert(id.clone());
@@ -135,7 +150,9 @@ impl Session {
             return Vec::new();
         }
         self.phase = Phase::Ready;
-        let mut out = vec![Action::Send(ServerMessage::ConnectionAck { payload: ack_payload })];
+        let mut out = vec![Action::Send(ServerMessage::ConnectionAck {
+            payload: ack_payload,
+        })];
         if self.protocol == Protocol::Legacy {
             // Legacy clients start their keep-alive watchdog on the first `ka`.
             out.push(Action::Send(ServerMessage::KeepAlive));
@@ -150,7 +167,9 @@ impl Session {
         }
         let mut out = Vec::new();
         if self.protocol == Protocol::Legacy {
-            out.push(Action::Send(ServerMessage::ConnectionError { message: reason.to_owned() }));
+            out.push(Action::Send(ServerMessage::ConnectionError {
+                message: reason.to_owned(),
+            }));
         }
         out.extend(self.close(Close::with_reason(CloseCode::Forbidden, reason)));
         out
@@ -186,7 +205,10 @@ impl Session {
     }
 
     fn failure_frames(protocol: Protocol, id: String, errors: Vec<GraphQLError>) -> Vec<Action> {
-        let mut out = vec![Action::Send(ServerMessage::Error { id: id.clone(), errors })];
+        let mut out = vec![Action::Send(ServerMessage::Error {
+            id: id.clone(),
+            errors,
+        })];
         if protocol == Protocol::Legacy {
             out.push(Action::Send(ServerMessage::Complete { id }));
         }
