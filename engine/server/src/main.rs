@@ -1,1 +1,132 @@
-fn main() {}
+//! The `fanwire` binary: `serve` and `check`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fanwire_server::{config::Config, Server};
+
+/// Fanwire: a GraphQL subscription server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve GraphQL subscriptions over WebSocket.
+    Serve {
+        /// TOML configuration file; flags below override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// SDL schema file.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:4000 (port 0 picks one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Bearer token required by POST /publish.
+        #[arg(long)]
+        publish_token: Option<String>,
+        /// Run the demo event generator (and the demo schema if none is given).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Validate a schema file and list its subscription topics.
+    Check {
+        /// SDL schema file.
+        schema: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { schema } => check(schema),
+        Command::Serve {
+            config,
+            schema,
+            listen,
+            publish_token,
+            demo,
+        } => {
+            let mut cfg = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            cfg.server.schema = schema.or(cfg.server.schema);
+            cfg.server.listen = listen.unwrap_or(cfg.server.listen);
+            cfg.server.publish_token = publish_token.or(cfg.server.publish_token);
+            cfg.demo.enabled |= demo;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?
+                .block_on(serve(cfg))
+        }
+    }
+}
+
+fn check(path: PathBuf) -> anyhow::Result<()> {
+    let sdl = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let schema = fanwire_core::Schema::parse(&sdl)
+        .with_context(|| format!("{} is not a valid schema", path.display()))?;
+    let mut fields: Vec<&str> = schema.subscription_fields().collect();
+    fields.sort_unstable();
+    println!(
+        "{}: valid; {} subscription field(s)",
+        path.display(),
+        fields.len()
+    );
+    for field in fields {
+        println!("  {field}");
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.server.publish_token.is_none() && !config.server.listen.ip().is_loopback() {
+        tracing::warn!("POST /publish has no token and the server listens beyond loopback");
+    }
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("fanwire listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, "serving: ws://{addr}/graphql, POST /publish, /metrics, /healthz");
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

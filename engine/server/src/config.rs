@@ -1,0 +1,164 @@
+//! The host's TOML configuration, with command-line overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use fanwire_core::Limits;
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listening address, schema, publish auth, shutdown.
+    pub server: ServerConfig,
+    /// Every client-facing limit (see `fanwire_core::Limits`).
+    pub limits: Limits,
+    /// The built-in demo event generator.
+    pub demo: DemoConfig,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// SDL file, relative to the config file.
+    pub schema: Option<PathBuf>,
+    /// Bearer token required by `POST /publish`; unset means no auth
+    /// (only sensible on loopback).
+    pub publish_token: Option<String>,
+    /// Largest `POST /publish` body in bytes.
+    pub max_publish_bytes: usize,
+    /// Milliseconds to let clients receive their close frames on shutdown.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            schema: None,
+            publish_token: None,
+            max_publish_bytes: 1024 * 1024,
+            shutdown_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// The `[demo]` table: a generator that publishes sample events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Run the generator (and use the demo schema when no schema is set).
+    pub enabled: bool,
+    /// Milliseconds between generated events.
+    pub interval_ms: u64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            enabled: false,
+            interval_ms: 500,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; a relative `server.schema` is resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        if let (Some(schema), Some(dir)) = (&config.server.schema, path.parent()) {
+            if schema.is_relative() {
+                config.server.schema = Some(dir.join(schema));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks every value; the host refuses to start on the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.server.max_publish_bytes < 64 {
+            return Err(ConfigError::Invalid(
+                "server.max_publish_bytes must be at least 64".into(),
+            ));
+        }
+        if self.server.publish_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "server.publish_token must not be empty (omit it to disable auth)".into(),
+            ));
+        }
+        if self.demo.enabled && self.demo.interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "demo.interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.server.schema.is_none() && !self.demo.enabled {
+            return Err(ConfigError::Invalid(
+                "no schema: pass --schema FILE, set server.schema in the config, or run with --demo".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_limits_are_refused() {
+        let err = toml::from_str::<Config>("[server]\nlisen = \"1.2.3.4:1\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let config: Config =
+            toml::from_str("[server]\nschema = \"s.graphql\"\n[limits]\nqueue_depth = 0").unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("queue_depth"));
+    }
+
+    #[test]
+    fn every_default_is_written_out_and_read_back() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, Config::default());
+    }
+}

@@ -1,0 +1,210 @@
+//! The socket side of a connection: the only module that touches
+//! tokio-tungstenite. Frames in go to the core's `Connection`; the outbox
+//! comes out in batches (many frames, one flush).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fanwire_core::metrics::Reason;
+use fanwire_core::outbox::Frame;
+use fanwire_core::protocol::{assemble_next, Close, CloseCode, Protocol};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::{frame::CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::App;
+
+/// How long a closing peer gets to answer our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs one WebSocket connection to its end.
+pub(crate) async fn serve<S>(app: Arc<App>, io: S, protocol: Option<Protocol>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &app.config.limits;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes));
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+    let metrics = app.engine.metrics();
+    let Some(protocol) = protocol else {
+        metrics
+            .connection_rejections
+            .get_or_create(&Reason {
+                reason: "subprotocol",
+            })
+            .inc();
+        close_and_wait(&mut ws, Close::new(CloseCode::SubprotocolNotAcceptable)).await;
+        return;
+    };
+
+    let mut conn = app.engine.connect(protocol);
+    let outbox = conn.outbox().clone();
+    let mut batch = VecDeque::new();
+    let keep_alive = Duration::from_millis(limits.keep_alive_ms);
+    // A client that has not read for two keep-alive periods is treated as gone.
+    let write_timeout = keep_alive * 2;
+    let init_deadline = tokio::time::sleep(Duration::from_millis(limits.init_timeout_ms));
+    tokio::pin!(init_deadline);
+    let mut init_pending = true;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+    let mut last_seen = Instant::now();
+    let mut shutdown = app.shutdown.clone();
+    let mut closing = false;
+    // After a read error the stream yields nothing more; the close frame
+    // already queued in the outbox must still go out.
+    let mut reading = true;
+
+    loop {
+        tokio::select! {
+            incoming = ws.next(), if reading => {
+                last_seen = Instant::now();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => conn.on_text(text.as_str()),
+                    Some(Ok(Message::Binary(_))) => conn.on_binary(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite queued the close reply; flushing sends it.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
+                        break;
+                    }
+                    None => break,
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                        reading = false;
+                        metrics.connection_rejections.get_or_create(&Reason { reason: "message_too_big" }).inc();
+                        let reason = format!("Message of {size} bytes exceeds the limit of {max_size}");
+                        conn.close(Close::with_reason(CloseCode::MessageTooBig, reason));
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break;
+                    }
+                }
+            }
+            _ = outbox.ready() => {
+                match tokio::time::timeout(write_timeout, write_batch(&mut ws, &outbox, &mut batch, &app)).await {
+                    Ok(Ok(Flow::Open)) => {}
+                    Ok(Ok(Flow::Closed)) => {
+                        wait_for_close(&mut ws).await;
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket write failed");
+                        break;
+                    }
+                    Err(_) => {
+                        metrics.connection_rejections.get_or_create(&Reason { reason: "write_timeout" }).inc();
+                        break;
+                    }
+                }
+            }
+            _ = &mut init_deadline, if init_pending => {
+                init_pending = false;
+                conn.on_init_timeout();
+            }
+            _ = ticker.tick() => {
+                if last_seen.elapsed() > keep_alive * 2 {
+                    metrics.connection_rejections.get_or_create(&Reason { reason: "dead_peer" }).inc();
+                    break;
+                }
+                // Browsers and every stock client answer protocol-level pings.
+                let ping = tokio::time::timeout(write_timeout, ws.send(Message::Ping(Default::default())));
+                if !matches!(ping.await, Ok(Ok(()))) {
+                    break;
+                }
+                conn.on_keep_alive();
+            }
+            _ = crate::stopped(&mut shutdown), if !closing => {
+                closing = true;
+                conn.close(Close::new(CloseCode::GoingAway));
+            }
+        }
+    }
+    drop(conn);
+}
+
+enum Flow {
+    Open,
+    Closed,
+}
+
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    outbox: &fanwire_core::outbox::Outbox,
+    batch: &mut VecDeque<Frame>,
+    app: &App,
+) -> Result<Flow, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    outbox.drain_into(batch);
+    let mut sent = 0u64;
+    let mut flow = Flow::Open;
+    let result = async {
+        while let Some(frame) = batch.pop_front() {
+            let message = match frame {
+                Frame::Next { prefix, payload } => {
+                    sent += 1;
+                    // Prefix and payload are JSON produced by serde_json: valid UTF-8.
+                    let text =
+                        String::from_utf8(assemble_next(&prefix, &payload)).unwrap_or_default();
+                    Message::Text(text.into())
+                }
+                Frame::Text(text) => Message::Text(text.into()),
+                Frame::Close(close) => {
+                    flow = Flow::Closed;
+                    Message::Close(Some(close_frame(close)))
+                }
+            };
+            ws.feed(message).await?;
+            if matches!(flow, Flow::Closed) {
+                break;
+            }
+        }
+        ws.flush().await
+    }
+    .await;
+    batch.clear();
+    app.engine.metrics().frames_out.inc_by(sent);
+    result.map(|()| flow)
+}
+
+fn close_frame(close: Close) -> CloseFrame {
+    CloseFrame {
+        code: close.code.code().into(),
+        reason: close.reason.into(),
+    }
+}
+
+async fn close_and_wait<S>(ws: &mut WebSocketStream<S>, close: Close)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if ws
+        .send(Message::Close(Some(close_frame(close))))
+        .await
+        .is_ok()
+    {
+        wait_for_close(ws).await;
+    }
+}
+
+/// After our close frame, read until the peer's close (or a short grace period).
+async fn wait_for_close<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}

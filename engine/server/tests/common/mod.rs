@@ -1,0 +1,258 @@
+//! A real server on 127.0.0.1:0 and a real WebSocket client, for the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use fanwire_server::{Config, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A guard for a test's waits: never a performance bound, only a hang breaker.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const SCHEMA: &str = r#"
+type Query { ok: Boolean }
+type Subscription {
+  orderCreated(tenantId: ID!): Order @topic(name: "orders:{tenantId}")
+  tick(topic: String! = "demo"): Tick! @topic(name: "ticks:{topic}")
+}
+type Order { id: ID! cents: Int! status: String customer: Customer }
+type Customer { name: String! }
+type Tick { seq: Int! blob: String }
+"#;
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub engine: std::sync::Arc<fanwire_core::Engine>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = std::env::temp_dir().join(format!(
+            "fanwire-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = dir.join("schema.graphql");
+        std::fs::write(&schema, SCHEMA).unwrap();
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.schema = Some(schema);
+        tweak(&mut config);
+        let server = Server::bind(config).await.expect("server binds");
+        let addr = server.local_addr().unwrap();
+        let engine = server.engine().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            engine,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(WAIT, done)
+                .await
+                .expect("shutdown finishes")
+                .unwrap();
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        self.engine.metrics().encode()
+    }
+
+    /// Reads one sample from the metrics text, e.g. `fanwire_projections_total`.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics(), name)
+    }
+
+    pub async fn client(&self, protocol: &str) -> Client {
+        Client::connect(self.addr, Some(protocol)).await
+    }
+
+    /// A graphql-transport-ws client that has been acknowledged.
+    pub async fn ready_client(&self) -> Client {
+        let mut c = self.client("graphql-transport-ws").await;
+        c.send(json!({"type": "connection_init"})).await;
+        assert_eq!(c.recv().await, json!({"type": "connection_ack"}));
+        c
+    }
+
+    pub async fn publish(&self, body: &str, token: Option<&str>) -> (u16, Value) {
+        http_request(self.addr, "POST", "/publish", body, token).await
+    }
+
+    /// Polls until `f` holds; fails the test if it never does.
+    pub async fn eventually(&self, what: &str, f: impl Fn(&TestServer) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !f(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never happened: {what}\n{}",
+                self.metrics()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub protocol: Option<String>,
+}
+
+impl Client {
+    pub async fn connect(addr: std::net::SocketAddr, protocol: Option<&str>) -> Client {
+        let mut req = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .unwrap();
+        if let Some(p) = protocol {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+        }
+        let (ws, res) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("upgrade succeeds");
+        let protocol = res
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Client { ws, protocol }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// The next text message as JSON (pings are answered and skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message arrives")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server's close frame and returns its code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("the server closes");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => panic!("closed without a code"),
+                None => panic!("the stream ended without a close frame"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error instead of a close frame: {e}"),
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}})).await;
+    }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection; returns status and JSON body.
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let (status, text) = http_raw(addr, method, path, body, token).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub async fn http_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response arrives")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

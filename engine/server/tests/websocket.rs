@@ -1,0 +1,269 @@
+//! graphql-transport-ws and legacy graphql-ws over real sockets: exact frames and close codes.
+
+mod common;
+
+use common::{Client, TestServer};
+use serde_json::json;
+
+const ORDER: &str = "subscription($t: ID!) { orderCreated(tenantId: $t) { id total: cents } }";
+
+#[tokio::test]
+async fn subscribe_receive_complete() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.ready_client().await;
+    assert_eq!(c.protocol.as_deref(), Some("graphql-transport-ws"));
+    c.subscribe("a", ORDER, json!({"t": "5"})).await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    let (status, body) = server
+        .publish(
+            r#"{"topic":"orders:5","data":{"id":1,"cents":1999,"x":true}}"#,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": 1, "deliveries": 1}))
+    );
+    assert_eq!(
+        c.recv().await,
+        json!({"id": "a", "type": "next", "payload": {"data": {"orderCreated": {"id": "1", "total": 1999}}}})
+    );
+    c.send(json!({"id": "a", "type": "complete"})).await;
+    server
+        .eventually("unsubscribed", |s| s.metric("fanwire_subscriptions") == 0.0)
+        .await;
+    assert_eq!(server.metric("fanwire_groups"), 0.0);
+    assert_eq!(server.metric("fanwire_topics"), 0.0);
+    // The id is free again.
+    c.subscribe("a", ORDER, json!({"t": "6"})).await;
+    server
+        .eventually("resubscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    server
+        .publish(r#"{"topic":"orders:6","data":{"id":"2","cents":5}}"#, None)
+        .await;
+    assert_eq!(c.recv().await["payload"]["data"]["orderCreated"]["id"], "2");
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_pong() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.ready_client().await;
+    c.send(json!({"type": "ping", "payload": {"n": 1}})).await;
+    assert_eq!(c.recv().await, json!({"type": "pong", "payload": {"n": 1}}));
+    c.send(json!({"type": "pong"})).await;
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await, json!({"type": "pong"}));
+}
+
+#[tokio::test]
+async fn invalid_documents_get_an_error_message_and_no_close() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.ready_client().await;
+    c.subscribe(
+        "x",
+        "subscription { orderCreated(tenantId: 1) { nope } }",
+        json!({}),
+    )
+    .await;
+    let msg = c.recv().await;
+    assert_eq!(msg["type"], "error");
+    assert_eq!(msg["id"], "x");
+    assert_eq!(
+        msg["payload"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    assert!(
+        msg["payload"][0]["locations"][0]["line"].is_number(),
+        "{msg}"
+    );
+    c.subscribe("x", "subscription {", json!({})).await;
+    let msg = c.recv().await;
+    assert_eq!(
+        msg["payload"][0]["extensions"]["code"],
+        "GRAPHQL_PARSE_FAILED"
+    );
+    c.subscribe("x", ORDER, json!({})).await;
+    let msg = c.recv().await;
+    assert_eq!(
+        msg["payload"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{msg}"
+    );
+    // Still open, and the id is usable.
+    c.subscribe("x", ORDER, json!({"t": "1"})).await;
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await, json!({"type": "pong"}));
+    assert_eq!(server.metric("fanwire_subscriptions"), 1.0);
+}
+
+async fn expect_close(c: &mut Client, code: u16) -> String {
+    let (got, reason) = c.closed().await;
+    assert_eq!(got, code, "close reason: {reason}");
+    reason
+}
+
+#[tokio::test]
+async fn every_close_code_of_the_protocol_table() {
+    let server = TestServer::start(|c| c.limits.init_timeout_ms = 200).await;
+
+    let mut c = Client::connect(server.addr, None).await;
+    assert_eq!(
+        expect_close(&mut c, 4406).await,
+        "Subprotocol not acceptable"
+    );
+    let mut c = Client::connect(server.addr, Some("something-else")).await;
+    expect_close(&mut c, 4406).await;
+
+    let mut c = server.client("graphql-transport-ws").await;
+    expect_close(&mut c, 4408).await;
+
+    let mut c = server.ready_client().await;
+    c.send(json!({"type": "connection_init"})).await;
+    expect_close(&mut c, 4429).await;
+
+    let mut c = server.client("graphql-transport-ws").await;
+    c.subscribe("1", ORDER, json!({"t": "1"})).await;
+    expect_close(&mut c, 4401).await;
+
+    let mut c = server.ready_client().await;
+    c.subscribe("1", ORDER, json!({"t": "1"})).await;
+    c.subscribe("1", ORDER, json!({"t": "1"})).await;
+    assert_eq!(
+        expect_close(&mut c, 4409).await,
+        "Subscriber for 1 already exists"
+    );
+
+    for bad in [
+        "not json",
+        r#"{"type":"bogus"}"#,
+        r#"{"type":"subscribe","payload":{"query":"{}"}}"#,
+        "[1]",
+    ] {
+        let mut c = server.ready_client().await;
+        c.send_text(bad).await;
+        expect_close(&mut c, 4400).await;
+    }
+    server
+        .eventually("closed connections are released", |s| {
+            s.metric("fanwire_connections") == 0.0
+        })
+        .await;
+    assert_eq!(server.metric("fanwire_subscriptions"), 0.0);
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009() {
+    let server = TestServer::start(|c| {
+        c.limits.max_message_bytes = 4096;
+        c.limits.max_document_bytes = 2048;
+    })
+    .await;
+    let mut c = server.ready_client().await;
+    let big = format!("subscription {{ tick {{ seq }} }} #{}", "x".repeat(3000));
+    c.subscribe("1", &big, json!({})).await;
+    assert_eq!(
+        c.recv().await["payload"][0]["extensions"]["code"],
+        "LIMIT_EXCEEDED"
+    );
+    c.send_text(&"y".repeat(10_000)).await;
+    expect_close(&mut c, 1009).await;
+}
+
+#[tokio::test]
+async fn legacy_protocol_start_data_stop() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.client("graphql-ws").await;
+    assert_eq!(c.protocol.as_deref(), Some("graphql-ws"));
+    c.send(json!({"type": "connection_init", "payload": {}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"type": "connection_ack"}));
+    assert_eq!(c.recv().await, json!({"type": "ka"}));
+    c.send(
+        json!({"id": "1", "type": "start", "payload": {"query": "subscription { tick { seq } }"}}),
+    )
+    .await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    server
+        .publish(r#"{"topic":"ticks:demo","data":{"seq":7}}"#, None)
+        .await;
+    assert_eq!(
+        c.recv().await,
+        json!({"id": "1", "type": "data", "payload": {"data": {"tick": {"seq": 7}}}})
+    );
+    c.send(json!({"id": "1", "type": "stop"})).await;
+    server
+        .eventually("stopped", |s| s.metric("fanwire_subscriptions") == 0.0)
+        .await;
+    c.send(json!({"id": "2", "type": "start", "payload": {"query": "subscription { nope }"}}))
+        .await;
+    let msg = c.recv().await;
+    assert_eq!(
+        (msg["id"].clone(), msg["type"].clone()),
+        (json!("2"), json!("data"))
+    );
+    assert_eq!(
+        msg["payload"]["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    assert_eq!(c.recv().await, json!({"id": "2", "type": "complete"}));
+    c.send(json!({"type": "connection_terminate"})).await;
+    expect_close(&mut c, 1000).await;
+}
+
+#[tokio::test]
+async fn graphql_transport_ws_is_preferred_when_both_are_offered() {
+    let server = TestServer::start(|_| {}).await;
+    let c = server.client("graphql-ws, graphql-transport-ws").await;
+    assert_eq!(c.protocol.as_deref(), Some("graphql-transport-ws"));
+}
+
+#[tokio::test]
+async fn keep_alive_pings_and_dead_peers_are_dropped() {
+    let server = TestServer::start(|c| c.limits.keep_alive_ms = 100).await;
+    let mut c = server.ready_client().await;
+    // A reading client answers pings and stays.
+    let mut pings = 0;
+    while pings < 3 {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(common::WAIT, c.ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            tokio_tungstenite::tungstenite::Message::Ping(_) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(server.metric("fanwire_connections"), 1.0);
+    // A client that stops reading (so never answers) is dropped as dead.
+    server
+        .eventually("dead peer dropped", |s| {
+            s.metric("fanwire_connections") == 0.0
+        })
+        .await;
+    drop(c);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_clients_with_1001() {
+    let mut server = TestServer::start(|_| {}).await;
+    let mut a = server.ready_client().await;
+    let mut b = server.client("graphql-ws").await;
+    server
+        .eventually("both connected", |s| s.metric("fanwire_connections") == 2.0)
+        .await;
+    let (mut a2, mut b2) = (
+        tokio::spawn(async move { a.closed().await }),
+        tokio::spawn(async move { b.closed().await }),
+    );
+    server.shutdown().await;
+    assert_eq!((&mut a2).await.unwrap().0, 1001);
+    assert_eq!((&mut b2).await.unwrap().0, 1001);
+    // The listener is gone.
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
