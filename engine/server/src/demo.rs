@@ -23,6 +23,8 @@ pub async fn generate(
     let mut timer = tokio::time::interval(interval);
     let mut seq: u64 = 0;
     let statuses = ["NEW", "PAID", "SHIPPED"];
+    let mut deliveries = 0usize;
+    let mut reported = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = timer.tick() => {}
@@ -35,13 +37,15 @@ pub async fn generate(
             .unwrap_or_default();
         // A cheap deterministic wobble so the numbers on the page move.
         let value = ((seq * 7919) % 1000) as f64 / 10.0;
-        engine.publish(&Event {
-            topic: "ticks:demo".into(),
-            data: json!({"seq": seq, "at": now.to_string(), "value": value}),
-            id: None,
-        });
+        deliveries += engine
+            .publish(&Event {
+                topic: "ticks:demo".into(),
+                data: json!({"seq": seq, "at": now.to_string(), "value": value}),
+                id: None,
+            })
+            .deliveries;
         let tenant = 1 + seq % 2;
-        engine.publish(&Event {
+        deliveries += engine.publish(&Event {
             topic: format!("orders:{tenant}"),
             data: json!({
                 "id": format!("ord-{seq}"),
@@ -51,6 +55,16 @@ pub async fn generate(
                 "customer": {"name": format!("Customer {}", seq % 17), "email": format!("c{}@example.com", seq % 17)},
             }),
             id: Some(format!("ord-{seq}")),
-        });
+        }).deliveries;
+        if reported.elapsed() >= Duration::from_secs(5) {
+            let subscriptions = engine.metrics().subscriptions.get();
+            tracing::info!(
+                events = seq * 2,
+                deliveries,
+                subscriptions,
+                "demo generator"
+            );
+            reported = std::time::Instant::now();
+        }
     }
 }

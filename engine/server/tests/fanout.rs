@@ -1,0 +1,210 @@
+//! Grouping, slow-consumer isolation and limits, through real sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::TestServer;
+use serde_json::json;
+
+const TICK: &str = "subscription { tick { seq } }";
+
+#[tokio::test]
+async fn identical_subscriptions_share_one_projection_per_event() {
+    let server = TestServer::start(|_| {}).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut c = server.ready_client().await;
+        // Written differently, projected identically: one group.
+        let query = if i % 2 == 0 {
+            TICK
+        } else {
+            "subscription S { ...F } fragment F on Subscription { tick { seq } }"
+        };
+        c.subscribe("s", query, json!({})).await;
+        clients.push(c);
+    }
+    // A different selection is a second group.
+    let mut other = server.ready_client().await;
+    other
+        .subscribe("o", "subscription { tick { n: seq } }", json!({}))
+        .await;
+    server
+        .eventually("all subscribed", |s| {
+            s.metric("fanwire_subscriptions") == 21.0
+        })
+        .await;
+    assert_eq!(server.metric("fanwire_groups"), 2.0);
+
+    for seq in 1..=5 {
+        let (status, body) = server
+            .publish(
+                &format!(r#"{{"topic":"ticks:demo","data":{{"seq":{seq}}}}}"#),
+                None,
+            )
+            .await;
+        assert_eq!((status, body["deliveries"].clone()), (200, json!(21)));
+    }
+    assert_eq!(
+        server.metric("fanwire_projections_total"),
+        10.0,
+        "5 events x 2 groups"
+    );
+    for c in &mut clients {
+        for seq in 1..=5 {
+            assert_eq!(
+                c.recv().await,
+                json!({"id": "s", "type": "next", "payload": {"data": {"tick": {"seq": seq}}}})
+            );
+        }
+    }
+    for seq in 1..=5 {
+        assert_eq!(other.recv().await["payload"]["data"]["tick"]["n"], seq);
+    }
+}
+
+/// A raw client that upgrades, subscribes and then never reads again.
+fn stalled_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"GET /graphql HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    for msg in [
+        r#"{"type":"connection_init"}"#.to_owned(),
+        json!({"id":"1","type":"subscribe","payload":{"query":"subscription { tick { seq blob } }"}}).to_string(),
+    ] {
+        // A masked client text frame (mask key zero keeps the payload as is).
+        let mut frame = vec![0x81u8];
+        let len = msg.len();
+        assert!(len < 65536);
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(msg.as_bytes());
+        s.write_all(&frame).unwrap();
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_loses_its_oldest_frames_and_nobody_else_waits() {
+    let server = TestServer::start(|c| c.limits.queue_depth = 8).await;
+    let stalled = stalled_client(server.addr);
+    let mut good = server.ready_client().await;
+    good.subscribe("g", "subscription { tick { seq } }", json!({}))
+        .await;
+    server
+        .eventually("both subscribed", |s| {
+            s.metric("fanwire_subscriptions") == 2.0
+        })
+        .await;
+
+    // 2,000 events of 16 KB: far more than the stalled socket's kernel
+    // buffers hold. They go out in small batches, each one waiting for the
+    // good client to have read the last, so only the stalled queue overflows.
+    let blob = "x".repeat(16 * 1024);
+    let events: u64 = 2_000;
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
+    let reader = tokio::spawn(async move {
+        for seq in 1..=events {
+            let msg = good.recv().await;
+            assert_eq!(
+                msg["payload"]["data"]["tick"]["seq"], seq,
+                "in order, nothing lost"
+            );
+            let _ = progress_tx.send(seq);
+        }
+        good
+    });
+    for chunk in (1..=events).collect::<Vec<_>>().chunks(4) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|seq| json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
+            .collect();
+        let (status, _) = server
+            .publish(&serde_json::Value::Array(batch).to_string(), None)
+            .await;
+        assert_eq!(status, 200);
+        let last = *chunk.last().unwrap();
+        tokio::time::timeout(common::WAIT, progress.wait_for(|got| *got >= last))
+            .await
+            .expect("the good client keeps receiving while the other one stalls")
+            .expect("reader alive");
+    }
+    let _good = reader.await.unwrap();
+    let drops = common::metric_value(
+        &server.metrics(),
+        "fanwire_drops_total{reason=\"queue_full\"}",
+    );
+    assert!(
+        drops > 0.0,
+        "the stalled client's queue overflowed and was trimmed\n{}",
+        server.metrics()
+    );
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn subscribe_rate_and_count_limits() {
+    let server = TestServer::start(|c| {
+        c.limits.max_subscriptions_per_connection = 2;
+        c.limits.subscribe_burst = 3.0;
+        c.limits.subscribes_per_second = 0.001;
+    })
+    .await;
+    let mut c = server.ready_client().await;
+    for id in ["1", "2", "3", "4"] {
+        c.subscribe(id, TICK, json!({})).await;
+    }
+    let third = c.recv().await;
+    assert_eq!(
+        (third["id"].clone(), third["type"].clone()),
+        (json!("3"), json!("error"))
+    );
+    assert!(third["payload"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 2 subscriptions"));
+    let fourth = c.recv().await;
+    assert_eq!(fourth["id"], "4");
+    assert_eq!(fourth["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+    assert!(fourth["payload"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Too many subscribes"));
+    assert_eq!(server.metric("fanwire_subscriptions"), 2.0);
+}
+
+#[tokio::test]
+async fn connection_limits_refuse_upgrades_with_a_status() {
+    let server = TestServer::start(|c| c.limits.max_connections = 1).await;
+    let _first = server.ready_client().await;
+    let (status, body) = common::http_request(server.addr, "GET", "/graphql", "", None).await;
+    assert_eq!(status, 426, "{body}");
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/graphql", server.addr))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+
+    let server = TestServer::start(|c| {
+        c.limits.connection_burst = 2.0;
+        c.limits.connections_per_second = 0.001;
+    })
+    .await;
+    let _a = server.ready_client().await;
+    let _b = server.ready_client().await;
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/graphql", server.addr))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+}
