@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the end-to-end suites against a built fanwire binary:
+#   tests/node    the graphql-ws reference client (node --test)
+#   tests/python  gql over both WebSocket subprotocols (pytest)
+#
+# Usage: FANWIRE_BIN=/path/to/fanwire tests/e2e.sh
+# Installs the suites' dependencies first (npm ci; pip install -r), which is
+# a no-op when they are already in place. Exits non-zero if either suite fails;
+# both suites run even when the first one fails.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [[ -z "${FANWIRE_BIN:-}" ]]; then
+  echo "e2e: FANWIRE_BIN is not set; build with 'cargo build -p fanwire-server --bin fanwire' and point it at the binary" >&2
+  exit 2
+fi
+if [[ ! -x "$FANWIRE_BIN" ]]; then
+  echo "e2e: FANWIRE_BIN=$FANWIRE_BIN is not an executable file" >&2
+  exit 2
+fi
+# The suites run from their own folders, so a relative path must not break.
+FANWIRE_BIN="$(cd "$(dirname "$FANWIRE_BIN")" && pwd)/$(basename "$FANWIRE_BIN")"
+export FANWIRE_BIN
+
+install() {
+  (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error) || return 1
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/python/requirements.txt" || return 1
+}
+
+if ! install; then
+  echo "e2e: installing the suites' dependencies failed" >&2
+  exit 2
+fi
+
+status=0
+
+echo "== node: graphql-ws =="
+(cd "$here/node" && npm test --silent) || status=1
+
+echo "== python: gql =="
+(cd "$here/python" && python3 -m pytest) || status=1
+
+if [[ $status -ne 0 ]]; then
+  echo "e2e: FAILED" >&2
+else
+  echo "e2e: both suites passed"
+fi
+exit $status
