@@ -106,9 +106,9 @@ impl Connection {
 
     /// Closes from the server side (shutdown, dead peer, oversized frame).
     pub fn close(&mut self, close: Close) {
-        if !self.session.is_closed() {
-            self.run(vec![Action::Close(close)]);
-        }
+        // Through the session, so that nothing the client sends later is read.
+        let actions = self.session.close(close);
+        self.run(actions);
         self.unsubscribe_all();
     }
 

@@ -49,11 +49,25 @@ pub fn prepare(
             codes::LIMIT_EXCEEDED,
         )]);
     }
-    let ast = Parser::new()
-        .recursion_limit(limits.max_depth * 2 + 16)
-        .token_limit(limits.max_document_bytes)
-        .parse_ast(request.query.as_str(), "subscription.graphql")
-        .map_err(|e| diagnostics(&e.errors, codes::PARSE_FAILED))?;
+    let recursion_limit = limits.max_depth * 2 + 16;
+    let mut parser = Parser::new()
+        .recursion_limit(recursion_limit)
+        .token_limit(limits.max_document_bytes);
+    let ast = match parser.parse_ast(request.query.as_str(), "subscription.graphql") {
+        Ok(ast) => ast,
+        // The parser's recursion bound guards the stack; hitting it means the
+        // document nests too deeply, which the client must hear as a limit.
+        Err(_) if parser.recursion_reached() > recursion_limit => {
+            return Err(vec![GraphQLError::new(
+                format!(
+                    "The document nests too deeply; the depth limit is {}",
+                    limits.max_depth
+                ),
+                codes::LIMIT_EXCEEDED,
+            )]);
+        }
+        Err(e) => return Err(diagnostics(&e.errors, codes::PARSE_FAILED)),
+    };
     let doc = ast
         .to_executable_validate(schema.apollo())
         .map_err(|e| diagnostics(&e.errors, codes::VALIDATION_FAILED))?;

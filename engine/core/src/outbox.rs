@@ -112,10 +112,16 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Moves every waiting frame into `into` (keeping its allocation warm).
+    /// Moves every waiting frame to the back of `into` (swapping buffers when
+    /// `into` is empty, which keeps both allocations warm).
     pub fn drain_into(&self, into: &mut VecDeque<Frame>) {
         let mut state = self.lock();
-        std::mem::swap(&mut state.frames, into);
+        if into.is_empty() {
+            std::mem::swap(&mut state.frames, into);
+        } else {
+            // A swap would hand the writer's unsent frames back to the queue.
+            into.append(&mut state.frames);
+        }
         state.results = 0;
     }
 

@@ -133,7 +133,8 @@ impl Schema {
         }
         let inner = builder
             .build()
-            .and_then(|s| s.validate())
+            .map_err(|e| SchemaError::Invalid(e.errors.to_string()))?
+            .validate()
             .map_err(|e| SchemaError::Invalid(e.errors.to_string()))?;
         let subscription_type = inner
             .root_operation(apollo_compiler::ast::OperationType::Subscription)

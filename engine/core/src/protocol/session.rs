@@ -215,7 +215,12 @@ impl Session {
         out
     }
 
-    fn close(&mut self, close: Close) -> Vec<Action> {
+    /// Closes the session (also for the host's own reasons: shutdown, dead
+    /// peer, oversized frame); nothing more is read. Closing twice sends nothing.
+    pub fn close(&mut self, close: Close) -> Vec<Action> {
+        if self.phase == Phase::Closed {
+            return Vec::new();
+        }
         self.phase = Phase::Closed;
         vec![Action::Close(close)]
     }
