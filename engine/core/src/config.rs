@@ -50,6 +50,10 @@ pub struct Limits {
     pub max_aliases: usize,
     /// Most field selections in a document, fragments expanded.
     pub max_fields: usize,
+    /// Recent events kept per topic in memory so a reconnecting client can
+    /// resume (`extensions.resumeFrom`); 0 keeps none. Memory grows with
+    /// topics x this x event size, so size it for the topics you have.
+    pub history_per_topic: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +73,7 @@ impl Default for Limits {
             max_depth: 12,
             max_aliases: 30,
             max_fields: 500,
+            history_per_topic: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::Engine;
 use crate::error::{codes, GraphQLError};
+use crate::history::ResumeError;
 use crate::metrics::Reason;
 use crate::outbox::{Frame, Outbox};
 use crate::protocol::{Action, Close, Protocol, ServerMessage, Session, SubscribePayload};
@@ -186,9 +187,27 @@ impl Connection {
                         prefix: prefix.clone(),
                         outbox: self.outbox.clone(),
                     };
-                    let handle = self.engine.registry().insert(prepared, member, metrics);
-                    self.live.insert(id, Live { handle, prefix });
-                    return Vec::new();
+                    match resume_from(request).and_then(|from| {
+                        self.engine.join(prepared, member, from).map_err(|e| {
+                            let code = match e {
+                                ResumeError::Unavailable => codes::RESUME_UNAVAILABLE,
+                                ResumeError::OutOfWindow { .. } => codes::RESUME_WINDOW_EXCEEDED,
+                            };
+                            vec![GraphQLError::new(e.to_string(), code)]
+                        })
+                    }) {
+                        Ok(handle) => {
+                            self.live.insert(id, Live { handle, prefix });
+                            return Vec::new();
+                        }
+                        Err(errors) => {
+                            metrics
+                                .subscribe_errors
+                                .get_or_create(&Reason { reason: "resume" })
+                                .inc();
+                            errors
+                        }
+                    }
                 }
                 Err(errors) => {
                     metrics
@@ -218,6 +237,19 @@ impl Connection {
                 .registry()
                 .remove(&live.handle, self.engine.metrics());
         }
+    }
+}
+
+/// Reads `extensions.resumeFrom`: the last sequence number the client saw.
+fn resume_from(request: &SubscribePayload) -> Result<Option<u64>, Vec<GraphQLError>> {
+    match request.extensions.get("resumeFrom") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
+        Some(other) => Err(vec![GraphQLError::new(
+            format!("extensions.resumeFrom must be a sequence number, got {other}"),
+            codes::BAD_USER_INPUT,
+        )]),
     }
 }
 

@@ -10,10 +10,11 @@ use crate::config::{ConfigError, Limits};
 use crate::connection::Connection;
 use crate::error::GraphQLError;
 use crate::event::Event;
+use crate::history::{History, ResumeError};
 use crate::metrics::Metrics;
 use crate::operation::{prepare, Prepared};
 use crate::protocol::{Protocol, SubscribePayload};
-use crate::registry::{Dispatched, Registry};
+use crate::registry::{Dispatched, Member, Registry, SubscriptionHandle};
 use crate::schema::Schema;
 
 /// Decides whether a `connection_init` is accepted.
@@ -38,6 +39,7 @@ pub struct Engine {
     schema: Schema,
     limits: Limits,
     registry: Registry,
+    history: History,
     metrics: Metrics,
     policy: Arc<dyn ConnectionPolicy>,
 }
@@ -55,9 +57,11 @@ impl Engine {
         policy: Arc<dyn ConnectionPolicy>,
     ) -> Result<Arc<Engine>, ConfigError> {
         limits.validate()?;
+        let history = History::new(limits.history_per_topic);
         Ok(Arc::new(Engine {
             schema,
             limits,
+            history,
             registry: Registry::default(),
             metrics: Metrics::new(),
             policy,
@@ -94,16 +98,53 @@ impl Engine {
         prepare(&self.schema, &self.limits, request)
     }
 
-    /// Dispatches one event to every subscription on its topic. Never blocks:
-    /// results go to bounded outboxes.
+    /// Dispatches one event to every subscription on its topic. Never waits
+    /// on a client: results go to bounded outboxes. With a history window the
+    /// event is recorded first (and numbered if it has no `seq`).
     pub fn publish(&self, event: &Event) -> Dispatched {
         let start = Instant::now();
         self.metrics.events_in.inc();
-        let done = self.registry.dispatch(event, &self.metrics);
+        let done = if self.history.enabled() {
+            let log = self.history.log(&event.topic);
+            let mut log = History::lock(&log);
+            let stored = log.record(event, self.history.capacity());
+            // Dispatching under the topic's log lock orders it against resumes.
+            self.registry.dispatch(&stored, &self.metrics)
+        } else {
+            self.registry.dispatch(event, &self.metrics)
+        };
         self.metrics
             .dispatch_seconds
             .observe(start.elapsed().as_secs_f64());
         done
+    }
+
+    /// Adds a prepared subscription to its group. With `resume_from`, the
+    /// events after that sequence number are queued for this member first,
+    /// atomically with joining, so none is missed or repeated.
+    pub fn join(
+        &self,
+        prepared: Prepared,
+        member: Member,
+        resume_from: Option<u64>,
+    ) -> Result<SubscriptionHandle, ResumeError> {
+        let Some(from) = resume_from else {
+            return Ok(self.registry.insert(prepared, member, &self.metrics));
+        };
+        if !self.history.enabled() {
+            return Err(ResumeError::Unavailable);
+        }
+        let log = self.history.log(&prepared.topic);
+        let log = History::lock(&log);
+        for event in log.since(from)? {
+            let payload = prepared.plan.execute_event(&event.data, event.seq);
+            member
+                .outbox
+                .push_next(member.prefix.clone(), Arc::from(payload));
+        }
+        let handle = self.registry.insert(prepared, member, &self.metrics);
+        drop(log);
+        Ok(handle)
     }
 
     /// Opens the protocol side of a new connection.

@@ -90,6 +90,10 @@ pub mod codes {
     pub const OPERATION_NOT_SUPPORTED: &str = "OPERATION_NOT_SUPPORTED";
     /// Too many subscribes in too short a time, or too many subscriptions.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// `resumeFrom` was asked of a server that keeps no history.
+    pub const RESUME_UNAVAILABLE: &str = "RESUME_UNAVAILABLE";
+    /// `resumeFrom` is older than the history window: the client must resync.
+    pub const RESUME_WINDOW_EXCEEDED: &str = "RESUME_WINDOW_EXCEEDED";
     /// A field value did not match its declared type, or a non-null was null.
     pub const FIELD_ERROR: &str = "FIELD_ERROR";
 }

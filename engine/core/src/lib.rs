@@ -13,6 +13,7 @@
 //! - [`outbox`]: the bounded per-connection queue of pre-serialised frames.
 //! - [`registry`]: topic index and subscription groups; dispatch.
 //! - [`engine`]: what all connections share; `publish` enters here.
+//! - [`history`]: per-topic windows of recent events, for resuming subscriptions.
 //! - [`event`], [`error`], [`metrics`], [`ratelimit`]: the shared vocabulary.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod connection;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod metrics;
 pub mod operation;
 pub mod outbox;

@@ -112,6 +112,12 @@ impl Plan {
     /// Runs the plan on the root field's value and returns the serialised
     /// execution result, `{"data":…}` plus `"errors"` when there are any.
     pub fn execute(&self, root_value: &Value) -> Vec<u8> {
+        self.execute_event(root_value, None)
+    }
+
+    /// Like [`Plan::execute`], adding `"extensions":{"seq":N}` when the event
+    /// carries a sequence number, so clients can resume from it.
+    pub fn execute_event(&self, root_value: &Value, seq: Option<u64>) -> Vec<u8> {
         let mut exec = Exec {
             out: Vec::with_capacity(256),
             errors: Vec::new(),
@@ -127,6 +133,11 @@ impl Plan {
             exec.out.extend_from_slice(b",\"errors\":");
             // Serialising plain structs into a Vec cannot fail.
             serde_json::to_writer(&mut exec.out, &exec.errors).unwrap_or_default();
+        }
+        if let Some(seq) = seq {
+            exec.out.extend_from_slice(b",\"extensions\":{\"seq\":");
+            exec.out.extend_from_slice(seq.to_string().as_bytes());
+            exec.out.push(b'}');
         }
         exec.out.push(b'}');
         exec.out

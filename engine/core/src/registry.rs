@@ -132,7 +132,7 @@ impl Registry {
             return done;
         };
         for group in topic.groups.values() {
-            let payload: Arc<[u8]> = Arc::from(group.plan.execute(&event.data));
+            let payload: Arc<[u8]> = Arc::from(group.plan.execute_event(&event.data, event.seq));
             done.groups += 1;
             for member in group.members.values() {
                 match member

@@ -97,11 +97,7 @@ fn complete(conn: &mut Connection, id: &str) {
 }
 
 fn event(topic: &str, data: Value) -> Event {
-    Event {
-        topic: topic.to_owned(),
-        data,
-        id: None,
-    }
+    Event::new(topic, data)
 }
 
 fn next(id: &str, payload: &str) -> Seen {

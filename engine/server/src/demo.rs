@@ -38,11 +38,10 @@ pub async fn generate(
         // A cheap deterministic wobble so the numbers on the page move.
         let value = ((seq * 7919) % 1000) as f64 / 10.0;
         deliveries += engine
-            .publish(&Event {
-                topic: "ticks:demo".into(),
-                data: json!({"seq": seq, "at": now.to_string(), "value": value}),
-                id: None,
-            })
+            .publish(&Event::new(
+                "ticks:demo",
+                json!({"seq": seq, "at": now.to_string(), "value": value}),
+            ))
             .deliveries;
         let tenant = 1 + seq % 2;
         deliveries += engine.publish(&Event {
@@ -55,6 +54,7 @@ pub async fn generate(
                 "customer": {"name": format!("Customer {}", seq % 17), "email": format!("c{}@example.com", seq % 17)},
             }),
             id: Some(format!("ord-{seq}")),
+            seq: None,
         }).deliveries;
         if reported.elapsed() >= Duration::from_secs(5) {
             let subscriptions = engine.metrics().subscriptions.get();
