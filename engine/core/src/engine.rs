@@ -88,6 +88,11 @@ impl Engine {
         &self.registry
     }
 
+    /// The per-topic history windows; a bus sets their floor.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// The connection policy.
     pub fn policy(&self) -> &dyn ConnectionPolicy {
         self.policy.as_ref()

@@ -1,7 +1,14 @@
 //! A bounded window of recent events per topic, so a client can resume a
 //! subscription from the last sequence number it saw.
+//!
+//! A node fed by a shared bus numbers events with the bus's sequence, which
+//! has gaps per topic, and may have joined the bus late or lost part of it
+//! during an outage. Each log therefore tracks the position after which it
+//! is known to be complete, and the history as a whole has a *floor* that a
+//! bus raises: "events at or below this may be missing here".
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
@@ -32,6 +39,9 @@ pub struct TopicLog {
     next_seq: u64,
     /// The highest sequence number ever recorded (kept after eviction).
     last_seq: Option<u64>,
+    /// Every event after this one that reached the node is in the window;
+    /// `None` until the first event or floor. `u64::MAX`: nothing is known.
+    complete_after: Option<u64>,
 }
 
 impl TopicLog {
@@ -41,33 +51,46 @@ impl TopicLog {
         let seq = event.seq.unwrap_or(self.next_seq.max(1));
         self.next_seq = seq + 1;
         self.last_seq = Some(seq);
+        // Without a floor, nothing is known about what came before the
+        // first event seen (a bus numbers with gaps).
+        self.complete_after.get_or_insert(seq.saturating_sub(1));
         let stored = Arc::new(Event {
             seq: Some(seq),
             ..event.clone()
         });
         self.events.push_back(stored.clone());
         while self.events.len() > capacity {
-            self.events.pop_front();
+            if let Some(gone) = self.events.pop_front().and_then(|e| e.seq) {
+                self.raise(gone);
+            }
         }
         stored
     }
 
+    /// Declares that events at or below `floor` may be missing from this log.
+    fn raise(&mut self, floor: u64) {
+        let known = self.complete_after.get_or_insert(floor);
+        *known = (*known).max(floor);
+    }
+
     /// The events after `seq`, in order, or why they cannot be had.
     pub fn since(&self, seq: u64) -> Result<Vec<Arc<Event>>, ResumeError> {
-        let Some(last) = self.last_seq else {
+        let Some(known) = self.complete_after else {
             return Ok(Vec::new());
         };
-        if seq >= last {
-            return Ok(Vec::new());
+        if known == u64::MAX {
+            return Err(ResumeError::Unavailable);
         }
-        let oldest = self.events.front().and_then(|e| e.seq).unwrap_or(last + 1);
-        // Every event after `seq` must still be kept: the next one is seq + 1
-        // at the latest (sequence numbers may have gaps, never reorderings).
-        if seq + 1 < oldest {
+        // Every event after `seq` must still be kept (sequence numbers may
+        // have gaps, never reorderings).
+        if seq < known {
             return Err(ResumeError::OutOfWindow {
                 requested: seq,
-                oldest,
+                oldest: self.events.front().and_then(|e| e.seq).unwrap_or(known + 1),
             });
+        }
+        if self.last_seq.is_none_or(|last| seq >= last) {
+            return Ok(Vec::new());
         }
         Ok(self
             .events
@@ -86,6 +109,8 @@ impl TopicLog {
 #[derive(Debug)]
 pub struct History {
     capacity: usize,
+    /// See [`History::raise_floor`]; 0 = complete from the start.
+    floor: AtomicU64,
     topics: DashMap<Arc<str>, Arc<Mutex<TopicLog>>>,
 }
 
@@ -94,8 +119,39 @@ impl History {
     pub fn new(capacity: usize) -> Self {
         History {
             capacity,
+            floor: AtomicU64::new(0),
             topics: DashMap::new(),
         }
+    }
+
+    /// Declares that events at or below `floor` may be missing on this node
+    /// (it joined a bus late, or lost part of it), so resuming from below it
+    /// is refused; `u64::MAX` refuses every resume until a lower floor is
+    /// set with [`History::set_floor`]. Only ever raises a topic's bound.
+    pub fn raise_floor(&self, floor: u64) {
+        self.floor.fetch_max(floor, Ordering::SeqCst);
+        for log in self.topics.iter() {
+            Self::lock(log.value()).raise(floor);
+        }
+    }
+
+    /// Sets the floor, lowering it from `u64::MAX` once a bus knows where
+    /// it starts; logs already created keep their own (higher) bound unless
+    /// they were only waiting for this.
+    pub fn set_floor(&self, floor: u64) {
+        self.floor.store(floor, Ordering::SeqCst);
+        for log in self.topics.iter() {
+            let mut log = Self::lock(log.value());
+            if log.complete_after == Some(u64::MAX) {
+                log.complete_after = Some(floor);
+            }
+            log.raise(floor);
+        }
+    }
+
+    /// The floor (see [`History::raise_floor`]).
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::SeqCst)
     }
 
     /// Whether any history is kept.
@@ -113,7 +169,16 @@ impl History {
         if let Some(log) = self.topics.get(topic) {
             return log.clone();
         }
-        self.topics.entry(Arc::from(topic)).or_default().clone()
+        self.topics
+            .entry(Arc::from(topic))
+            .or_insert_with(|| {
+                let floor = self.floor();
+                Arc::new(Mutex::new(TopicLog {
+                    complete_after: (floor > 0).then_some(floor),
+                    ..TopicLog::default()
+                }))
+            })
+            .clone()
     }
 
     /// Locks a topic log; poisoning is ignored because every mutation is
@@ -164,5 +229,42 @@ mod tests {
         assert_eq!(log.since(9).unwrap().len(), 3);
         assert!(log.since(3).is_err());
         assert_eq!(log.record(&ev(None), 10).seq, Some(16));
+    }
+
+    #[test]
+    fn eviction_with_gaps_refuses_only_what_may_be_missing() {
+        let mut log = TopicLog::default();
+        for seq in [10, 20, 30, 40] {
+            log.record(&ev(Some(seq)), 2);
+        }
+        // 10 and 20 were evicted: a client that saw 20 missed only 30 and 40.
+        assert_eq!(log.since(20).unwrap().len(), 2);
+        assert_eq!(log.since(25).unwrap().len(), 2);
+        assert!(log.since(19).is_err());
+    }
+
+    #[test]
+    fn a_floor_bounds_resumes_on_a_node_that_joined_late() {
+        let history = History::new(10);
+        // Nothing known until the bus says where it starts.
+        history.raise_floor(u64::MAX);
+        let seen = history.log("seen");
+        assert_eq!(History::lock(&seen).since(5), Err(ResumeError::Unavailable));
+        // The bus starts reading after 100: older positions are unknown.
+        history.set_floor(100);
+        let quiet = history.log("quiet");
+        assert!(History::lock(&quiet).since(100).unwrap().is_empty());
+        assert!(History::lock(&quiet).since(99).is_err());
+        History::lock(&seen).record(&ev(Some(150)), 10);
+        assert_eq!(History::lock(&seen).since(120).unwrap().len(), 1);
+        assert!(History::lock(&seen).since(5).is_err());
+        // An outage lost everything up to 200.
+        history.raise_floor(200);
+        assert!(History::lock(&seen).since(150).is_err());
+        assert!(History::lock(&history.log("new")).since(199).is_err());
+        assert!(History::lock(&history.log("new"))
+            .since(200)
+            .unwrap()
+            .is_empty());
     }
 }
