@@ -4,16 +4,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
 use crate::engine::Engine;
 use crate::error::{codes, GraphQLError};
 use crate::history::ResumeError;
+use crate::hooks::{ConnectionRequest, GroupInfo};
 use crate::metrics::Reason;
 use crate::outbox::{Frame, Outbox};
-use crate::protocol::{Action, Close, Protocol, ServerMessage, Session, SubscribePayload};
+use crate::principal::Principal;
+use crate::protocol::{
+    Action, Close, CloseCode, Protocol, ServerMessage, Session, SubscribePayload,
+};
 use crate::ratelimit::TokenBucket;
 use crate::registry::{Member, SubscriptionHandle};
 
@@ -33,6 +37,8 @@ pub struct Connection {
     live: HashMap<String, Live>,
     subscribes: TokenBucket,
     init_payload: Map<String, Value>,
+    headers: Vec<(String, String)>,
+    principal: Principal,
 }
 
 impl Connection {
@@ -52,7 +58,43 @@ impl Connection {
             live: HashMap::new(),
             subscribes,
             init_payload: Map::new(),
+            headers: Vec::new(),
+            principal: Principal::default(),
         }
+    }
+
+    /// Gives the connection policy the upgrade request's headers (names lower-case).
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Who is connected, once the connection policy accepted the init.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// When the principal's credentials expire; the host closes the connection then.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.principal
+            .expires_at
+            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    /// The credentials expired: close 4403.
+    pub fn on_expired(&mut self) {
+        self.close(Close::with_reason(
+            CloseCode::Forbidden,
+            "Authentication expired",
+        ));
+    }
+
+    /// The server ends subscription `id` (see `Frame::Revoke`): it leaves the
+    /// registry, the id is freed and the client gets the errors.
+    pub fn revoke(&mut self, id: &str, errors: Vec<GraphQLError>) {
+        self.unsubscribe(id);
+        let actions = self.session.subscribe_failed(id, errors);
+        self.run(actions);
     }
 
     /// The subprotocol in use.
@@ -127,10 +169,16 @@ impl Connection {
                     self.unsubscribe_all();
                 }
                 Action::Init { payload } => {
-                    let answer = match self.engine.policy().check(&payload) {
-                        Ok(ack) => {
+                    let hooks = self.engine.hooks();
+                    let request = ConnectionRequest {
+                        init_payload: &payload,
+                        headers: &self.headers,
+                    };
+                    let answer = match hooks.hooks.connection.check(&request) {
+                        Ok(accepted) => {
+                            self.principal = accepted.principal;
                             self.init_payload = payload;
-                            self.session.accept(ack)
+                            self.session.accept(accepted.ack)
                         }
                         Err(reason) => {
                             self.reject("policy");
@@ -154,8 +202,9 @@ impl Connection {
     }
 
     fn subscribe(&mut self, id: String, request: &SubscribePayload) -> Vec<Action> {
-        let metrics = self.engine.metrics();
-        let limits = self.engine.limits();
+        let engine = self.engine.clone();
+        let metrics = engine.metrics();
+        let limits = engine.limits();
         let refuse = |reason: &'static str, message: String| {
             metrics
                 .subscribe_errors
@@ -180,45 +229,63 @@ impl Connection {
                 ),
             )
         } else {
-            match self.engine.prepare(request) {
-                Ok(prepared) => {
-                    let prefix: Arc<[u8]> = Arc::from(self.session.protocol().next_prefix(&id));
-                    let member = Member {
-                        prefix: prefix.clone(),
-                        outbox: self.outbox.clone(),
-                    };
-                    match resume_from(request).and_then(|from| {
-                        self.engine.join(prepared, member, from).map_err(|e| {
-                            let code = match e {
-                                ResumeError::Unavailable => codes::RESUME_UNAVAILABLE,
-                                ResumeError::OutOfWindow { .. } => codes::RESUME_WINDOW_EXCEEDED,
-                            };
-                            vec![GraphQLError::new(e.to_string(), code)]
-                        })
-                    }) {
-                        Ok(handle) => {
-                            self.live.insert(id, Live { handle, prefix });
-                            return Vec::new();
-                        }
-                        Err(errors) => {
-                            metrics
-                                .subscribe_errors
-                                .get_or_create(&Reason { reason: "resume" })
-                                .inc();
-                            errors
-                        }
-                    }
-                }
-                Err(errors) => {
+            match self.start(&id, request) {
+                Ok(()) => return Vec::new(),
+                Err((reason, errors)) => {
                     metrics
                         .subscribe_errors
-                        .get_or_create(&Reason { reason: "invalid" })
+                        .get_or_create(&Reason { reason })
                         .inc();
                     errors
                 }
             }
         };
         self.session.subscribe_failed(&id, errors)
+    }
+
+    /// Prepares, checks and joins one subscription; the error says why not.
+    fn start(
+        &mut self,
+        id: &str,
+        request: &SubscribePayload,
+    ) -> Result<(), (&'static str, Vec<GraphQLError>)> {
+        let mut prepared = self.engine.prepare(request).map_err(|e| ("invalid", e))?;
+        let resume = resume_from(request).map_err(|e| ("invalid", e))?;
+        let info = GroupInfo {
+            field: prepared.field.clone(),
+            topic: prepared.topic.clone(),
+            arguments: prepared.arguments.clone(),
+            variables: prepared.variables.clone(),
+            operation_name: prepared.operation_name.clone(),
+            selected_paths: prepared.plan.selected_paths(),
+            principal: self.principal.clone(),
+        };
+        let hooks = self.engine.hooks();
+        for policy in &hooks.hooks.subscription {
+            policy.check(&info).map_err(|e| ("policy", vec![e]))?;
+        }
+        // Filters and resolvers may depend on who subscribed: only
+        // subscriptions of the same principal share a group.
+        prepared.group_key.push('\0');
+        prepared.group_key.push_str(&self.principal.fingerprint());
+        let prefix: Arc<[u8]> = Arc::from(self.session.protocol().next_prefix(id));
+        let member = Member {
+            id: Arc::from(id),
+            prefix: prefix.clone(),
+            outbox: self.outbox.clone(),
+        };
+        let handle = self
+            .engine
+            .join(prepared, info, member, resume)
+            .map_err(|e| {
+                let code = match e {
+                    ResumeError::Unavailable => codes::RESUME_UNAVAILABLE,
+                    ResumeError::OutOfWindow { .. } => codes::RESUME_WINDOW_EXCEEDED,
+                };
+                ("resume", vec![GraphQLError::new(e.to_string(), code)])
+            })?;
+        self.live.insert(id.to_owned(), Live { handle, prefix });
+        Ok(())
     }
 
     fn unsubscribe(&mut self, id: &str) {

@@ -1,37 +1,20 @@
-//! The engine: schema, limits, registry and metrics, shared by every connection.
+//! The engine: schema, limits, registry, history, hooks and metrics,
+//! shared by every connection.
 
-use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
-
-use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, Limits};
 use crate::connection::Connection;
 use crate::error::GraphQLError;
 use crate::event::Event;
 use crate::history::{History, ResumeError};
+use crate::hooks::{ConnectionPolicy, GroupInfo, Hooks};
 use crate::metrics::Metrics;
 use crate::operation::{prepare, Prepared};
 use crate::protocol::{Protocol, SubscribePayload};
-use crate::registry::{Dispatched, Member, Registry, SubscriptionHandle};
+use crate::registry::{ActiveHooks, Dispatched, Member, Registry, SubscriptionHandle};
 use crate::schema::Schema;
-
-/// Decides whether a `connection_init` is accepted.
-pub trait ConnectionPolicy: Send + Sync + Debug {
-    /// `Ok(ack payload)` to accept, `Err(reason)` to close with 4403.
-    fn check(&self, init_payload: &Map<String, Value>) -> Result<Option<Value>, String>;
-}
-
-/// The policy of a server with no authentication: every init is accepted.
-#[derive(Debug, Default)]
-pub struct AcceptAll;
-
-impl ConnectionPolicy for AcceptAll {
-    fn check(&self, _: &Map<String, Value>) -> Result<Option<Value>, String> {
-        Ok(None)
-    }
-}
 
 /// Everything connections share: one per server.
 #[derive(Debug)]
@@ -40,21 +23,39 @@ pub struct Engine {
     limits: Limits,
     registry: Registry,
     history: History,
-    metrics: Metrics,
-    policy: Arc<dyn ConnectionPolicy>,
+    metrics: Arc<Metrics>,
+    // A std lock: read for an Arc clone per event or subscribe, written on a
+    // plugin reload; never held across an await.
+    hooks: RwLock<Arc<ActiveHooks>>,
 }
 
 impl Engine {
     /// Builds an engine after validating the limits.
     pub fn new(schema: Schema, limits: Limits) -> Result<Arc<Engine>, ConfigError> {
-        Self::with_policy(schema, limits, Arc::new(AcceptAll))
+        Self::with_hooks(schema, limits, Hooks::default())
     }
 
-    /// Builds an engine with a connection policy.
+    /// Builds an engine with a connection policy and no other hooks.
     pub fn with_policy(
         schema: Schema,
         limits: Limits,
         policy: Arc<dyn ConnectionPolicy>,
+    ) -> Result<Arc<Engine>, ConfigError> {
+        Self::with_hooks(
+            schema,
+            limits,
+            Hooks {
+                connection: policy,
+                ..Hooks::default()
+            },
+        )
+    }
+
+    /// Builds an engine with its extensions.
+    pub fn with_hooks(
+        schema: Schema,
+        limits: Limits,
+        hooks: Hooks,
     ) -> Result<Arc<Engine>, ConfigError> {
         limits.validate()?;
         let history = History::new(limits.history_per_topic);
@@ -63,8 +64,8 @@ impl Engine {
             limits,
             history,
             registry: Registry::default(),
-            metrics: Metrics::new(),
-            policy,
+            metrics: Arc::new(Metrics::new()),
+            hooks: RwLock::new(Arc::new(ActiveHooks { version: 0, hooks })),
         }))
     }
 
@@ -93,9 +94,25 @@ impl Engine {
         &self.history
     }
 
-    /// The connection policy.
-    pub fn policy(&self) -> &dyn ConnectionPolicy {
-        self.policy.as_ref()
+    /// The hooks in force (a snapshot: a reload does not change it).
+    pub fn hooks(&self) -> Arc<ActiveHooks> {
+        self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swaps in new hooks atomically (every event sees exactly one version),
+    /// re-runs filter preparation for live groups and ends the subscriptions
+    /// of groups now denied outright. Returns how many groups were revoked.
+    pub fn set_hooks(&self, hooks: Hooks) -> usize {
+        let active = {
+            let mut slot = self.hooks.write().unwrap_or_else(|p| p.into_inner());
+            let active = Arc::new(ActiveHooks {
+                version: slot.version + 1,
+                hooks,
+            });
+            *slot = active.clone();
+            active
+        };
+        self.registry.reprepare(&active)
     }
 
     /// Validates a subscribe request against the schema and limits.
@@ -109,14 +126,15 @@ impl Engine {
     pub fn publish(&self, event: &Event) -> Dispatched {
         let start = Instant::now();
         self.metrics.events_in.inc();
+        let hooks = self.hooks();
         let done = if self.history.enabled() {
             let log = self.history.log(&event.topic);
             let mut log = History::lock(&log);
             let stored = log.record(event, self.history.capacity());
             // Dispatching under the topic's log lock orders it against resumes.
-            self.registry.dispatch(&stored, &self.metrics)
+            self.registry.dispatch(&stored, &hooks, &self.metrics)
         } else {
-            self.registry.dispatch(event, &self.metrics)
+            self.registry.dispatch(event, &hooks, &self.metrics)
         };
         self.metrics
             .dispatch_seconds
@@ -130,11 +148,12 @@ impl Engine {
     pub fn join(
         &self,
         prepared: Prepared,
+        info: GroupInfo,
         member: Member,
         resume_from: Option<u64>,
     ) -> Result<SubscriptionHandle, ResumeError> {
         let Some(from) = resume_from else {
-            return Ok(self.registry.insert(prepared, member, &self.metrics));
+            return Ok(self.registry.insert(prepared, info, member, &self.metrics));
         };
         if !self.history.enabled() {
             return Err(ResumeError::Unavailable);
@@ -147,7 +166,7 @@ impl Engine {
                 .outbox
                 .push_next(member.prefix.clone(), Arc::from(payload));
         }
-        let handle = self.registry.insert(prepared, member, &self.metrics);
+        let handle = self.registry.insert(prepared, info, member, &self.metrics);
         drop(log);
         Ok(handle)
     }

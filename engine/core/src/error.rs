@@ -94,6 +94,10 @@ pub mod codes {
     pub const RESUME_UNAVAILABLE: &str = "RESUME_UNAVAILABLE";
     /// `resumeFrom` is older than the history window: the client must resync.
     pub const RESUME_WINDOW_EXCEEDED: &str = "RESUME_WINDOW_EXCEEDED";
+    /// A policy or filter refused the subscription.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// A resolver raised, returned the wrong type or timed out.
+    pub const RESOLVER_FAILED: &str = "RESOLVER_FAILED";
     /// A field value did not match its declared type, or a non-null was null.
     pub const FIELD_ERROR: &str = "FIELD_ERROR";
 }

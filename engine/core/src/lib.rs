@@ -14,6 +14,8 @@
 //! - [`registry`]: topic index and subscription groups; dispatch.
 //! - [`engine`]: what all connections share; `publish` enters here.
 //! - [`history`]: per-topic windows of recent events, for resuming subscriptions.
+//! - [`hooks`]: the extension points: policies, event filters, resolvers.
+//! - [`principal`]: who is connected, as a connection policy established it.
 //! - [`event`], [`error`], [`metrics`], [`ratelimit`]: the shared vocabulary.
 
 pub mod config;
@@ -22,9 +24,11 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod history;
+pub mod hooks;
 pub mod metrics;
 pub mod operation;
 pub mod outbox;
+pub mod principal;
 pub mod projection;
 pub mod protocol;
 pub mod ratelimit;
@@ -33,7 +37,9 @@ pub mod schema;
 
 pub use config::{ConfigError, Limits};
 pub use connection::Connection;
-pub use engine::{AcceptAll, ConnectionPolicy, Engine};
+pub use engine::Engine;
 pub use error::GraphQLError;
 pub use event::Event;
+pub use hooks::{AcceptAll, ConnectionPolicy, Hooks};
+pub use principal::Principal;
 pub use schema::{Schema, SchemaError};

@@ -21,6 +21,15 @@ pub enum Frame {
     Text(String),
     /// Close the socket after everything before it is sent.
     Close(Close),
+    /// The server ends subscription `id` (a filter now denies it): the
+    /// host hands this to `Connection::revoke`, which frees the id and
+    /// sends the error.
+    Revoke {
+        /// The operation id.
+        id: String,
+        /// Why, as GraphQL errors.
+        errors: Vec<crate::error::GraphQLError>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -178,7 +187,7 @@ mod tests {
             .map(|f| match f {
                 Frame::Text(t) => t.clone(),
                 Frame::Next { payload, .. } => String::from_utf8(payload.to_vec()).unwrap(),
-                Frame::Close(_) => "close".into(),
+                Frame::Close(_) | Frame::Revoke { .. } => "close".into(),
             })
             .collect();
         assert_eq!(got, ["ack", "2", "3"]);

@@ -104,6 +104,60 @@ impl Plan {
         }
     }
 
+    /// Field paths the selection reads, by field name (not alias), e.g.
+    /// `orderCreated.customer.email`; what RBAC and redaction filters check.
+    pub fn selected_paths(&self) -> Vec<String> {
+        fn walk(fields: &[PlanField], prefix: &str, out: &mut Vec<String>) {
+            for field in fields {
+                let path = if prefix.is_empty() {
+                    field.source.clone()
+                } else {
+                    format!("{prefix}.{}", field.source)
+                };
+                match &field.kind {
+                    Kind::Typename => continue,
+                    Kind::Leaf(_) => {}
+                    Kind::Object(inner) => walk(inner, &path, out),
+                    Kind::Abstract(_, by_type) => by_type
+                        .iter()
+                        .for_each(|(_, inner)| walk(inner, &path, out)),
+                }
+                if !out.contains(&path) {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.fields, "", &mut out);
+        out
+    }
+
+    /// The result when the root field could not be computed (a resolver
+    /// failed): the field is null (or `data` is, when it is non-null) and
+    /// the error carries the field's path.
+    pub fn execute_field_error(&self, error: &GraphQLError, seq: Option<u64>) -> Vec<u8> {
+        let mut error = error.clone();
+        let mut out = b"{\"data\":".to_vec();
+        match self.fields.iter().find(|f| f.kind != Kind::Typename) {
+            Some(root) if !root.shape.non_null() => {
+                error.path = vec![PathSegment::Key(root.key.clone())];
+                out.push(b'{');
+                out.extend_from_slice(&root.key_json);
+                out.extend_from_slice(b"null}");
+            }
+            Some(root) => {
+                error.path = vec![PathSegment::Key(root.key.clone())];
+                out.extend_from_slice(b"null");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"errors\":");
+        serde_json::to_writer(&mut out, &[error]).unwrap_or_default();
+        write_extensions(&mut out, seq);
+        out.push(b'}');
+        out
+    }
+
     /// A stable text that is equal for plans that project identically.
     pub fn fingerprint(&self) -> String {
         format!("{:?}", self.fields)
@@ -134,13 +188,17 @@ impl Plan {
             // Serialising plain structs into a Vec cannot fail.
             serde_json::to_writer(&mut exec.out, &exec.errors).unwrap_or_default();
         }
-        if let Some(seq) = seq {
-            exec.out.extend_from_slice(b",\"extensions\":{\"seq\":");
-            exec.out.extend_from_slice(seq.to_string().as_bytes());
-            exec.out.push(b'}');
-        }
+        write_extensions(&mut exec.out, seq);
         exec.out.push(b'}');
         exec.out
+    }
+}
+
+fn write_extensions(out: &mut Vec<u8>, seq: Option<u64>) {
+    if let Some(seq) = seq {
+        out.extend_from_slice(b",\"extensions\":{\"seq\":");
+        out.extend_from_slice(seq.to_string().as_bytes());
+        out.push(b'}');
     }
 }
 

@@ -1,37 +1,109 @@
-//! The subscription registry: topic index, groups and fan-out.
+//! The subscription registry: topic index, groups and fan-out, with the
+//! filters and resolvers of the hooks in force.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use dashmap::DashMap;
+use serde_json::Value;
 
+use crate::error::{codes, GraphQLError};
 use crate::event::Event;
+use crate::hooks::{redact, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict};
 use crate::metrics::{Metrics, Reason};
 use crate::operation::Prepared;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{Frame, Outbox, Pushed};
 use crate::projection::Plan;
 
 /// One receiver of a group's results.
 #[derive(Debug, Clone)]
 pub struct Member {
+    /// The client's operation id.
+    pub id: Arc<str>,
     /// The frame prefix carrying this subscription's id.
     pub prefix: Arc<[u8]>,
     /// The connection's outbox.
     pub outbox: Arc<Outbox>,
 }
 
-/// Subscriptions that receive byte-identical results: one projection and one
-/// serialisation per event serve all of them.
+/// The hooks in force, with a version that changes on every swap.
+#[derive(Debug, Default)]
+pub struct ActiveHooks {
+    /// Increases with every swap; groups cache filter verdicts per version.
+    pub version: u64,
+    /// The extensions themselves.
+    pub hooks: Hooks,
+}
+
+/// Subscriptions that receive byte-identical results: one filter decision,
+/// one resolution, one projection and one serialisation per event serve all.
 #[derive(Debug)]
 struct Group {
+    info: Arc<GroupInfo>,
     plan: Plan,
-    members: HashMap<u64, Member>,
+    // std locks: held to push into outboxes or to edit membership, never across an await.
+    members: RwLock<HashMap<u64, Member>>,
+    verdicts: Mutex<Option<(u64, Arc<[Verdict]>)>>,
+    turnstile: Turnstile,
+}
+
+impl Group {
+    fn members(&self) -> RwLockReadGuard<'_, HashMap<u64, Member>> {
+        self.members.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The filters' verdicts under `active`, computed once per group and version.
+    fn verdicts(&self, active: &ActiveHooks) -> Arc<[Verdict]> {
+        let mut cached = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((version, verdicts)) = cached.as_ref() {
+            if *version == active.version {
+                return verdicts.clone();
+            }
+        }
+        let verdicts: Arc<[Verdict]> = active
+            .hooks
+            .filters
+            .iter()
+            .map(|f| f.prepare(&self.info))
+            .collect();
+        *cached = Some((active.version, verdicts.clone()));
+        verdicts
+    }
+
+    /// Queues the same payload bytes for every member.
+    fn fan_out(&self, payload: Arc<[u8]>, done: &mut Dispatched) {
+        done.groups += 1;
+        for member in self.members().values() {
+            match member
+                .outbox
+                .push_next(member.prefix.clone(), payload.clone())
+            {
+                Pushed::Queued => done.deliveries += 1,
+                Pushed::DroppedOldest => {
+                    done.deliveries += 1;
+                    done.dropped += 1;
+                }
+                Pushed::Closed => {}
+            }
+        }
+    }
+
+    /// Ends every member's subscription with `errors` (the host frees the ids).
+    fn revoke(&self, errors: &[GraphQLError]) {
+        for member in self.members().values() {
+            member.outbox.push_control(Frame::Revoke {
+                id: member.id.to_string(),
+                errors: errors.to_vec(),
+            });
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Topic {
-    groups: HashMap<Arc<str>, Group>,
+    groups: HashMap<Arc<str>, Arc<Group>>,
 }
 
 /// Where a subscription lives, to remove it later.
@@ -52,12 +124,14 @@ impl SubscriptionHandle {
 /// What one dispatch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Dispatched {
-    /// Groups projected.
+    /// Groups projected (or handed to an async resolver).
     pub groups: usize,
     /// Frames queued.
     pub deliveries: usize,
     /// Older frames dropped from full queues.
     pub dropped: usize,
+    /// Groups for which a filter denied the event.
+    pub filtered: usize,
 }
 
 /// All live subscriptions, indexed by topic then group.
@@ -72,6 +146,7 @@ impl Registry {
     pub fn insert(
         &self,
         prepared: Prepared,
+        info: GroupInfo,
         member: Member,
         metrics: &Metrics,
     ) -> SubscriptionHandle {
@@ -84,12 +159,19 @@ impl Registry {
         });
         let group = topic.groups.entry(group_key.clone()).or_insert_with(|| {
             metrics.groups.inc();
-            Group {
+            Arc::new(Group {
+                info: Arc::new(info),
                 plan: prepared.plan,
-                members: HashMap::new(),
-            }
+                members: RwLock::default(),
+                verdicts: Mutex::default(),
+                turnstile: Turnstile::default(),
+            })
         });
-        group.members.insert(token, member);
+        group
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, member);
         metrics.subscriptions.inc();
         SubscriptionHandle {
             topic: topic_key,
@@ -102,11 +184,14 @@ impl Registry {
     pub fn remove(&self, handle: &SubscriptionHandle, metrics: &Metrics) {
         let mut topic_empty = false;
         if let Some(mut topic) = self.topics.get_mut(&handle.topic) {
-            if let Some(group) = topic.groups.get_mut(&handle.group_key) {
-                if group.members.remove(&handle.token).is_some() {
+            if let Some(group) = topic.groups.get(&handle.group_key) {
+                let mut members = group.members.write().unwrap_or_else(|p| p.into_inner());
+                if members.remove(&handle.token).is_some() {
                     metrics.subscriptions.dec();
                 }
-                if group.members.is_empty() {
+                let empty = members.is_empty();
+                drop(members);
+                if empty {
                     topic.groups.remove(&handle.group_key);
                     metrics.groups.dec();
                 }
@@ -124,27 +209,35 @@ impl Registry {
         }
     }
 
-    /// Projects the event once per group on its topic and queues the shared
-    /// bytes for every member.
-    pub fn dispatch(&self, event: &Event, metrics: &Metrics) -> Dispatched {
+    /// Filters, resolves and projects the event once per group on its topic
+    /// and queues the shared bytes for every member.
+    pub fn dispatch(
+        &self,
+        event: &Event,
+        active: &ActiveHooks,
+        metrics: &Arc<Metrics>,
+    ) -> Dispatched {
         let mut done = Dispatched::default();
         let Some(topic) = self.topics.get(event.topic.as_str()) else {
             return done;
         };
-        for group in topic.groups.values() {
-            let payload: Arc<[u8]> = Arc::from(group.plan.execute_event(&event.data, event.seq));
-            done.groups += 1;
-            for member in group.members.values() {
-                match member
-                    .outbox
-                    .push_next(member.prefix.clone(), payload.clone())
-                {
-                    Pushed::Queued => done.deliveries += 1,
-                    Pushed::DroppedOldest => {
-                        done.deliveries += 1;
-                        done.dropped += 1;
+        let hooks = &active.hooks;
+        if hooks.filters.is_empty() && hooks.resolvers.is_empty() {
+            for group in topic.groups.values() {
+                group.fan_out(
+                    Arc::from(group.plan.execute_event(&event.data, event.seq)),
+                    &mut done,
+                );
+            }
+        } else {
+            let groups: Vec<&Arc<Group>> = topic.groups.values().collect();
+            let outcomes = filter(event, &groups, active, metrics);
+            for (group, data) in groups.into_iter().zip(outcomes) {
+                match data {
+                    Some(data) => {
+                        resolve_and_fan_out(event, data, group, hooks, &mut done, metrics)
                     }
-                    Pushed::Closed => {}
+                    None => done.filtered += 1,
                 }
             }
         }
@@ -159,7 +252,32 @@ impl Registry {
                 })
                 .inc_by(done.dropped as u64);
         }
+        if done.filtered > 0 {
+            metrics
+                .drops
+                .get_or_create(&Reason { reason: "filtered" })
+                .inc_by(done.filtered as u64);
+        }
         done
+    }
+
+    /// Re-runs every filter's `prepare` under new hooks; groups now denied
+    /// outright have their subscriptions ended with the filter's reason.
+    /// Returns how many groups were revoked.
+    pub fn reprepare(&self, active: &ActiveHooks) -> usize {
+        let mut revoked = 0;
+        for topic in self.topics.iter() {
+            for group in topic.groups.values() {
+                if let Some(reason) = group.verdicts(active).iter().find_map(|v| match v {
+                    Verdict::DenyAll(reason) => Some(reason.clone()),
+                    _ => None,
+                }) {
+                    group.revoke(&[GraphQLError::new(reason, codes::FORBIDDEN)]);
+                    revoked += 1;
+                }
+            }
+        }
+        revoked
     }
 
     /// Live topics, groups and subscriptions.
@@ -171,9 +289,176 @@ impl Registry {
             subs += topic
                 .groups
                 .values()
-                .map(|g| g.members.len())
+                .map(|g| g.members().len())
                 .sum::<usize>();
         }
         (self.topics.len(), groups, subs)
+    }
+}
+
+/// Runs the filters for one event over the topic's groups: the data each
+/// group should see, or `None` where a filter denied it. Each filter is
+/// called at most once, with every group that needs a per-event decision.
+fn filter<'e>(
+    event: &'e Event,
+    groups: &[&Arc<Group>],
+    active: &ActiveHooks,
+    metrics: &Metrics,
+) -> Vec<Option<Cow<'e, Value>>> {
+    let mut data: Vec<Option<Cow<'e, Value>>> = groups
+        .iter()
+        .map(|_| Some(Cow::Borrowed(&event.data)))
+        .collect();
+    let verdicts: Vec<Arc<[Verdict]>> = groups.iter().map(|g| g.verdicts(active)).collect();
+    for (i, filter) in active.hooks.filters.iter().enumerate() {
+        let mut asking = Vec::new();
+        for (g, verdict) in verdicts.iter().enumerate() {
+            if data[g].is_none() {
+                continue;
+            }
+            match verdict.get(i) {
+                Some(Verdict::AllowAll) => {}
+                Some(Verdict::DenyAll(_)) | None => data[g] = None,
+                Some(Verdict::PerEvent) => asking.push(g),
+            }
+        }
+        if asking.is_empty() {
+            continue;
+        }
+        let infos: Vec<&GroupInfo> = asking.iter().map(|g| groups[*g].info.as_ref()).collect();
+        let decisions = filter.decide(event, &infos);
+        if decisions.len() != asking.len() {
+            // Fail closed: a filter that cannot answer for a group denies it.
+            metrics
+                .drops
+                .get_or_create(&Reason {
+                    reason: "filter_error",
+                })
+                .inc();
+            asking.iter().for_each(|g| data[*g] = None);
+            continue;
+        }
+        for (g, decision) in asking.into_iter().zip(decisions) {
+            match decision {
+                Decision::Allow => {}
+                Decision::Deny(_) => data[g] = None,
+                Decision::Redact(paths) => {
+                    if let Some(value) = data[g].as_mut() {
+                        let value = value.to_mut();
+                        for path in &paths {
+                            redact(value, &path.split('.').collect::<Vec<_>>());
+                        }
+                    }
+                }
+                Decision::Replace(value) => data[g] = Some(Cow::Owned(value)),
+            }
+        }
+    }
+    data
+}
+
+/// Resolves the group's field (if it has a resolver), then projects and fans
+/// out. Async resolutions run on the hooks' spawner and are delivered in
+/// event order per group.
+fn resolve_and_fan_out(
+    event: &Event,
+    data: Cow<'_, Value>,
+    group: &Arc<Group>,
+    hooks: &Hooks,
+    done: &mut Dispatched,
+    metrics: &Arc<Metrics>,
+) {
+    let Some(resolver) = hooks.resolvers.get(&group.info.field) else {
+        group.fan_out(Arc::from(group.plan.execute_event(&data, event.seq)), done);
+        return;
+    };
+    let ticket = group.turnstile.ticket();
+    let seq = event.seq;
+    match resolver.resolve(event, &data, &group.info) {
+        Resolution::Ready(result) if group.turnstile.is_turn(ticket) => {
+            group.fan_out(Arc::from(project(&group.plan, result, seq, metrics)), done);
+            group.turnstile.done(ticket);
+        }
+        Resolution::Ready(result) => spawn_delivery(
+            hooks,
+            group,
+            ticket,
+            seq,
+            async move { result },
+            done,
+            metrics,
+        ),
+        Resolution::Pending(future) => {
+            spawn_delivery(hooks, group, ticket, seq, future, done, metrics)
+        }
+    }
+}
+
+fn spawn_delivery(
+    hooks: &Hooks,
+    group: &Arc<Group>,
+    ticket: u64,
+    seq: Option<u64>,
+    result: impl std::future::Future<Output = Result<Value, GraphQLError>> + Send + 'static,
+    done: &mut Dispatched,
+    metrics: &Arc<Metrics>,
+) {
+    let Some(spawner) = hooks.spawner.clone() else {
+        let error = GraphQLError::new(
+            "an async resolver needs a host that can run it",
+            codes::RESOLVER_FAILED,
+        );
+        group.fan_out(Arc::from(group.plan.execute_field_error(&error, seq)), done);
+        group.turnstile.done(ticket);
+        return;
+    };
+    let group = group.clone();
+    let metrics = metrics.clone();
+    spawner(Box::pin(async move {
+        // Marks the ticket done even if this future is dropped mid-way.
+        struct Release<'a>(&'a Turnstile, u64);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.done(self.1);
+            }
+        }
+        let _release = Release(&group.turnstile, ticket);
+        let result = result.await;
+        group.turnstile.wait_turn(ticket).await;
+        let mut later = Dispatched::default();
+        group.fan_out(
+            Arc::from(project(&group.plan, result, seq, &metrics)),
+            &mut later,
+        );
+        metrics.projections.inc();
+        metrics.deliveries.inc_by(later.deliveries as u64);
+        if later.dropped > 0 {
+            metrics
+                .drops
+                .get_or_create(&Reason {
+                    reason: "queue_full",
+                })
+                .inc_by(later.dropped as u64);
+        }
+    }));
+}
+
+fn project(
+    plan: &Plan,
+    result: Result<Value, GraphQLError>,
+    seq: Option<u64>,
+    metrics: &Metrics,
+) -> Vec<u8> {
+    match result {
+        Ok(value) => plan.execute_event(&value, seq),
+        Err(error) => {
+            metrics
+                .drops
+                .get_or_create(&Reason {
+                    reason: "resolver_error",
+                })
+                .inc();
+            plan.execute_field_error(&error, seq)
+        }
     }
 }

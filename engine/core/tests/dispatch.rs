@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use fanwire_core::error::codes;
+use fanwire_core::hooks::{Accepted, ConnectionRequest};
 use fanwire_core::metrics::Reason;
 use fanwire_core::outbox::{Frame, Outbox, Pushed};
 use fanwire_core::protocol::{assemble_next, Close, CloseCode, Protocol};
 use fanwire_core::registry::Dispatched;
 use fanwire_core::{Connection, ConnectionPolicy, Engine, Event, Limits, Schema};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// A prefix or a payload, as the outbox holds them.
 type Bytes = Arc<[u8]>;
@@ -49,6 +50,7 @@ enum Seen {
     Json(Value),
     Next(String),
     Close(CloseCode, String),
+    Revoke(String),
 }
 
 fn seen(frame: &Frame) -> Seen {
@@ -58,6 +60,7 @@ fn seen(frame: &Frame) -> Seen {
             Seen::Next(String::from_utf8(assemble_next(prefix, payload)).unwrap())
         }
         Frame::Close(close) => Seen::Close(close.code, close.reason.clone()),
+        Frame::Revoke { id, .. } => Seen::Revoke(id.clone()),
     }
 }
 
@@ -111,6 +114,7 @@ fn dispatched(groups: usize, deliveries: usize, dropped: usize) -> Dispatched {
         groups,
         deliveries,
         dropped,
+        filtered: 0,
     }
 }
 
@@ -371,9 +375,12 @@ fn server_close_sends_close_drops_subscriptions_and_stops_reading() {
 struct TokenPolicy;
 
 impl ConnectionPolicy for TokenPolicy {
-    fn check(&self, init: &Map<String, Value>) -> Result<Option<Value>, String> {
-        match init.get("token").and_then(Value::as_str) {
-            Some("good") => Ok(Some(json!({"welcome": true}))),
+    fn check(&self, request: &ConnectionRequest<'_>) -> Result<Accepted, String> {
+        match request.init_payload.get("token").and_then(Value::as_str) {
+            Some("good") => Ok(Accepted {
+                ack: Some(json!({"welcome": true})),
+                ..Accepted::default()
+            }),
             _ => Err("Forbidden: bad token".into()),
         }
     }

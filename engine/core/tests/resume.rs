@@ -29,6 +29,7 @@ fn frames(conn: &Connection) -> Vec<Value> {
             }
             Frame::Text(t) => serde_json::from_str(t).unwrap(),
             Frame::Close(c) => json!({"close": c.code.code()}),
+            Frame::Revoke { id, .. } => json!({"revoke": id}),
         })
         .collect()
 }

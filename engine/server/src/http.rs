@@ -226,10 +226,17 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     if let Some(value) = chosen.and_then(|p| HeaderValue::from_str(p.trim()).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => ws::serve(app, TokioIo::new(upgraded), protocol).await,
+            Ok(upgraded) => ws::serve(app, TokioIo::new(upgraded), protocol, headers).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });

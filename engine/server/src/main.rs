@@ -101,32 +101,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
+    // Handlers are installed before the line below announces the server, so
+    // a SIGTERM sent as soon as it is read already shuts down gracefully.
+    let shutdown = shutdown_signal()?;
     // Tests and scripts read this line to find the port.
     println!("fanwire listening on http://{addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, "serving: ws://{addr}/graphql, POST /publish, /metrics, /healthz");
-    server.run(shutdown_signal()).await;
+    server.run(shutdown).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -22,8 +22,12 @@ use crate::App;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs one WebSocket connection to its end.
-pub(crate) async fn serve<S>(app: Arc<App>, io: S, protocol: Option<Protocol>)
-where
+pub(crate) async fn serve<S>(
+    app: Arc<App>,
+    io: S,
+    protocol: Option<Protocol>,
+    headers: Vec<(String, String)>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = &app.config.limits;
@@ -43,7 +47,7 @@ where
         return;
     };
 
-    let mut conn = app.engine.connect(protocol);
+    let mut conn = app.engine.connect(protocol).with_headers(headers);
     let outbox = conn.outbox().clone();
     let mut batch = VecDeque::new();
     let keep_alive = Duration::from_millis(limits.keep_alive_ms);
@@ -59,13 +63,26 @@ where
     // After a read error the stream yields nothing more; the close frame
     // already queued in the outbox must still go out.
     let mut reading = true;
+    let mut revoked = Vec::new();
+    // Armed once the connection policy sets an expiry on the principal.
+    let mut expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut expiry_armed = false;
 
     loop {
         tokio::select! {
             incoming = ws.next(), if reading => {
                 last_seen = Instant::now();
                 match incoming {
-                    Some(Ok(Message::Text(text))) => conn.on_text(text.as_str()),
+                    Some(Ok(Message::Text(text))) => {
+                        conn.on_text(text.as_str());
+                        if !expiry_armed {
+                            if let Some(at) = conn.expires_at() {
+                                expiry_armed = true;
+                                let wait = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+                                expiry = Some(Box::pin(tokio::time::sleep(wait)));
+                            }
+                        }
+                    }
                     Some(Ok(Message::Binary(_))) => conn.on_binary(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) => {
@@ -87,8 +104,13 @@ where
                 }
             }
             _ = outbox.ready() => {
-                match tokio::time::timeout(write_timeout, write_batch(&mut ws, &outbox, &mut batch, &app)).await {
-                    Ok(Ok(Flow::Open)) => {}
+                let written = write_batch(&mut ws, &outbox, &mut batch, &mut revoked, &app);
+                match tokio::time::timeout(write_timeout, written).await {
+                    Ok(Ok(Flow::Open)) => {
+                        for (id, errors) in revoked.drain(..) {
+                            conn.revoke(&id, errors);
+                        }
+                    }
                     Ok(Ok(Flow::Closed)) => {
                         wait_for_close(&mut ws).await;
                         break;
@@ -102,6 +124,10 @@ where
                         break;
                     }
                 }
+            }
+            _ = async { if let Some(e) = expiry.as_mut() { e.await } }, if expiry.is_some() => {
+                expiry = None;
+                conn.on_expired();
             }
             _ = &mut init_deadline, if init_pending => {
                 init_pending = false;
@@ -137,6 +163,7 @@ async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     outbox: &fanwire_core::outbox::Outbox,
     batch: &mut VecDeque<Frame>,
+    revoked: &mut Vec<(String, Vec<fanwire_core::GraphQLError>)>,
     app: &App,
 ) -> Result<Flow, WsError>
 where
@@ -159,6 +186,12 @@ where
                 Frame::Close(close) => {
                     flow = Flow::Closed;
                     Message::Close(Some(close_frame(close)))
+                }
+                // The session must free the id; the connection does that
+                // and queues the error frame.
+                Frame::Revoke { id, errors } => {
+                    revoked.push((id, errors));
+                    continue;
                 }
             };
             ws.feed(message).await?;
