@@ -259,15 +259,23 @@ impl Connection {
             operation_name: prepared.operation_name.clone(),
             selected_paths: prepared.plan.selected_paths(),
             principal: self.principal.clone(),
+            init_payload: self.init_payload.clone(),
         };
         let hooks = self.engine.hooks();
         for policy in &hooks.hooks.subscription {
             policy.check(&info).map_err(|e| ("policy", vec![e]))?;
         }
-        // Filters and resolvers may depend on who subscribed: only
-        // subscriptions of the same principal share a group.
+        // Filters and resolvers see who subscribed and the init payload
+        // (`GroupInfo`): only subscriptions that agree on both share a group.
         prepared.group_key.push('\0');
         prepared.group_key.push_str(&self.principal.fingerprint());
+        if !self.init_payload.is_empty() {
+            prepared.group_key.push('\0');
+            // Serialising a JSON map cannot fail.
+            prepared
+                .group_key
+                .push_str(&serde_json::to_string(&self.init_payload).unwrap_or_default());
+        }
         let prefix: Arc<[u8]> = Arc::from(self.session.protocol().next_prefix(id));
         let member = Member {
             id: Arc::from(id),

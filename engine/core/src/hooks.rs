@@ -72,6 +72,8 @@ pub struct GroupInfo {
     pub selected_paths: Vec<String>,
     /// Who subscribed.
     pub principal: Principal,
+    /// The `connection_init` payload of the subscriber's connection.
+    pub init_payload: Map<String, Value>,
 }
 
 /// Checks a subscription when it starts.

@@ -3,11 +3,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::task::Poll;
 
 use dashmap::DashMap;
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::error::{codes, GraphQLError};
 use crate::event::Event;
@@ -47,6 +50,50 @@ struct Group {
     members: RwLock<HashMap<u64, Member>>,
     verdicts: Mutex<Option<(u64, Arc<[Verdict]>)>>,
     turnstile: Turnstile,
+    closed: Closed,
+}
+
+/// Set when a group's last member leaves: pending resolutions for it are
+/// abandoned (dropped), which lets a resolver host cancel the work.
+#[derive(Debug, Default)]
+struct Closed {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Closed {
+    fn close(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.flag.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs `work` to completion, or drops it once the group closes (`None`).
+    async fn unless<F: Future>(&self, work: F) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        let mut closed = std::pin::pin!(self.wait());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                Poll::Ready(Some(out))
+            } else if closed.as_mut().poll(cx).is_ready() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 impl Group {
@@ -165,6 +212,7 @@ impl Registry {
                 members: RwLock::default(),
                 verdicts: Mutex::default(),
                 turnstile: Turnstile::default(),
+                closed: Closed::default(),
             })
         });
         group
@@ -192,7 +240,9 @@ impl Registry {
                 let empty = members.is_empty();
                 drop(members);
                 if empty {
-                    topic.groups.remove(&handle.group_key);
+                    if let Some(group) = topic.groups.remove(&handle.group_key) {
+                        group.closed.close();
+                    }
                     metrics.groups.dec();
                 }
             }
@@ -423,7 +473,10 @@ fn spawn_delivery(
             }
         }
         let _release = Release(&group.turnstile, ticket);
-        let result = result.await;
+        // Nobody is left to receive it: drop the resolution (cancelling it).
+        let Some(result) = group.closed.unless(result).await else {
+            return;
+        };
         group.turnstile.wait_turn(ticket).await;
         let mut later = Dispatched::default();
         group.fan_out(

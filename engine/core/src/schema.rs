@@ -29,6 +29,12 @@ pub enum SchemaError {
         /// The unknown placeholder.
         arg: String,
     },
+    /// A topic was bound to a field that the subscription type does not have.
+    #[error("the subscription type has no field `{field}`")]
+    UnknownField {
+        /// The field asked for.
+        field: String,
+    },
     /// A `@topic` template has an unbalanced brace or an empty placeholder.
     #[error(
         "Subscription.{field}: @topic(name: \"{template}\") is not a valid template (use {{argName}} placeholders)"
@@ -150,31 +156,29 @@ impl Schema {
                 .get("topic")
                 .and_then(|d| d.specified_argument_by_name("name"))
                 .and_then(|v| v.as_str())
-                .unwrap_or(name.as_str())
-                .to_owned();
-            let template = TopicTemplate::parse(&template_text).ok_or_else(|| {
-                SchemaError::BadTopicTemplate {
-                    field: name.to_string(),
-                    template: template_text.clone(),
-                }
-            })?;
-            if let Some(arg) = template
-                .arguments()
-                .find(|a| !field.arguments.iter().any(|d| d.name == *a))
-            {
-                return Err(SchemaError::UnknownTopicArgument {
-                    field: name.to_string(),
-                    template: template_text.clone(),
-                    arg: arg.to_owned(),
-                });
-            }
-            topics.insert(name.to_string(), template);
+                .unwrap_or(name.as_str());
+            topics.insert(name.to_string(), topic_template(field, template_text)?);
         }
         Ok(Schema {
             inner,
             subscription_type,
             topics,
         })
+    }
+
+    /// Binds a subscription field to a topic template, replacing what `@topic`
+    /// (or the field's name) said; hosts that declare topics in code use this.
+    pub fn bind_topic(&mut self, field: &str, template: &str) -> Result<(), SchemaError> {
+        let definition = self
+            .inner
+            .get_object(&self.subscription_type)
+            .and_then(|object| object.fields.get(field))
+            .ok_or_else(|| SchemaError::UnknownField {
+                field: field.to_owned(),
+            })?;
+        let bound = topic_template(definition, template)?;
+        self.topics.insert(field.to_owned(), bound);
+        Ok(())
     }
 
     /// The validated apollo-compiler schema.
@@ -196,6 +200,28 @@ impl Schema {
     pub fn subscription_fields(&self) -> impl Iterator<Item = &str> {
         self.topics.keys().map(String::as_str)
     }
+}
+
+/// Parses `template` and checks that its placeholders are arguments of `field`.
+fn topic_template(
+    field: &apollo_compiler::schema::FieldDefinition,
+    template: &str,
+) -> Result<TopicTemplate, SchemaError> {
+    let parsed = TopicTemplate::parse(template).ok_or_else(|| SchemaError::BadTopicTemplate {
+        field: field.name.to_string(),
+        template: template.to_owned(),
+    })?;
+    if let Some(arg) = parsed
+        .arguments()
+        .find(|a| !field.arguments.iter().any(|d| d.name == *a))
+    {
+        return Err(SchemaError::UnknownTopicArgument {
+            field: field.name.to_string(),
+            template: template.to_owned(),
+            arg: arg.to_owned(),
+        });
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -240,5 +266,26 @@ mod tests {
             Schema::parse(unknown),
             Err(SchemaError::UnknownTopicArgument { .. })
         ));
+    }
+
+    #[test]
+    fn topics_bound_in_code_replace_the_directive_and_are_checked() {
+        let sdl = "type Query { a: Int } type Subscription { t(id: ID!): Int @topic(name: \"old:{id}\") }";
+        let mut schema = Schema::parse(sdl).unwrap();
+        schema.bind_topic("t", "new:{id}").unwrap();
+        assert_eq!(schema.topic("t"), TopicTemplate::parse("new:{id}").as_ref());
+        assert!(matches!(
+            schema.bind_topic("t", "x:{nope}"),
+            Err(SchemaError::UnknownTopicArgument { .. })
+        ));
+        assert!(matches!(
+            schema.bind_topic("t", "x:{"),
+            Err(SchemaError::BadTopicTemplate { .. })
+        ));
+        assert!(matches!(
+            schema.bind_topic("missing", "x"),
+            Err(SchemaError::UnknownField { .. })
+        ));
+        assert_eq!(schema.topic("t"), TopicTemplate::parse("new:{id}").as_ref());
     }
 }

@@ -470,3 +470,86 @@ fn async_resolutions_finishing_out_of_order_are_delivered_in_event_order() {
         .collect();
     assert_eq!(ids, [json!("1"), json!("2"), json!("3")]);
 }
+
+/// Never resolves; records when its pending future is dropped.
+#[derive(Debug, Default)]
+struct Forever {
+    dropped: Arc<AtomicUsize>,
+}
+
+struct DropFlag(Arc<AtomicUsize>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Resolver for Forever {
+    fn resolve(&self, _: &Event, _: &Value, _: &GroupInfo) -> Resolution {
+        let flag = DropFlag(self.dropped.clone());
+        Resolution::Pending(Box::pin(async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+            Ok(Value::Null)
+        }))
+    }
+}
+
+#[test]
+fn a_pending_resolution_is_dropped_when_its_group_empties_and_not_before() {
+    let forever = Arc::new(Forever::default());
+    let tasks: Arc<Mutex<Vec<Task>>> = Arc::default();
+    let queued = tasks.clone();
+    let spawner: Spawner = Arc::new(move |f| queued.lock().unwrap().push(f));
+    let mut resolvers = std::collections::HashMap::new();
+    resolvers.insert("orders".to_owned(), forever.clone() as Arc<dyn Resolver>);
+    let engine = engine(Hooks {
+        resolvers,
+        spawner: Some(spawner),
+        ..Hooks::default()
+    });
+    let query = "subscription { orders { id } }";
+    let mut a = connect(&engine, "u", query);
+    let mut b = connect(&engine, "u", query);
+    engine.publish(&order("u", 1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let handles: Vec<_> = tasks.lock().unwrap().drain(..).map(tokio::spawn).collect();
+        assert_eq!(handles.len(), 1, "one resolution for the group of two");
+        tokio::task::yield_now().await;
+        a.on_text(r#"{"id":"s","type":"complete"}"#);
+        tokio::task::yield_now().await;
+        assert_eq!(forever.dropped.load(Ordering::SeqCst), 0, "b still waits");
+        b.close(fanwire_core::protocol::Close::new(
+            fanwire_core::protocol::CloseCode::GoingAway,
+        ));
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    assert_eq!(forever.dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(engine.registry().counts(), (0, 0, 0));
+}
+
+#[test]
+fn groups_split_by_init_payload_which_resolvers_see() {
+    let engine = engine(Hooks::default());
+    let query = "subscription { orders { id } }";
+    let mut conns = Vec::new();
+    for payload in [
+        json!({"user": "u", "k": 1}),
+        json!({"user": "u", "k": 1}),
+        json!({"user": "u", "k": 2}),
+    ] {
+        let mut conn = engine.connect(Protocol::TransportWs);
+        conn.on_text(&json!({"type": "connection_init", "payload": payload}).to_string());
+        conn.on_text(
+            &json!({"id": "s", "type": "subscribe", "payload": {"query": query}}).to_string(),
+        );
+        conns.push(conn);
+    }
+    assert_eq!(engine.registry().counts(), (1, 2, 3));
+}
