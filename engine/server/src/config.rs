@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use fanwire_bus::{BusConfig, SourcesConfig};
 use fanwire_core::Limits;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,10 @@ pub struct Config {
     pub limits: Limits,
     /// The built-in demo event generator.
     pub demo: DemoConfig,
+    /// How events travel between nodes (see `fanwire_bus::BusConfig`).
+    pub bus: BusConfig,
+    /// Where events come from besides publishes (`[sources.postgres]`).
+    pub sources: SourcesConfig,
 }
 
 /// The `[server]` table.
@@ -90,6 +95,23 @@ impl Default for DemoConfig {
     }
 }
 
+impl ServerConfig {
+    /// Checks the `[server]` values that do not depend on the schema.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_publish_bytes < 64 {
+            return Err(ConfigError::Invalid(
+                "server.max_publish_bytes must be at least 64".into(),
+            ));
+        }
+        if self.publish_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "server.publish_token must not be empty (omit it to disable auth)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads a TOML file; a relative `server.schema` is resolved against the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -114,16 +136,11 @@ impl Config {
         self.limits
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        if self.server.max_publish_bytes < 64 {
-            return Err(ConfigError::Invalid(
-                "server.max_publish_bytes must be at least 64".into(),
-            ));
-        }
-        if self.server.publish_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid(
-                "server.publish_token must not be empty (omit it to disable auth)".into(),
-            ));
-        }
+        self.server.validate()?;
+        self.bus
+            .validate()
+            .and_then(|()| self.sources.validate())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.demo.enabled && self.demo.interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "demo.interval_ms must be at least 1".into(),

@@ -8,6 +8,8 @@
 //! - `ws`: the only module that touches a WebSocket: feeds frames to the
 //!   core's `Connection`, writes its outbox, runs its timers.
 //! - [`publish`]: parsing publish bodies.
+//! - The bus and sources (`[bus]`, `[sources.postgres]`) live in
+//!   `fanwire-bus`; `POST /publish` goes through the bus.
 //! - [`demo`]: the demo schema, event generator and page.
 //!
 //! Errors here are `thiserror` enums ([`StartError`]); `anyhow` is used only
@@ -53,6 +55,10 @@ pub enum StartError {
         /// What is wrong with it.
         source: SchemaError,
     },
+    /// The bus or a source could not be set up (bad URL or name; an
+    /// unreachable broker is not an error: the node starts degraded).
+    #[error(transparent)]
+    Bus(#[from] fanwire_bus::BusError),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -70,6 +76,8 @@ struct App {
     config: Config,
     // A std mutex: taken once per upgrade for a few instructions, never across an await.
     connection_bucket: Mutex<TokenBucket>,
+    /// The bus publishes go through, the running sources, their metrics.
+    io: fanwire_bus::Io,
     shutdown: watch::Receiver<bool>,
     /// Each task holds a clone; shutdown waits until every clone is dropped.
     tasks: mpsc::Sender<()>,
@@ -106,12 +114,33 @@ impl Server {
         let schema = load_schema(&config)?;
         let engine = Engine::new(schema, config.limits.clone())
             .map_err(|e| config::ConfigError::Invalid(e.to_string()))?;
+        Self::bind_engine(engine, config).await
+    }
+
+    /// Binds a listener around an engine built by the embedding program (the
+    /// Python package builds one with its resolvers). `config.limits` is
+    /// replaced by the engine's and `config.server.schema` is not read.
+    pub async fn bind_engine(
+        engine: Arc<Engine>,
+        mut config: Config,
+    ) -> Result<Server, StartError> {
+        config.limits = engine.limits().clone();
+        config.server.validate()?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (tasks, tasks_done) = mpsc::channel(1);
+        // Waits until the node has caught up with the broker's history, so
+        // the first resume it serves is complete.
+        let io = fanwire_bus::start(
+            &config.bus,
+            &config.sources,
+            engine.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let bucket = TokenBucket::new(
             config.limits.connections_per_second,
             config.limits.connection_burst,
@@ -121,6 +150,7 @@ impl Server {
             engine,
             config,
             connection_bucket: Mutex::new(bucket),
+            io,
             shutdown,
             tasks,
         });
@@ -140,6 +170,11 @@ impl Server {
     /// The engine, to publish from the embedding process.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.app.engine
+    }
+
+    /// The bus, to publish from the embedding process to every node.
+    pub fn bus(&self) -> &Arc<dyn fanwire_bus::Bus> {
+        &self.app.io.bus
     }
 
     /// Serves until `shutdown` completes, then stops accepting, closes every
