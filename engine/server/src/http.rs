@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use fanwire_bus::Published;
 use fanwire_core::metrics::Reason;
 use fanwire_core::protocol::Protocol;
 use http_body_util::{BodyExt, Full, Limited};
@@ -54,20 +55,19 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/graphql") => upgrade(app, req),
         (&Method::POST, "/publish") => publish(app, req).await,
-        (&Method::GET, "/healthz") => {
-            let m = app.engine.metrics();
-            let body = json!({
-                "status": "ok",
-                "connections": m.connections.get(),
-                "subscriptions": m.subscriptions.get(),
-            });
-            respond(StatusCode::OK, "application/json", body.to_string())
+        (&Method::GET, "/healthz") => health(&app),
+        (&Method::GET, "/metrics") => {
+            // One exposition: the engine's metrics, then the bus's, one EOF.
+            let engine = app.engine.metrics().encode();
+            let mut text = engine.strip_suffix("# EOF\n").unwrap_or(&engine).to_owned();
+            text.push_str(&app.io.metrics.encode());
+            text.push_str("# EOF\n");
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            )
         }
-        (&Method::GET, "/metrics") => respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            app.engine.metrics().encode(),
-        ),
         (&Method::GET, "/") => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -79,6 +79,30 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         ),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// Liveness and counts; `degraded` (still 200: the node serves its clients)
+/// while the bus or a source is not connected.
+fn health(app: &App) -> Response<Body> {
+    let m = app.engine.metrics();
+    let bus = app.io.bus.status();
+    let sources: serde_json::Map<String, serde_json::Value> = app
+        .io
+        .sources
+        .iter()
+        .map(|s| (s.name().to_owned(), json!(s.status())))
+        .collect();
+    let up = std::iter::once(bus.state)
+        .chain(app.io.sources.iter().map(|s| s.status().state))
+        .all(|s| s == fanwire_bus::State::Up);
+    let body = json!({
+        "status": if up { "ok" } else { "degraded" },
+        "connections": m.connections.get(),
+        "subscriptions": m.subscriptions.get(),
+        "bus": bus,
+        "sources": sources,
+    });
+    respond(StatusCode::OK, "application/json", body.to_string())
 }
 
 fn respond(
@@ -136,12 +160,27 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             return error(StatusCode::BAD_REQUEST, &reason);
         }
     };
-    let deliveries: usize = events
-        .iter()
-        .map(|e| app.engine.publish(e).deliveries)
-        .sum();
-    let body = json!({ "accepted": events.len(), "deliveries": deliveries });
-    respond(StatusCode::OK, "application/json", body.to_string())
+    let accepted = events.len();
+    let (status, body) = match app.io.bus.publish(events).await {
+        Ok(Published::Delivered { deliveries }) => (
+            StatusCode::OK,
+            json!({ "accepted": accepted, "deliveries": deliveries }),
+        ),
+        Ok(Published::Stored) => (
+            StatusCode::OK,
+            json!({ "accepted": accepted, "stored": true }),
+        ),
+        // Held in this node until the broker is back.
+        Ok(Published::Queued) => (
+            StatusCode::ACCEPTED,
+            json!({ "accepted": accepted, "queued": true }),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": e.to_string() }),
+        ),
+    };
+    respond(status, "application/json", body.to_string())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

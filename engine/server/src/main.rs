@@ -35,6 +35,18 @@ enum Command {
         /// Run the demo event generator (and the demo schema if none is given).
         #[arg(long)]
         demo: bool,
+        /// Bus across nodes: nats://HOST:PORT, redis://HOST:PORT or memory.
+        #[arg(long, value_name = "URL")]
+        bus: Option<String>,
+        /// PostgreSQL to take events from, e.g. postgres://postgres@127.0.0.1/app.
+        #[arg(long, value_name = "URL")]
+        pg_url: Option<String>,
+        /// A channel to LISTEN on (repeatable).
+        #[arg(long, value_name = "NAME")]
+        pg_channel: Vec<String>,
+        /// An outbox table to read (see docs/postgres.md).
+        #[arg(long, value_name = "TABLE")]
+        pg_outbox: Option<String>,
     },
     /// Validate a schema file and list its subscription topics.
     Check {
@@ -59,6 +71,10 @@ fn main() -> anyhow::Result<()> {
             listen,
             publish_token,
             demo,
+            bus,
+            pg_url,
+            pg_channel,
+            pg_outbox,
         } => {
             let mut cfg = match &config {
                 Some(path) => Config::load(path)?,
@@ -68,6 +84,16 @@ fn main() -> anyhow::Result<()> {
             cfg.server.listen = listen.unwrap_or(cfg.server.listen);
             cfg.server.publish_token = publish_token.or(cfg.server.publish_token);
             cfg.demo.enabled |= demo;
+            if let Some(url) = bus {
+                // The URL picks the kind; names and sizes stay as configured.
+                let from_flag = fanwire_bus::BusConfig::from_url(&url)?;
+                cfg.bus.kind = from_flag.kind;
+                cfg.bus.url = from_flag.url;
+            }
+            let pg = &mut cfg.sources.postgres;
+            pg.url = pg_url.or(pg.url.take());
+            pg.channels.extend(pg_channel);
+            pg.outbox_table = pg_outbox.or(pg.outbox_table.take());
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -1,0 +1,373 @@
+//! What every broker-backed bus shares.
+//!
+//! A broker keeps one ordered log of every event (a JetStream stream, a
+//! Redis stream). Publishing appends to it; every node, the publisher
+//! included, consumes the whole log in order and hands each event to its
+//! engine with the log's position as the event's sequence number. So all
+//! nodes number every event alike, and a client that saw sequence N on one
+//! node can resume from N on another. Duplicates (same event id) are
+//! suppressed. At start a node reads the retained log to fill its history
+//! windows before it serves.
+//!
+//! While the broker is unreachable, publishes wait in a bounded buffer in
+//! this node and are appended, in order, when it is back.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fanwire_core::{Engine, Event};
+use futures_util::future::BoxFuture;
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::config::BusConfig;
+use crate::dedup::RecentIds;
+use crate::health::{Backoff, BusMetrics, Health, Status};
+use crate::{stopped, Bus, BusError, Published};
+
+/// How many delivered event ids a node remembers to suppress duplicates.
+const DEDUP_WINDOW: usize = 100_000;
+/// Events per append or read.
+const BATCH: usize = 512;
+
+/// The retained part of a broker log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    /// The oldest position still kept, if any is.
+    pub first: Option<u64>,
+    /// The newest position ever written (or a position no later write can
+    /// be at or below).
+    pub last: u64,
+}
+
+/// One broker's ordered log of events.
+pub(crate) trait Log: Send + Sync + 'static {
+    /// Appends events in order; `Ok` once the broker has stored them all.
+    fn append(&self, events: &[Event]) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// The retained range.
+    fn bounds(&self) -> impl Future<Output = Result<Bounds, BusError>> + Send;
+    /// Up to `max` entries after position `after`, in order, waiting about a
+    /// second when there are none. `None` marks an entry that is not a
+    /// Fanwire event.
+    fn read(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<(u64, Option<Event>)>, BusError>> + Send;
+    /// After a reconnect: `Some(floor)` if entries after `after` may have
+    /// been lost (trimmed, or a broker that keeps nothing restarted).
+    fn check(&self, after: u64) -> impl Future<Output = Result<Option<u64>, BusError>> + Send;
+    /// Whether the client is connected right now.
+    fn connected(&self) -> bool;
+}
+
+/// Decodes a log entry's payload.
+pub(crate) fn decode(payload: &[u8]) -> Option<Event> {
+    let event: Event = serde_json::from_slice(payload).ok()?;
+    (!event.topic.is_empty()).then_some(event)
+}
+
+/// Encodes an event for the log (its sequence number is the log's).
+pub(crate) fn encode(event: &Event) -> Vec<u8> {
+    let wire = Event {
+        seq: None,
+        ..event.clone()
+    };
+    // An Event always serialises.
+    serde_json::to_vec(&wire).unwrap_or_default()
+}
+
+/// A bus over a broker log.
+pub(crate) struct BrokerBus<L: Log> {
+    shared: Arc<Shared<L>>,
+}
+
+impl<L: Log> std::fmt::Debug for BrokerBus<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBus")
+            .field("kind", &self.shared.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<L> {
+    kind: &'static str,
+    log: L,
+    engine: Arc<Engine>,
+    health: Health,
+    /// Events waiting for the broker, oldest first. A std mutex: held for a
+    /// push or a drain, never across an await.
+    queue: Mutex<VecDeque<Event>>,
+    capacity: usize,
+    wake: Notify,
+    /// Held while appending, so queued events go out before newer ones.
+    sending: tokio::sync::Mutex<()>,
+    publish_timeout: Duration,
+    node: String,
+    next_id: AtomicU64,
+}
+
+impl<L: Log> Shared<L> {
+    fn metrics(&self) -> &BusMetrics {
+        self.health.metrics()
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends with a deadline; counts what the broker took.
+    async fn append(&self, events: &[Event]) -> Result<(), BusError> {
+        match tokio::time::timeout(self.publish_timeout, self.log.append(events)).await {
+            Ok(Ok(())) => {
+                self.metrics().published.inc_by(events.len() as u64);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(BusError::Broker(format!(
+                "no acknowledgement from the {} broker within {:?}",
+                self.kind, self.publish_timeout
+            ))),
+        }
+    }
+}
+
+impl<L: Log> BrokerBus<L> {
+    /// Starts the consumer and the forwarder, then waits (up to the startup
+    /// timeout) until this node has read the broker's retained history.
+    pub(crate) async fn start(
+        log: L,
+        kind: &'static str,
+        config: &BusConfig,
+        engine: Arc<Engine>,
+        metrics: Arc<BusMetrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Arc<dyn Bus> {
+        // Until the consumer knows where the log starts, no resume can be
+        // served correctly.
+        engine.history().raise_floor(u64::MAX);
+        let shared = Arc::new(Shared {
+            kind,
+            log,
+            engine,
+            health: Health::new(kind, "bus", metrics),
+            queue: Mutex::new(VecDeque::new()),
+            capacity: config.buffer,
+            wake: Notify::new(),
+            sending: tokio::sync::Mutex::new(()),
+            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            node: node_id(),
+            next_id: AtomicU64::new(0),
+        });
+        let (ready_tx, ready) = oneshot::channel();
+        tokio::spawn(consume(shared.clone(), ready_tx, stop.clone()));
+        tokio::spawn(forward(shared.clone(), stop));
+        let wait = Duration::from_millis(config.startup_timeout_ms);
+        match tokio::time::timeout(wait, ready).await {
+            Ok(Ok(())) => tracing::info!(bus = kind, "caught up with the broker's history"),
+            _ => tracing::warn!(
+                bus = kind,
+                "the broker is not reachable yet: serving degraded; resumes are refused until this node catches up"
+            ),
+        }
+        Arc::new(BrokerBus { shared })
+    }
+}
+
+impl<L: Log> Bus for BrokerBus<L> {
+    fn kind(&self) -> &'static str {
+        self.shared.kind
+    }
+
+    fn publish(&self, mut events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            for event in &mut events {
+                if event.id.is_none() {
+                    let n = s.next_id.fetch_add(1, Ordering::Relaxed);
+                    event.id = Some(format!("{}-{n}", s.node));
+                }
+            }
+            let _sending = s.sending.lock().await;
+            if s.queue().is_empty() && s.health.is_up() {
+                match s.append(&events).await {
+                    Ok(()) => return Ok(Published::Stored),
+                    // The broker may have stored some of them: the
+                    // consumers drop the repeats by id.
+                    Err(e) => s.health.down(e),
+                }
+            }
+            let mut queue = s.queue();
+            if queue.len() + events.len() > s.capacity {
+                return Err(BusError::Unavailable {
+                    kind: s.kind,
+                    queued: queue.len(),
+                });
+            }
+            queue.extend(events);
+            s.metrics().queued.set(queue.len() as i64);
+            s.wake.notify_one();
+            Ok(Published::Queued)
+        })
+    }
+
+    fn status(&self) -> Status {
+        let queued = self.shared.queue().len();
+        self.shared.health.status(Some(queued))
+    }
+}
+
+/// Sends buffered events to the broker, in order, retrying with backoff.
+async fn forward<L: Log>(s: Arc<Shared<L>>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new();
+    loop {
+        tokio::select! {
+            _ = s.wake.notified() => {}
+            _ = stopped(&mut stop) => return,
+        }
+        loop {
+            let batch: Vec<Event> = s.queue().iter().take(BATCH).cloned().collect();
+            if batch.is_empty() {
+                break;
+            }
+            let sent = {
+                let _sending = s.sending.lock().await;
+                s.append(&batch).await
+            };
+            match sent {
+                Ok(()) => {
+                    backoff.reset();
+                    let mut queue = s.queue();
+                    queue.drain(..batch.len());
+                    s.metrics().queued.set(queue.len() as i64);
+                }
+                Err(e) => {
+                    s.health.down(e);
+                    s.health.retry();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                        _ = stopped(&mut stop) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads the broker log into the engine, reconnecting with backoff.
+async fn consume<L: Log>(
+    s: Arc<Shared<L>>,
+    ready: oneshot::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ready = Some(ready);
+    let mut seen = RecentIds::new(DEDUP_WINDOW);
+    let mut backoff = Backoff::new();
+    // The last position handed to the engine, once the start is known.
+    let mut after: Option<u64> = None;
+    // The newest position at start: reaching it means caught up.
+    let mut target = 0;
+    loop {
+        let step = async {
+            match after {
+                None => {
+                    let bounds = s.log.bounds().await?;
+                    // With no history window there is nothing to fill:
+                    // start at the end.
+                    let floor = match bounds.first {
+                        Some(first) if s.engine.history().enabled() => first - 1,
+                        _ => bounds.last,
+                    };
+                    s.engine.history().set_floor(floor);
+                    target = bounds.last;
+                    after = Some(floor);
+                }
+                Some(at) => {
+                    if let Some(floor) = s.log.check(at).await? {
+                        tracing::warn!(
+                            bus = s.kind,
+                            floor,
+                            "events may have been lost while the broker was unreachable; resumes from before the gap are refused"
+                        );
+                        s.engine.history().raise_floor(floor);
+                    }
+                }
+            }
+            Ok::<_, BusError>(())
+        };
+        let started = tokio::select! {
+            r = step => r,
+            _ = stopped(&mut stop) => return,
+        };
+        if let Err(e) = started {
+            s.health.down(e);
+        } else {
+            while let Some(at) = after {
+                if at >= target {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                let read = tokio::select! {
+                    r = s.log.read(at, BATCH) => r,
+                    _ = stopped(&mut stop) => return,
+                };
+                match read {
+                    Ok(entries) => {
+                        if s.log.connected() {
+                            s.health.up();
+                            backoff.reset();
+                        } else if entries.is_empty() {
+                            s.health
+                                .down(format!("disconnected from the {} broker", s.kind));
+                        }
+                        for (seq, event) in entries {
+                            if after.is_some_and(|a| seq <= a) {
+                                continue;
+                            }
+                            after = Some(seq);
+                            s.metrics().consumed.inc();
+                            let Some(event) = event else {
+                                s.metrics().invalid.get_or_create(s.health.label()).inc();
+                                continue;
+                            };
+                            if event.id.as_deref().is_some_and(|id| !seen.first_time(id)) {
+                                s.metrics().duplicates.inc();
+                                continue;
+                            }
+                            s.engine.publish(&Event {
+                                seq: Some(seq),
+                                ..event
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        s.health.down(e);
+                        break;
+                    }
+                }
+            }
+        }
+        s.health.retry();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next()) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// A prefix for the ids this node gives events, unique enough across nodes
+/// and restarts without a random number generator.
+fn node_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    h.write_u128(nanos);
+    format!("{:016x}", h.finish())
+}
