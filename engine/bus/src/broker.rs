@@ -304,6 +304,7 @@ async fn consume<L: Log>(
         if let Err(e) = started {
             s.health.down(e);
         } else {
+            s.health.up();
             while let Some(at) = after {
                 if at >= target {
                     if let Some(tx) = ready.take() {
