@@ -1,0 +1,51 @@
+//! `fanwire._native`: the Rust half of the `fanwire` Python package. The
+//! engine is `fanwire-core`'s, the in-process server `fanwire-server`'s;
+//! this crate only adapts them to Python.
+//!
+//! # Layout
+//!
+//! - [`manager`]: `Manager`, the schema and resolvers, then the engine.
+//! - [`resolver`]: Python functions (sync or async) as core `Resolver`s.
+//! - [`context`]: `Context` and `Principal`, what a resolver sees.
+//! - [`policy`]: a Python function as the connection policy.
+//! - [`connection`]: `NativeConnection`, the core connection for a socket
+//!   that a Python framework holds.
+//! - [`server`]: `RunningServer`, the Rust server inside the process.
+//! - [`config`]: `SubscriptionConfig`, every limit with its default.
+//! - [`convert`]: JSON values to Python objects and back.
+//! - [`errors`]: the exception classes.
+
+mod config;
+mod connection;
+mod context;
+mod convert;
+mod errors;
+mod manager;
+mod policy;
+mod resolver;
+mod server;
+
+use pyo3::prelude::*;
+
+/// The native module; import `fanwire` instead.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<manager::Manager>()?;
+    m.add_class::<config::SubscriptionConfig>()?;
+    m.add_class::<context::Context>()?;
+    m.add_class::<context::Principal>()?;
+    m.add_class::<connection::NativeConnection>()?;
+    m.add_class::<server::RunningServer>()?;
+    m.add_class::<resolver::Pending>()?;
+    m.add("SchemaError", py.get_type::<errors::SchemaError>())?;
+    m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
+    m.add("PublishError", py.get_type::<errors::PublishError>())?;
+    m.add("ServerError", py.get_type::<errors::ServerError>())?;
+    m.add(
+        "ConnectionRejected",
+        py.get_type::<errors::ConnectionRejected>(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The Rust WebSocket server running inside the Python process.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use fanwire_core::Engine;
+use fanwire_server::config::ServerConfig;
+use fanwire_server::{Config, Server};
+use pyo3::prelude::*;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::errors::{ConfigError, ServerError};
+
+/// A running in-process server; stopping it closes every client with 1001.
+#[pyclass(frozen, module = "fanwire._native")]
+pub struct RunningServer {
+    addr: SocketAddr,
+    // std mutexes: each is taken once, to move the value out.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    done: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Binds and starts serving on the shared runtime.
+pub async fn start(engine: Arc<Engine>, server: ServerConfig) -> PyResult<RunningServer> {
+    let config = Config {
+        server,
+        ..Config::default()
+    };
+    let bound = Server::bind_engine(engine, config)
+        .await
+        .map_err(|e| match e {
+            fanwire_server::StartError::Config(e) => ConfigError::new_err(e.to_string()),
+            other => ServerError::new_err(other.to_string()),
+        })?;
+    let addr = bound
+        .local_addr()
+        .map_err(|e| ServerError::new_err(e.to_string()))?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(bound.run(async {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer {
+        addr,
+        stop: Mutex::new(Some(stop)),
+        done: Mutex::new(Some(done)),
+    })
+}
+
+#[pymethods]
+impl RunningServer {
+    /// The bound host.
+    #[getter]
+    fn host(&self) -> String {
+        self.addr.ip().to_string()
+    }
+
+    /// The bound port (useful after asking for port 0).
+    #[getter]
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Stops accepting, closes every client with 1001 and waits for them
+    /// (up to the shutdown timeout). Idempotent.
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop.send(());
+        }
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            if let Some(done) = done {
+                let _ = done.await;
+            }
+            Ok(())
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("RunningServer(http://{}/graphql)", self.addr)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop.send(());
+        }
+    }
+}

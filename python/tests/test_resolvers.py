@@ -1,0 +1,197 @@
+"""Resolver failures, timeouts, grouping and cancellation, through real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+from conftest import MODES, RawClient, guard, serve, until
+from fanwire import Context, SubscriptionConfig, SubscriptionManager
+
+SCHEMA = """
+type Query { ok: Boolean }
+type Item { id: ID! label: String }
+type Subscription {
+  item(kind: String!): Item @topic(name: "items")
+  strict: Item! @topic(name: "items")
+  syncItem: Item @topic(name: "items")
+  other: Item @topic(name: "items")
+}
+"""
+
+
+class Steered:
+    """A manager whose resolvers do what each event's `mode` says."""
+
+    def __init__(self, timeout_ms: int = 150) -> None:
+        self.manager = SubscriptionManager(SCHEMA, SubscriptionConfig(resolver_timeout_ms=timeout_ms))
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.calls: list[str] = []
+
+        @self.manager.subscription("item")
+        async def item(event: dict[str, Any], variables: dict[str, Any], context: Context) -> Any:
+            return await self.behave(event["data"], context)
+
+        @self.manager.subscription("strict")
+        async def strict(event: dict[str, Any], variables: dict[str, Any], context: Context) -> Any:
+            return await self.behave(event["data"], context)
+
+        @self.manager.subscription("syncItem")
+        def sync_item(event: dict[str, Any], variables: dict[str, Any], context: Context) -> Any:
+            mode = event["data"]["mode"]
+            if mode == "slow":
+                time.sleep(0.5)  # a blocking resolver cannot be interrupted; its result is late
+            if mode == "raise":
+                raise KeyError("missing")
+            return {"id": event["data"]["id"], "label": mode}
+
+    async def behave(self, data: dict[str, Any], context: Context) -> Any:
+        self.calls.append(context.field)
+        mode = data["mode"]
+        if mode == "raise":
+            raise ValueError("boom")
+        if mode == "list":
+            return [1, 2]
+        if mode == "slow":
+            await asyncio.sleep(3600)
+        if mode == "block":
+            self.started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        return {"id": data["id"], "label": mode}
+
+
+def error_of(frame: dict[str, Any]) -> tuple[Any, str, str, list[str]]:
+    """(data, code, reason, path) of a `next` frame with one error."""
+    payload = frame["payload"]
+    [error] = payload["errors"]
+    return payload["data"], error["extensions"]["code"], error["extensions"]["reason"], error["path"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_failures_become_field_errors_for_that_subscription_only(mode: str, stack: AsyncExitStack) -> None:
+    steered = Steered()
+    served = await serve(steered.manager, mode, stack)
+    a = await RawClient.open(served.url)
+    await a.subscribe("a", "subscription { item(kind: \"x\") { id label } }")
+    await a.subscribe("s", "subscription { strict { id } }")
+    b = await RawClient.open(served.url)
+    await b.subscribe("b", "subscription { other { id } }")
+    await b.subscribe("y", "subscription { syncItem { id label } }")
+    manager = steered.manager
+    await until("four subscriptions", lambda: manager.stats()["subscriptions"] == 4)
+
+    for n, behaviour in enumerate(["ok", "raise", "list", "slow", "ok"], start=1):
+        await manager.publish("items", {"id": n, "mode": behaviour})
+
+    got: dict[str, list[dict[str, Any]]] = {"a": [], "s": [], "b": [], "y": []}
+    for client, count in ((a, 10), (b, 10)):
+        for _ in range(count):
+            frame = await client.recv()
+            assert frame["type"] == "next", frame
+            got[frame["id"]].append(frame)
+
+    item = got["a"]
+    assert item[0]["payload"] == {"data": {"item": {"id": "1", "label": "ok"}}}
+    assert error_of(item[1])[:3] == ({"item": None}, "RESOLVER_FAILED", "exception")
+    assert error_of(item[1])[3] == ["item"]
+    assert "ValueError: boom" in item[1]["payload"]["errors"][0]["message"]
+    assert error_of(item[2])[:3] == ({"item": None}, "RESOLVER_FAILED", "bad_return")
+    assert error_of(item[3])[:3] == ({"item": None}, "RESOLVER_FAILED", "timeout")
+    assert item[4]["payload"] == {"data": {"item": {"id": "5", "label": "ok"}}}
+    # A non-null field's error nulls `data` itself, with the same path.
+    assert error_of(got["s"][1]) == (None, "RESOLVER_FAILED", "exception", ["strict"])
+    # No resolver: the event data, untouched by the others' failures.
+    assert [f["payload"]["data"]["other"]["id"] for f in got["b"]] == ["1", "2", "3", "4", "5"]
+    sync = got["y"]
+    assert error_of(sync[1])[:3] == ({"syncItem": None}, "RESOLVER_FAILED", "exception")
+    assert error_of(sync[3])[:3] == ({"syncItem": None}, "RESOLVER_FAILED", "timeout")
+    assert sync[4]["payload"]["data"] == {"syncItem": {"id": "5", "label": "ok"}}
+
+    stats = manager.stats()
+    assert (stats["resolver_errors"], stats["resolver_bad_returns"], stats["resolver_timeouts"]) == (3, 2, 3)
+    assert 'fanwire_drops_total{reason="resolver_error"} 8' in manager.metrics()
+    await a.close()
+    await b.close()
+    await until("the disconnects", lambda: manager.stats()["connections"] == 0)
+
+
+async def test_identical_subscriptions_share_one_resolver_call(stack: AsyncExitStack) -> None:
+    steered = Steered()
+    served = await serve(steered.manager, "starlette", stack)
+    clients = [await RawClient.open(served.url) for _ in range(5)]
+    for c in clients:
+        await c.subscribe("1", "subscription { item(kind: \"k\") { id } }")
+    lone = await RawClient.open(served.url)
+    await lone.subscribe("1", "subscription { item(kind: \"k\") { label } }")
+    await until("six subscriptions", lambda: steered.manager.stats()["subscriptions"] == 6)
+    assert steered.manager.stats()["groups"] == 2
+    await steered.manager.publish("items", {"id": 7, "mode": "ok"})
+    for c in clients:
+        assert (await c.recv())["payload"] == {"data": {"item": {"id": "7"}}}
+    assert (await lone.recv())["payload"] == {"data": {"item": {"label": "ok"}}}
+    assert steered.calls == ["item", "item"], "once per group, not per client"
+    for c in [*clients, lone]:
+        await c.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["complete", "disconnect"])
+async def test_a_resolver_in_flight_is_cancelled_when_its_last_client_leaves(
+    mode: str, how: str, stack: AsyncExitStack
+) -> None:
+    steered = Steered(timeout_ms=60_000)
+    served = await serve(steered.manager, mode, stack)
+    client = await RawClient.open(served.url)
+    await client.subscribe("c", "subscription { item(kind: \"z\") { id } }")
+    await until("the subscription", lambda: steered.manager.stats()["subscriptions"] == 1)
+    await steered.manager.publish("items", {"id": 1, "mode": "block"})
+    await guard(steered.started.wait(), "the resolver to start")
+    if how == "complete":
+        await client.send({"id": "c", "type": "complete"})
+    else:
+        await client.close()
+    await guard(steered.cancelled.wait(), "the resolver to be cancelled")
+    await until("no subscriptions", lambda: steered.manager.stats()["subscriptions"] == 0)
+    assert steered.manager.stats()["resolver_cancellations"] == 1
+    if how == "complete":
+        # Nothing follows the complete; the connection still works.
+        await client.send({"type": "ping"})
+        assert await client.recv() == {"type": "pong"}
+        await client.close()
+    await until("the disconnect", lambda: steered.manager.stats()["connections"] == 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_no_leaks_after_many_connect_disconnect_cycles(mode: str, stack: AsyncExitStack) -> None:
+    steered = Steered(timeout_ms=60_000)
+    manager = steered.manager
+    served = await serve(manager, mode, stack)
+    await manager.publish("items", {"id": 0, "mode": "ok"})  # builds the engine
+    baseline = asyncio.all_tasks()
+    for cycle in range(40):
+        client = await RawClient.open(served.url)
+        await client.subscribe("1", "subscription { item(kind: \"k\") { id } }")
+        await client.subscribe("2", "subscription { other { id } }")
+        await until("two subscriptions", lambda: manager.stats()["subscriptions"] == 2)
+        # Every other cycle leaves a resolver running when the client goes.
+        await manager.publish("items", {"id": cycle, "mode": "block" if cycle % 2 else "ok"})
+        assert (await client.recv())["id"] in {"1", "2"}
+        await client.close()
+        await until("the disconnect", lambda: manager.stats()["connections"] == 0)
+    stats = manager.stats()
+    assert (stats["subscriptions"], stats["groups"], stats["topics"]) == (0, 0, 0)
+
+    def leftover() -> set[asyncio.Task[Any]]:
+        # The polling task itself is the only newcomer allowed.
+        return asyncio.all_tasks() - baseline - {asyncio.current_task()}  # type: ignore[operator]
+
+    await until("resolver and connection tasks to finish", lambda: not leftover())
