@@ -16,9 +16,15 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "services for the bus tests (PostgreSQL, Redis, NATS JetStream)"
+bash tests/services.sh
+
 step "Rust unit and integration tests"
 cargo test --workspace --all-targets --locked
 
 step "end-to-end tests with stock clients (graphql-ws on Node, gql on Python)"
 cargo build --locked -p fanwire-server --bin fanwire
 FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire" bash tests/e2e.sh
+
+step "Python package: maturin wheel, pytest over every serving mode, mypy --strict, stubtest"
+bash python/check.sh
