@@ -4,6 +4,22 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, final
 
+__all__ = [
+    "__version__",
+    "Manager",
+    "SubscriptionConfig",
+    "Context",
+    "Principal",
+    "NativeConnection",
+    "RunningServer",
+    "Pending",
+    "SchemaError",
+    "ConfigError",
+    "PublishError",
+    "ServerError",
+    "ConnectionRejected",
+]
+
 __version__: str
 
 class SchemaError(ValueError):
@@ -103,7 +119,7 @@ class Principal:
     def expires_at(self) -> int | None: ...
     @property
     def is_anonymous(self) -> bool: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final

@@ -103,9 +103,9 @@ async def serve(manager: SubscriptionManager, mode: str, stack: AsyncExitStack) 
 
         from fanwire.integrations.fastapi import SubscriptionRouterFactory
 
-        app = FastAPI()
-        app.include_router(SubscriptionRouterFactory.create(manager, path="/graphql"))
-        return Served(manager, f"ws://127.0.0.1:{await _uvicorn(app, stack)}/graphql")
+        fastapi_app = FastAPI()
+        fastapi_app.include_router(SubscriptionRouterFactory.create(manager, path="/graphql"))
+        return Served(manager, f"ws://127.0.0.1:{await _uvicorn(fastapi_app, stack)}/graphql")
     if mode == "starlette":
         from starlette.applications import Starlette
 

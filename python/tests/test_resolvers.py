@@ -192,6 +192,6 @@ async def test_no_leaks_after_many_connect_disconnect_cycles(mode: str, stack: A
 
     def leftover() -> set[asyncio.Task[Any]]:
         # The polling task itself is the only newcomer allowed.
-        return asyncio.all_tasks() - baseline - {asyncio.current_task()}  # type: ignore[operator]
+        return asyncio.all_tasks() - baseline - {asyncio.current_task()}
 
     await until("resolver and connection tasks to finish", lambda: not leftover())

@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
 from websockets.exceptions import ConnectionClosed
 
 from conftest import MODES, PROTOCOLS, guard, serve, transport, until
 from fanwire import ConnectionRejected, Context, Principal, SubscriptionManager
+
+TRANSPORT_WS = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL
 
 SCHEMA = """
 type Query { ok: Boolean }
@@ -106,11 +109,11 @@ async def test_publish_resolve_project_deliver(mode: str, protocol: str, stack: 
 async def test_rejected_connection_and_invalid_subscription(mode: str, stack: AsyncExitStack) -> None:
     served = await serve(build_manager(), mode, stack)
     with pytest.raises(Exception) as refused:
-        async with Client(transport=transport(served.url, PROTOCOLS[0].values[0], {"token": "wrong"})):
+        async with Client(transport=transport(served.url, TRANSPORT_WS, {"token": "wrong"})):
             pass
     assert close_code(refused.value) == (4403, "bad token")
 
-    async with Client(transport=transport(served.url, PROTOCOLS[0].values[0], {"token": "secret"})) as session:
+    async with Client(transport=transport(served.url, TRANSPORT_WS, {"token": "secret"})) as session:
         with pytest.raises(TransportQueryError) as invalid:
             async for _ in session.subscribe(GraphQLRequest("subscription { orderCreated(tenantId: 1) { nope } }")):
                 pass
@@ -126,7 +129,7 @@ async def test_rust_server_publish_endpoint_runs_async_resolvers_on_the_app_loop
     manager = build_manager()
     served = await serve(manager, "rust", stack)
     port = served.url.split(":")[2].split("/")[0]
-    ws = transport(served.url, PROTOCOLS[0].values[0], {"token": "secret"})
+    ws = transport(served.url, TRANSPORT_WS, {"token": "secret"})
     async with Client(transport=ws) as session:
         results = session.subscribe(GraphQLRequest(ORDERS, variable_values={"t": "5"}))
         first = asyncio.ensure_future(anext(results))

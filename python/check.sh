@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the fanwire wheel with maturin and checks it in a venv of its own:
+# pytest (warnings are errors), mypy --strict on the package, its tests and
+# the examples, and stubtest of the native module against its stub.
+#
+#   bash python/check.sh            (tests/run.sh runs this)
+#
+# The venv lives outside the clone (FANWIRE_PY_VENV, default
+# ~/.cache/fanwire/py-venv) so repeated runs reuse it.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/fanwire"
+venv="${FANWIRE_PY_VENV:-$cache/py-venv}"
+wheels="$cache/wheels"
+
+[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements-dev.txt"
+
+echo "-- building the wheel (maturin)"
+rm -rf "$wheels"
+(cd "$here" && "$venv/bin/maturin" build --quiet --out "$wheels")
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheels"/fanwire-*.whl
+
+# From a neutral folder, so `import fanwire` is the installed wheel, not the source tree.
+cd "$(mktemp -d)"
+"$venv/bin/python" -c 'import fanwire, sys; assert "site-packages" in fanwire.__file__, fanwire.__file__'
+
+echo "-- stubtest fanwire._native"
+"$venv/bin/python" -m mypy.stubtest fanwire._native
+
+echo "-- mypy --strict: package, tests, examples"
+(cd "$here" && "$venv/bin/mypy" --strict --cache-dir "$cache/mypy" fanwire tests \
+  ../examples/subscriptions-fastapi ../examples/subscriptions-starlette ../examples/subscriptions-custom)
+
+echo "-- pytest"
+(cd "$here" && "$venv/bin/pytest" -p no:cacheprovider tests)

@@ -1,0 +1,128 @@
+"""The package itself: imports, configuration, typed exceptions, declaration rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import fanwire
+from fanwire import (
+    ConfigError,
+    PublishError,
+    SchemaError,
+    SubscriptionConfig,
+    SubscriptionManager,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SDL = """
+type Query { ok: Boolean }
+type Order { id: ID! }
+type Subscription { orderCreated(tenantId: ID!): Order }
+"""
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    # From a neutral folder, so the import is the installed package's.
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir()
+    )
+
+
+def test_import_fanwire_imports_no_web_framework() -> None:
+    done = run_python(
+        "import sys, fanwire\n"
+        "m = fanwire.SubscriptionManager('type Query { a: Int } type Subscription { t: Int }')\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in {'fastapi', 'starlette', 'uvicorn'})\n"
+        "print(bad)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("module", "extra"), [("starlette", "starlette"), ("fastapi", "fastapi")])
+def test_integrations_name_the_extra_to_install(module: str, extra: str) -> None:
+    done = run_python(
+        "import sys\n"
+        f"sys.modules['{module}'] = None  # as if it were not installed\n"
+        f"import fanwire.integrations.{module}\n"
+    )
+    assert done.returncode != 0
+    assert f"pip install 'fanwire[{extra}]'" in done.stderr
+
+
+def test_public_names() -> None:
+    for name in fanwire.__all__:
+        assert hasattr(fanwire, name), name
+    assert issubclass(SchemaError, ValueError)
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(PublishError, ValueError)
+
+
+def test_config_defaults_are_the_hosts() -> None:
+    documented = tomllib.loads((ROOT / "examples/standalone/fanwire.toml").read_text())["limits"]
+    config = SubscriptionConfig()
+    for key, value in documented.items():
+        assert getattr(config, key) == value, key
+    assert config.resolver_timeout_ms == 5000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"queue_depth": 0}, "queue_depth"),
+        ({"max_connections": -1}, "max_connections"),
+        ({"subscribes_per_second": float("nan")}, "subscribes_per_second"),
+        ({"max_document_bytes": 10**6}, "max_document_bytes"),
+        ({"resolver_timeout_ms": 0}, "resolver_timeout_ms"),
+    ],
+)
+def test_invalid_config_is_a_clear_value_error(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(ValueError, match=field) as err:
+        SubscriptionConfig(**kwargs)  # type: ignore[arg-type]
+    assert isinstance(err.value, ConfigError)
+
+
+def test_schema_errors() -> None:
+    with pytest.raises(SchemaError, match="invalid schema"):
+        SubscriptionManager("type Query {")
+    with pytest.raises(SchemaError, match="no subscription root type"):
+        SubscriptionManager("type Query { a: Int }")
+    manager = SubscriptionManager(SDL)
+    with pytest.raises(SchemaError, match="no field `nope`"):
+        manager.subscription("nope")(lambda e, v, c: {})
+    with pytest.raises(SchemaError, match="not an argument"):
+        manager.subscription("orderCreated", topic="orders:{tenant}")(lambda e, v, c: {})
+    manager.subscription("orderCreated")(lambda e, v, c: {})
+    with pytest.raises(SchemaError, match="already has a resolver"):
+        manager.subscription("orderCreated")(lambda e, v, c: {})
+
+
+async def test_publish_errors_and_declaring_after_start() -> None:
+    manager = SubscriptionManager(SDL)
+    with pytest.raises(PublishError, match="not JSON-serialisable"):
+        await manager.publish("orders:1", {"when": object()})
+    with pytest.raises(PublishError, match="empty"):
+        manager.publish_nowait("", {})
+    with pytest.raises(PublishError, match="JSON number"):
+        manager.publish_nowait("t", {"x": float("inf")})
+    assert await manager.publish("orders:1", {"id": 1}) == 0
+    with pytest.raises(RuntimeError, match="before the manager serves"):
+        manager.subscription("orderCreated")(lambda e, v, c: {})
+
+
+async def test_server_start_errors_are_typed() -> None:
+    manager = SubscriptionManager(SDL)
+    running = await manager.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(fanwire.ServerError, match="cannot listen"):
+            await manager.start("127.0.0.1", running.port)
+        with pytest.raises(ConfigError, match="IP address"):
+            await manager.start("not a host", 0)
+    finally:
+        await running.stop()
