@@ -32,6 +32,11 @@ enum Kind {
 
 /// A config file for nodes sharing one stream (unique to the test).
 fn config(kind: Kind, url: &str) -> PathBuf {
+    config_with(kind, url, 10_000)
+}
+
+/// The same, with the broker keeping `history` events.
+fn config_with(kind: Kind, url: &str, history: u64) -> PathBuf {
     let dir = services::temp_dir("nodes");
     std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
     let (kind, stream) = match kind {
@@ -52,7 +57,7 @@ kind = "{kind}"
 url = "{url}"
 stream = "{stream}"
 subject = "{subject}"
-history = 10000
+history = {history}
 "#
         ),
     )
@@ -341,4 +346,53 @@ async fn nats_restart_while_publishing_recovers_and_delivers_every_accepted_even
 #[tokio::test]
 async fn redis_restart_while_publishing_recovers_and_delivers_every_accepted_event() {
     broker_restart_while_publishing(Kind::Redis).await;
+}
+
+/// A node started after events were published reads the broker's history
+/// before it serves: a client that saw event 10 on another node resumes on
+/// it with 11..20; a position from before the broker's history is refused
+/// with a resync error rather than served with a gap.
+async fn a_late_node_fills_its_window_from_the_broker(kind: Kind, url: &str) {
+    // The broker keeps 10 (JetStream exactly; Redis's MAXLEN ~ at least).
+    let config = config_with(kind, url, 10);
+    let a = Node::start(&config);
+    let mut early = subscriber(a.addr, None).await;
+    wait_subscribed(a.addr, 1.0).await;
+    for n in 1..=20 {
+        assert_eq!(publish(a.addr, n).await, Ok(200));
+    }
+    let seen = ticks(&mut early, 20).await;
+    let b = Node::start(&config);
+    let mut resumed = subscriber(b.addr, Some(seen[9].0)).await;
+    let mut got = seen[..10].to_vec();
+    got.extend(ticks(&mut resumed, 10).await);
+    assert_eq!(got, seen, "the same events with the same sequence numbers");
+    assert_in_order_once(&got, 20);
+
+    // Before the first retained event: the node cannot know what it missed.
+    let mut stale = Client::connect(b.addr, Some("graphql-transport-ws")).await;
+    stale.send(json!({"type": "connection_init"})).await;
+    assert_eq!(stale.recv().await, json!({"type": "connection_ack"}));
+    stale
+        .send(json!({"id": "t", "type": "subscribe", "payload": {
+            "query": TICKS, "extensions": {"resumeFrom": seen[0].0.saturating_sub(2)}}}))
+        .await;
+    let error = stale.recv().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"], "RESUME_WINDOW_EXCEEDED",
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn nats_a_late_node_fills_its_window_from_the_broker() {
+    ensure_nats();
+    a_late_node_fills_its_window_from_the_broker(Kind::Nats, NATS_URL).await;
+}
+
+#[tokio::test]
+async fn redis_a_late_node_fills_its_window_from_the_broker() {
+    ensure_redis();
+    a_late_node_fills_its_window_from_the_broker(Kind::Redis, REDIS_URL).await;
 }
