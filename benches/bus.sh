@@ -58,6 +58,8 @@ max_connections = 12000
 connections_per_second = 100000.0
 connection_burst = 20000.0
 [bus]
+# Nodes here keep no history windows, so the broker needs little.
+history = 1000
 $bus
 TOML
     "$FANWIRE" serve --config "$OUT/$name.toml" --listen 127.0.0.1:0 "$@" \
