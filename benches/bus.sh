@@ -76,6 +76,19 @@ TOML
 
 run() { "$BENCH" "$@" | tee -a "$OUT/results.txt"; }
 
+# drop_stream KIND NAME: deletes a run's stream from the shared broker.
+drop_stream() {
+    if [ "$1" = redis ]; then
+        redis-cli -p 6379 DEL "$2" >/dev/null
+    elif [ "$1" = nats ]; then
+        # JetStream's API is plain request/reply; PONG means it was processed.
+        exec 3<>/dev/tcp/127.0.0.1/4222
+        printf 'CONNECT {"verbose":false}\r\nPUB $JS.API.STREAM.DELETE.%s 0\r\n\r\nPING\r\n' "$2" >&3
+        timeout 5 grep -m1 -q PONG <&3 || true
+        exec 3>&-
+    fi
+}
+
 uniq_name() { echo "bench_$1_$$_$RANDOM"; }
 
 for scenario in $SCENARIOS; do
@@ -120,6 +133,7 @@ subject = \"$stream.events\""
         run --label "$scenario" --ws "ws://$b/graphql" --connections 1000 \
             --publish "http://$a/publish" --events 2000 --rate 200
         stop_nodes
+        drop_stream "$kind" "$stream"
         ;;
     s1-*)
         spec=${scenario#s1-}
@@ -136,6 +150,7 @@ subject = \"$stream.events\""
         run --label "$scenario" "${ws[@]}" --connections 100 \
             --publish "http://$a/publish" --events 10000 --rate 0 --batch 100
         stop_nodes
+        drop_stream "$kind" "$stream"
         ;;
     *) echo "unknown scenario $scenario" >&2; exit 1 ;;
     esac

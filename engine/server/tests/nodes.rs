@@ -31,15 +31,47 @@ enum Kind {
 }
 
 /// A config file for nodes sharing one stream (unique to the test).
-fn config(kind: Kind, url: &str) -> PathBuf {
+fn config(kind: Kind, url: &str) -> Shared {
     config_with(kind, url, 10_000)
 }
 
+/// A config for nodes sharing a broker stream; the stream is deleted when
+/// this is dropped (a shared broker would keep every test's events).
+struct Shared {
+    path: PathBuf,
+    kind: Kind,
+    url: String,
+    stream: String,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let Some(addr) = self.url.split("://").nth(1) else {
+            return;
+        };
+        // A private broker of a restart test may be gone already.
+        if std::net::TcpStream::connect(addr).is_err() {
+            return;
+        }
+        match self.kind {
+            Kind::Nats => services::drop_nats_stream(addr, &self.stream),
+            Kind::Redis => services::drop_redis_key(addr, &self.stream),
+        }
+    }
+}
+
 /// The same, with the broker keeping `history` events.
-fn config_with(kind: Kind, url: &str, history: u64) -> PathBuf {
+fn config_with(kind: Kind, url: &str, history: u64) -> Shared {
     let dir = services::temp_dir("nodes");
     std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
-    let (kind, stream) = match kind {
+    let (kind_name, stream) = match kind {
         Kind::Nats => ("nats", unique("fw")),
         Kind::Redis => ("redis", unique("fanwire:test")),
     };
@@ -53,7 +85,7 @@ schema = "schema.graphql"
 [limits]
 history_per_topic = 1000
 [bus]
-kind = "{kind}"
+kind = "{kind_name}"
 url = "{url}"
 stream = "{stream}"
 subject = "{subject}"
@@ -62,7 +94,12 @@ history = {history}
         ),
     )
     .unwrap();
-    path
+    Shared {
+        path,
+        kind,
+        url: url.into(),
+        stream,
+    }
 }
 
 fn nodes(config: &Path, n: usize) -> Vec<Node> {

@@ -259,3 +259,42 @@ impl Drop for Broker {
         self.stop();
     }
 }
+
+/// Sends raw protocol lines to a service and reads until `until` appears.
+fn raw(addr: &str, request: &str, until: &str) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("service reachable");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(until) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+/// Deletes a test's JetStream stream from the shared NATS server (its
+/// events are on disk otherwise).
+pub fn drop_nats_stream(addr: &str, stream: &str) {
+    // JetStream's API is plain request/reply; PING/PONG makes sure the
+    // server has processed the request before the connection closes.
+    raw(
+        addr,
+        &format!(
+            "CONNECT {{\"verbose\":false}}\r\nPUB $JS.API.STREAM.DELETE.{stream} 0\r\n\r\nPING\r\n"
+        ),
+        "PONG",
+    );
+}
+
+/// Deletes a test's Redis stream key from the shared Redis server.
+pub fn drop_redis_key(addr: &str, key: &str) {
+    raw(
+        addr,
+        &format!("*2\r\n$3\r\nDEL\r\n${}\r\n{key}\r\n", key.len()),
+        ":",
+    );
+}
