@@ -103,7 +103,8 @@ async fn a_row_trigger_reaches_a_subscriber_with_its_projection() {
     db.batch_execute(&format!(
         "INSERT INTO {table} (tenant_id, user_id, cents, status) VALUES (6, 1, 5, 'other tenant');
          INSERT INTO {table} (tenant_id, user_id, cents, status) VALUES (5, 1, 1999, 'new');
-         UPDATE {table} SET cents = 2500 WHERE tenant_id = 5;"
+         UPDATE {table} SET cents = 2500 WHERE tenant_id = 5;
+         DELETE FROM {table} WHERE tenant_id = 5;"
     ))
     .await
     .unwrap();
@@ -124,6 +125,11 @@ async fn a_row_trigger_reaches_a_subscriber_with_its_projection() {
             &updated["old"]["cents"]
         ),
         (&json!("UPDATE"), &json!(2500), &json!(1999))
+    );
+    let deleted = data(&c.recv().await, "orderChanged");
+    assert_eq!(
+        (&deleted["op"], &deleted["new"], &deleted["old"]["cents"]),
+        (&json!("DELETE"), &Value::Null, &json!(2500))
     );
 
     // Not JSON: counted and dropped. A /publish-shaped payload is taken as is.
