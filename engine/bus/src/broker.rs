@@ -372,3 +372,229 @@ fn node_id() -> String {
     h.write_u128(nanos);
     format!("{:016x}", h.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanwire_core::{Limits, Schema};
+    use serde_json::json;
+    use std::sync::atomic::AtomicBool;
+
+    /// A broker log in memory that can be switched off.
+    #[derive(Default)]
+    struct FakeLog {
+        entries: Mutex<Vec<(u64, Event)>>,
+        down: AtomicBool,
+        wake: Notify,
+    }
+
+    impl FakeLog {
+        fn fail(&self) -> Result<(), BusError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(BusError::Broker("fake: down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl Log for Arc<FakeLog> {
+        async fn append(&self, events: &[Event]) -> Result<(), BusError> {
+            self.fail()?;
+            let mut entries = self.entries.lock().unwrap();
+            for e in events {
+                // Positions with gaps, like a log shared by other topics.
+                let seq = entries.last().map_or(10, |(s, _)| s + 10);
+                entries.push((seq, e.clone()));
+            }
+            self.wake.notify_waiters();
+            Ok(())
+        }
+
+        async fn bounds(&self) -> Result<Bounds, BusError> {
+            self.fail()?;
+            let entries = self.entries.lock().unwrap();
+            Ok(Bounds {
+                first: entries.first().map(|e| e.0),
+                last: entries.last().map_or(0, |e| e.0),
+            })
+        }
+
+        async fn read(
+            &self,
+            after: u64,
+            max: usize,
+        ) -> Result<Vec<(u64, Option<Event>)>, BusError> {
+            self.fail()?;
+            let waiting = self.wake.notified();
+            let found: Vec<_> = self
+                .entries
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(s, _)| *s > after)
+                .take(max)
+                .map(|(s, e)| (*s, Some(e.clone())))
+                .collect();
+            if found.is_empty() {
+                let _ = tokio::time::timeout(Duration::from_millis(50), waiting).await;
+            }
+            Ok(found)
+        }
+
+        async fn check(&self, _after: u64) -> Result<Option<u64>, BusError> {
+            self.fail().map(|()| None)
+        }
+
+        fn connected(&self) -> bool {
+            !self.down.load(Ordering::SeqCst)
+        }
+    }
+
+    const SDL: &str = "type Query { a: Int } type Subscription { tick: Tick @topic(name: \"t\") } type Tick { n: Int }";
+
+    fn engine() -> Arc<Engine> {
+        let limits = Limits {
+            history_per_topic: 100,
+            ..Limits::default()
+        };
+        Engine::new(Schema::parse(SDL).unwrap(), limits).unwrap()
+    }
+
+    fn event(n: u64) -> Event {
+        Event {
+            id: Some(format!("e{n}")),
+            ..Event::new("t", json!({ "n": n }))
+        }
+    }
+
+    /// The `n` of the events in the engine's window, after `seq`.
+    fn window(engine: &Engine, after: u64) -> Result<Vec<(u64, u64)>, String> {
+        let log = engine.history().log("t");
+        let log = fanwire_core::history::History::lock(&log);
+        log.since(after)
+            .map(|events| {
+                events
+                    .iter()
+                    .map(|e| (e.seq.unwrap(), e.data["n"].as_u64().unwrap()))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn start(
+        log: Arc<FakeLog>,
+        engine: Arc<Engine>,
+        buffer: usize,
+    ) -> (Arc<dyn Bus>, watch::Sender<bool>) {
+        let (stop_tx, stop) = watch::channel(false);
+        let config = BusConfig {
+            buffer,
+            publish_timeout_ms: 500,
+            ..BusConfig::default()
+        };
+        let bus = BrokerBus::start(
+            log,
+            "fake",
+            &config,
+            engine,
+            Arc::new(BusMetrics::new()),
+            stop,
+        )
+        .await;
+        (bus, stop_tx)
+    }
+
+    #[tokio::test]
+    async fn events_come_back_in_log_order_with_log_positions_once_per_id() {
+        let log = Arc::new(FakeLog::default());
+        let engine = engine();
+        let (bus, _stop) = start(log.clone(), engine.clone(), 10).await;
+        assert_eq!(
+            bus.publish(vec![event(1), event(2)]).await.unwrap(),
+            Published::Stored
+        );
+        // A publish repeated after a lost acknowledgement: same id.
+        assert_eq!(
+            bus.publish(vec![event(2), event(3)]).await.unwrap(),
+            Published::Stored
+        );
+        eventually("three events", || {
+            window(&engine, 9).is_ok_and(|w| w.len() == 3)
+        })
+        .await;
+        assert_eq!(window(&engine, 9).unwrap(), [(10, 1), (20, 2), (40, 3)]);
+        // Events without an id get one.
+        bus.publish(vec![Event::new("t", json!({"n": 4}))])
+            .await
+            .unwrap();
+        assert!(log.entries.lock().unwrap()[4].1.id.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_outage_buffers_in_order_then_recovers_and_a_full_buffer_refuses() {
+        let log = Arc::new(FakeLog::default());
+        let engine = engine();
+        let (bus, _stop) = start(log.clone(), engine.clone(), 3).await;
+        bus.publish(vec![event(1)]).await.unwrap();
+        log.down.store(true, Ordering::SeqCst);
+        eventually("the bus notices", || {
+            bus.status().state == crate::State::Down
+        })
+        .await;
+        assert_eq!(
+            bus.publish(vec![event(2), event(3)]).await.unwrap(),
+            Published::Queued
+        );
+        assert_eq!(
+            bus.publish(vec![event(4)]).await.unwrap(),
+            Published::Queued
+        );
+        assert!(matches!(
+            bus.publish(vec![event(5)]).await,
+            Err(BusError::Unavailable { queued: 3, .. })
+        ));
+        assert_eq!(bus.status().queued, Some(3));
+        log.down.store(false, Ordering::SeqCst);
+        eventually("recovered and drained", || {
+            window(&engine, 9).is_ok_and(|w| w.len() == 4)
+        })
+        .await;
+        let ns: Vec<u64> = window(&engine, 9).unwrap().iter().map(|e| e.1).collect();
+        assert_eq!(ns, [1, 2, 3, 4]);
+        eventually("up", || {
+            bus.status()
+                == Status {
+                    kind: "fake",
+                    state: crate::State::Up,
+                    error: None,
+                    queued: Some(0),
+                }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_starting_node_fills_its_window_from_the_log_before_serving() {
+        let log = Arc::new(FakeLog::default());
+        for n in 1..=3 {
+            log.append(&[event(n)]).await.unwrap();
+        }
+        // Older entries were trimmed: the log starts at position 20.
+        log.entries.lock().unwrap().remove(0);
+        let engine = engine();
+        let (_bus, _stop) = start(log, engine.clone(), 10).await;
+        // Filled before start returned.
+        assert_eq!(window(&engine, 19).unwrap(), [(20, 2), (30, 3)]);
+        // What came before the first kept entry is unknown.
+        assert!(window(&engine, 18).unwrap_err().contains("resync"));
+    }
+}
