@@ -1,0 +1,505 @@
+//! `loadgen`: drives a GraphQL subscription server (fanwire or the Node
+//! baseline) over loopback and prints one `RESULT key=value ...` line.
+//!
+//! It opens `--connections` graphql-transport-ws clients (`connection_init`,
+//! wait for the ack, `subscribe`), publishes warm-up ticks until every client
+//! has received one (a subscribe has no acknowledgement, so this is the only
+//! way to know the server registered it), then publishes `--events` ticks
+//! through `POST /publish`. Each tick carries its sequence number and its
+//! wall-clock publish time; clients record publish-to-receive latency and
+//! count gaps and duplicates. With `--idle` it stops after the warm-up and
+//! reports the server's memory per connection instead.
+//!
+//! Everything is bounded: connects and acks time out, warm-up gives up after
+//! `--live-timeout`, and the drain after `--drain-timeout` without progress.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use fanwire_benches::frame::{classify, Incoming};
+use fanwire_benches::http::Poster;
+use fanwire_benches::stats::{cpu_seconds, machine_ticks, quantile, rss_kb, Seen};
+use fanwire_benches::workload::{pad_for, subscribe_message, write_event};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Load generator for GraphQL subscription servers (loopback only).
+#[derive(Debug, Parser)]
+struct Args {
+    /// WebSocket endpoint, e.g. ws://127.0.0.1:4000/graphql.
+    #[arg(long)]
+    url: String,
+    /// Publish endpoint, e.g. http://127.0.0.1:4000/publish.
+    #[arg(long)]
+    publish_url: String,
+    /// Concurrent client connections, one subscription each.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Measured events to publish.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Events per second; 0 publishes back-to-back in batches of `--batch`.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Approximate size of each event's `data` in bytes.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Distinct subscription selections among the clients (1 = all identical).
+    #[arg(long, default_value_t = 1)]
+    distinct: usize,
+    /// The server's process id, to read its memory and CPU from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only connect and subscribe, then report memory per connection.
+    #[arg(long)]
+    idle: bool,
+    /// A name for this run, echoed in the result line.
+    #[arg(long, default_value = "run")]
+    label: String,
+    /// The topic to subscribe and publish to.
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Events per publish request in back-to-back mode.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// Bearer token for the publish endpoint.
+    #[arg(long)]
+    publish_token: Option<String>,
+    /// Seconds to wait for every client to receive a warm-up tick.
+    #[arg(long, default_value_t = 60.0)]
+    live_timeout: f64,
+    /// Seconds without a new delivery after which missing ticks count as lost.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// A per-client counter on its own cache line, so clients on different
+/// threads do not slow each other down.
+#[derive(Default)]
+#[repr(align(64))]
+struct Counter(AtomicU64);
+
+/// What the clients report to the driver while the run goes on.
+struct Shared {
+    events: u64,
+    connected: AtomicUsize,
+    failed: AtomicUsize,
+    live: AtomicUsize,
+    done: AtomicUsize,
+    closed: AtomicUsize,
+    unexpected: AtomicU64,
+    progress: Vec<Counter>,
+    first_problem: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn problem(&self, what: String) {
+        let mut first = self.first_problem.lock().unwrap_or_else(|p| p.into_inner());
+        first.get_or_insert(what);
+    }
+
+    fn delivered(&self) -> u64 {
+        self.progress
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// What one client saw of the measured ticks.
+struct ClientStats {
+    seen: Seen,
+    latencies_us: Vec<u32>,
+    last_receive_us: u64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Opens one client: handshake, `connection_init`, ack, `subscribe`.
+async fn open(url: &str, subscribe: String, read_buffer: usize) -> anyhow::Result<Ws> {
+    let authority = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| anyhow!("{url}: only ws:// URLs are supported"))?;
+    let tcp = TcpStream::connect(authority).await?;
+    tcp.set_nodelay(true)?;
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await?;
+    ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#))
+        .await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => match classify(text.as_bytes()) {
+                Incoming::Ack => break,
+                Incoming::Ping => ws.send(Message::text(r#"{"type":"pong"}"#)).await?,
+                _ => bail!("expected connection_ack, got {}", text.as_str()),
+            },
+            Some(Ok(Message::Close(frame))) => bail!("closed before ack: {frame:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("closed before ack"),
+        }
+    }
+    ws.send(Message::text(subscribe)).await?;
+    Ok(ws)
+}
+
+/// One client from connect to stop.
+async fn client(
+    index: usize,
+    args: Arc<Args>,
+    shared: Arc<Shared>,
+    gate: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> ClientStats {
+    let mut stats = ClientStats {
+        seen: Seen::new(shared.events),
+        latencies_us: Vec::new(),
+        last_receive_us: 0,
+    };
+    let subscribe = subscribe_message("1", &args.topic, index, args.distinct);
+    // tungstenite zero-fills the whole read buffer before every read, so a
+    // big one costs CPU per frame (and memory per idle connection).
+    let read_buffer = if args.idle { 4096 } else { 8 * 1024 };
+    let opened = {
+        let _permit = gate.acquire().await;
+        timeout(
+            Duration::from_secs(20),
+            open(&args.url, subscribe, read_buffer),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow!("timed out connecting")))
+    };
+    let mut ws = match opened {
+        Ok(ws) => ws,
+        Err(e) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.problem(format!("client {index}: {e:#}"));
+            return stats;
+        }
+    };
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    if !args.idle {
+        stats.latencies_us.reserve(shared.events as usize);
+    }
+    let mut live = false;
+    let mut stopped = pin!(stop.changed());
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            msg = ws.next() => msg,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                shared.closed.fetch_add(1, Ordering::Relaxed);
+                shared.problem(format!("client {index}: server closed: {frame:?}"));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                shared.closed.fetch_add(1, Ordering::Relaxed);
+                shared.problem(format!("client {index}: {e}"));
+                break;
+            }
+            None => {
+                shared.closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        };
+        match classify(text.as_bytes()) {
+            Incoming::Tick { seq, .. } if seq < 0 => {
+                if !live {
+                    live = true;
+                    shared.live.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Incoming::Tick { seq, ts_us } => {
+                let now = now_us();
+                if stats.seen.record(seq as u64) {
+                    let latency = (now as f64 - ts_us).max(0.0);
+                    stats.latencies_us.push(latency.min(u32::MAX as f64) as u32);
+                    stats.last_receive_us = now;
+                    let unique = stats.seen.unique();
+                    shared.progress[index].0.store(unique, Ordering::Relaxed);
+                    if unique == shared.events {
+                        shared.done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Incoming::Ping => {
+                if ws.send(Message::text(r#"{"type":"pong"}"#)).await.is_err() {
+                    break;
+                }
+            }
+            Incoming::Ack | Incoming::Other("pong") => {}
+            Incoming::Other(_) | Incoming::Malformed => {
+                shared.unexpected.fetch_add(1, Ordering::Relaxed);
+                shared.problem(format!("client {index}: unexpected {}", text.as_str()));
+            }
+        }
+    }
+    // Closing politely costs a round trip per client; dropping is enough.
+    drop(ws);
+    stats
+}
+
+/// Publishes ticks `seqs` as one request (a JSON array when more than one),
+/// stamped `ts_us`, or the current time when `None`.
+async fn publish(
+    poster: &mut Poster,
+    topic: &str,
+    seqs: std::ops::Range<i64>,
+    ts_us: Option<u64>,
+    pad: &str,
+) -> anyhow::Result<u64> {
+    let many = seqs.end - seqs.start > 1;
+    let mut body = String::with_capacity((seqs.end - seqs.start) as usize * (pad.len() + 80));
+    if many {
+        body.push('[');
+    }
+    for seq in seqs {
+        if many && body.len() > 1 {
+            body.push(',');
+        }
+        write_event(&mut body, topic, seq, ts_us.unwrap_or_else(now_us), pad);
+    }
+    if many {
+        body.push(']');
+    }
+    let (status, reply) = poster.post(body.as_bytes()).await?;
+    let reply = String::from_utf8_lossy(&reply);
+    if status != 200 {
+        bail!("publish answered {status}: {reply}");
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&reply).with_context(|| format!("publish reply {reply:?}"))?;
+    Ok(value["deliveries"].as_u64().unwrap_or(0))
+}
+
+fn kb(value: Option<u64>) -> String {
+    value.map_or_else(|| "na".into(), |v| v.to_string())
+}
+
+fn secs(value: Option<f64>) -> String {
+    value.map_or_else(|| "na".into(), |v| format!("{v:.2}"))
+}
+
+async fn run(args: Arc<Args>) -> anyhow::Result<()> {
+    let n = args.connections;
+    let pid = args.server_pid.map(|p| p.to_string());
+    let rss_base = pid.as_deref().and_then(rss_kb);
+    let shared = Arc::new(Shared {
+        events: if args.idle { 0 } else { args.events },
+        connected: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        live: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        closed: AtomicUsize::new(0),
+        unexpected: AtomicU64::new(0),
+        progress: (0..n).map(|_| Counter::default()).collect(),
+        first_problem: Mutex::new(None),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let connect_start = Instant::now();
+    let clients: Vec<_> = (0..n)
+        .map(|i| {
+            tokio::spawn(client(
+                i,
+                args.clone(),
+                shared.clone(),
+                gate.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+
+    while shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let connected = shared.connected.load(Ordering::Relaxed);
+    let connect_s = connect_start.elapsed().as_secs_f64();
+    if connected == 0 {
+        let problem = shared.first_problem.lock().unwrap().clone();
+        bail!("no client connected: {}", problem.unwrap_or_default());
+    }
+
+    let mut poster = Poster::new(&args.publish_url, args.publish_token.as_deref())?;
+    let pad = pad_for(args.payload_bytes);
+    let live_deadline = Instant::now() + Duration::from_secs_f64(args.live_timeout);
+    let mut warmups = 0i64;
+    while shared.live.load(Ordering::Relaxed) < connected && Instant::now() < live_deadline {
+        warmups += 1;
+        publish(&mut poster, &args.topic, -warmups..-warmups + 1, None, &pad).await?;
+        let wait_until = Instant::now() + Duration::from_millis(250);
+        while shared.live.load(Ordering::Relaxed) < connected && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let live = shared.live.load(Ordering::Relaxed);
+    // Let the last warm-up ticks drain before measuring.
+    tokio::time::sleep(Duration::from_millis(if args.idle { 1000 } else { 200 })).await;
+
+    let server_cpu_0 = pid.as_deref().and_then(cpu_seconds);
+    let own_cpu_0 = cpu_seconds("self");
+    let machine_0 = machine_ticks();
+    let start_us = now_us();
+    let publish_start = Instant::now();
+    let mut server_deliveries = 0u64;
+    let mut publish_s = 0.0;
+    if !args.idle {
+        let events = args.events as i64;
+        if args.rate > 0.0 {
+            let start = tokio::time::Instant::now();
+            let gap = Duration::from_secs_f64(1.0 / args.rate);
+            for seq in 0..events {
+                let due = gap * seq as u32;
+                tokio::time::sleep_until(start + due).await;
+                // Stamped with when it was due, not when it went out: if the
+                // server holds up the (sequential) publisher, the delay shows
+                // as latency instead of quietly lowering the rate.
+                let due_us = start_us + due.as_micros() as u64;
+                server_deliveries +=
+                    publish(&mut poster, &args.topic, seq..seq + 1, Some(due_us), &pad).await?;
+            }
+        } else {
+            let batch = args.batch.max(1) as i64;
+            let mut seq = 0;
+            while seq < events {
+                let end = (seq + batch).min(events);
+                server_deliveries +=
+                    publish(&mut poster, &args.topic, seq..end, None, &pad).await?;
+                seq = end;
+            }
+        }
+        publish_s = publish_start.elapsed().as_secs_f64();
+        let mut last = (shared.delivered(), Instant::now());
+        while shared.done.load(Ordering::Relaxed) < connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let delivered = shared.delivered();
+            if delivered != last.0 {
+                last = (delivered, Instant::now());
+            } else if last.1.elapsed().as_secs_f64() > args.drain_timeout {
+                break;
+            }
+        }
+    }
+    let rss = pid.as_deref().and_then(rss_kb);
+    let server_cpu = server_cpu_0.and_then(|c0| Some(pid.as_deref().and_then(cpu_seconds)? - c0));
+    let own_cpu = own_cpu_0.and_then(|c0| Some(cpu_seconds("self")? - c0));
+    let machine_busy = match (machine_0, machine_ticks()) {
+        (Some((busy0, all0)), Some((busy1, all1))) if all1 > all0 => {
+            format!(
+                "{:.0}",
+                100.0 * (busy1 - busy0) as f64 / (all1 - all0) as f64
+            )
+        }
+        _ => "na".into(),
+    };
+
+    let _ = stop_tx.send(true);
+    let mut latencies = Vec::new();
+    let (mut unique, mut duplicates, mut last_receive_us) = (0u64, 0u64, start_us);
+    for handle in clients {
+        let stats = handle.await?;
+        unique += stats.seen.unique();
+        duplicates += stats.seen.duplicates();
+        last_receive_us = last_receive_us.max(stats.last_receive_us);
+        latencies.extend_from_slice(&stats.latencies_us);
+    }
+    latencies.sort_unstable();
+    let expected = connected as u64 * shared.events;
+    let elapsed_s = (last_receive_us - start_us) as f64 / 1e6;
+    let per_s = if elapsed_s > 0.0 {
+        unique as f64 / elapsed_s
+    } else {
+        0.0
+    };
+    let publish_rate = if publish_s > 0.0 {
+        shared.events as f64 / publish_s
+    } else {
+        0.0
+    };
+    let ms = |q: f64| quantile(&latencies, q) as f64 / 1000.0;
+    let per_conn = match (rss, rss_base) {
+        (Some(r), Some(b)) => format!("{:.2}", r.saturating_sub(b) as f64 / connected as f64),
+        _ => "na".into(),
+    };
+    let mode = if args.idle {
+        "idle"
+    } else if args.rate > 0.0 {
+        "rate"
+    } else {
+        "burst"
+    };
+    println!(
+        "RESULT label={} mode={mode} conns={n} connected={connected} live={live} connect_s={connect_s:.2} \
+         distinct={} events={} rate={} payload_bytes={} deliveries={unique} expected={expected} \
+         publish_s={publish_s:.3} publish_rate={publish_rate:.0} elapsed_s={elapsed_s:.3} deliveries_per_s={per_s:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
+         lost={} dup={duplicates} closed={} unexpected={} server_deliveries={server_deliveries} \
+         server_cpu_s={} loadgen_cpu_s={} machine_busy_pct={machine_busy} rss_kb={} rss_base_kb={} rss_per_conn_kb={per_conn}",
+        args.label,
+        args.distinct,
+        shared.events,
+        args.rate,
+        args.payload_bytes,
+        ms(0.50),
+        ms(0.99),
+        ms(1.0),
+        expected.saturating_sub(unique),
+        shared.closed.load(Ordering::Relaxed),
+        shared.unexpected.load(Ordering::Relaxed),
+        secs(server_cpu),
+        secs(own_cpu),
+        kb(rss),
+        kb(rss_base),
+    );
+    if let Some(problem) = shared.first_problem.lock().unwrap().take() {
+        eprintln!("loadgen {}: first problem: {problem}", args.label);
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder.enable_all().build()?;
+    let result = runtime.block_on(run(args));
+    // Thousands of client tasks have already returned; do not wait on stragglers.
+    runtime.shutdown_background();
+    result
+}
