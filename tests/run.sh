@@ -14,10 +14,14 @@ step() { printf '\n==> %s\n' "$*"; }
 step "rustfmt and clippy"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all --check
+(cd plugins && cargo fmt --all --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "services for the bus tests (PostgreSQL, Redis, NATS JetStream)"
 bash tests/services.sh
+
+step "the bundled WebAssembly plugins (the plugin runtime's tests load them)"
+bash plugins/build.sh
 
 step "Rust unit and integration tests"
 cargo test --workspace --all-targets --locked

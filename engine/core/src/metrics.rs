@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::Mutex;
 
 /// A `reason` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -17,7 +18,9 @@ pub struct Reason {
 /// Every metric the engine and its hosts report.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    // A std mutex: taken to register extra collectors (rare) and to encode
+    // a scrape, never on the dispatch path (metrics are atomics).
+    registry: Mutex<Registry>,
     /// Open connections.
     pub connections: Gauge,
     /// Live subscriptions.
@@ -68,7 +71,7 @@ impl Metrics {
             connection_rejections: Family::default(),
             // 1 us .. ~0.5 s
             dispatch_seconds: Histogram::new(exponential_buckets(1e-6, 3.0, 13)),
-            registry: Registry::default(),
+            registry: Mutex::new(Registry::default()),
         };
         registry.register(
             "connections",
@@ -122,14 +125,40 @@ impl Metrics {
             "Time from an event's arrival to its frames being queued",
             m.dispatch_seconds.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: Mutex::new(registry),
+            ..m
+        }
+    }
+
+    /// Registers metrics owned elsewhere (e.g. the plugin runtime's) so that
+    /// they appear in [`Metrics::encode`], under the same `fanwire_` prefix.
+    pub fn register_extra(&self, register: impl FnOnce(&mut Registry)) {
+        register(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Encoding into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_collectors_are_encoded_with_the_prefix() {
+        let metrics = Metrics::new();
+        let extra = Counter::<u64>::default();
+        metrics.register_extra(|r| r.register("plugin_things", "Things", extra.clone()));
+        extra.inc();
+        let text = metrics.encode();
+        assert!(text.contains("fanwire_plugin_things_total 1"), "{text}");
+        assert!(text.contains("fanwire_connections"), "{text}");
     }
 }

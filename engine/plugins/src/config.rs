@@ -1,0 +1,158 @@
+//! The plugin sections of the host's TOML: the runtime's limits
+//! (`[plugin_runtime]`), which plugins run (`[[plugins]]`) and the native
+//! JWT connection policy (`[auth.jwt]`, see [`crate::jwt`]).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What a plugin implements: which WIT world it must export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `event-filter`: per-group verdicts, batched per-event decisions.
+    EventFilter,
+    /// `subscription-policy`: accepts or refuses each subscribe.
+    SubscriptionPolicy,
+    /// `connection-policy`: accepts or refuses each `connection_init`.
+    ConnectionPolicy,
+    /// `transport-adapter`: a custom WebSocket subprotocol.
+    TransportAdapter,
+}
+
+impl Kind {
+    /// The world's name in WIT.
+    pub fn world(self) -> &'static str {
+        match self {
+            Kind::EventFilter => "event-filter",
+            Kind::SubscriptionPolicy => "subscription-policy",
+            Kind::ConnectionPolicy => "connection-policy",
+            Kind::TransportAdapter => "transport-adapter",
+        }
+    }
+
+    /// The interface the world exports.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Kind::EventFilter => "filter",
+            Kind::SubscriptionPolicy => "subscription",
+            Kind::ConnectionPolicy => "connection",
+            Kind::TransportAdapter => "transport",
+        }
+    }
+}
+
+/// The `[plugin_runtime]` table: limits shared by every plugin, and where
+/// plugins live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The plugin folder, relative to the config file; `[[plugins]]` paths
+    /// are relative to it.
+    pub folder: PathBuf,
+    /// Watch the folder and reload a plugin when its file changes.
+    pub watch: bool,
+    /// Milliseconds between two looks at the folder.
+    pub watch_interval_ms: u64,
+    /// Default deadline of one plugin call, in milliseconds: a plugin that
+    /// runs longer is stopped and its answer is a denial.
+    pub call_timeout_ms: u64,
+    /// Default memory cap of one plugin instance, in MiB.
+    pub memory_mb: u64,
+    /// Largest memory cap any plugin may ask for, in MiB: the size of each
+    /// slot of the pooling allocator (address space is reserved, not used).
+    pub max_memory_mb: u64,
+    /// Instances kept warm per plugin for concurrent calls.
+    pub warm_instances: usize,
+    /// Component instances the pooling allocator holds across all plugins.
+    pub pool_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            folder: PathBuf::from("plugins"),
+            watch: true,
+            watch_interval_ms: 250,
+            call_timeout_ms: 20,
+            memory_mb: 64,
+            max_memory_mb: 256,
+            warm_instances: 4,
+            pool_instances: 256,
+        }
+    }
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// The name in logs and metrics; defaults to the file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The component file, relative to the plugin folder.
+    pub path: PathBuf,
+    /// The world the component must export.
+    pub kind: Kind,
+    /// Position among plugins of the same kind: lower runs first; equal
+    /// orders keep the file's order.
+    #[serde(default)]
+    pub order: i64,
+    /// Only subscriptions to these root fields (all when empty).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Only these topics; a trailing `*` matches any suffix (all when empty).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// This plugin's call deadline in milliseconds (else the runtime's).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// This plugin's memory cap in MiB (else the runtime's).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// The plugin's own settings, handed to it as a JSON object.
+    #[serde(default)]
+    pub config: Map<String, Value>,
+}
+
+impl PluginSpec {
+    /// The name in logs and metrics.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "plugin".into())
+        })
+    }
+
+    /// Whether a subscription to `field` on `topic` is this plugin's business.
+    pub fn applies_to(&self, field: &str, topic: &str) -> bool {
+        let field_ok = self.fields.is_empty() || self.fields.iter().any(|f| f == field);
+        let topic_ok = self.topics.is_empty()
+            || self.topics.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => topic.starts_with(prefix),
+                None => t == topic,
+            });
+        field_ok && topic_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_matches_fields_and_topic_prefixes() {
+        let spec: PluginSpec = toml::from_str(
+            "path = 'a.wasm'\nkind = 'event-filter'\nfields = ['orders']\ntopics = ['orders:*', 'exact']",
+        )
+        .unwrap();
+        assert_eq!(spec.name(), "a");
+        assert!(spec.applies_to("orders", "orders:5"));
+        assert!(spec.applies_to("orders", "exact"));
+        assert!(!spec.applies_to("orders", "exactly"));
+        assert!(!spec.applies_to("users", "orders:5"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Per-plugin metrics, registered in the engine's registry (all under
+//! `fanwire_plugin_`), with handles resolved once per loaded plugin so a
+//! call costs atomic increments and no label lookups.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    plugin: String,
+    kind: &'static str,
+}
+
+type HistogramFamily = Family<PluginLabel, Histogram, fn() -> Histogram>;
+
+/// Every plugin metric, for all plugins.
+#[derive(Debug, Clone)]
+pub struct PluginMetrics {
+    calls: Family<KindLabels, Counter>,
+    decisions: Family<KindLabels, Counter>,
+    faults: Family<KindLabels, Counter>,
+    reloads: Family<KindLabels, Counter>,
+    call_seconds: HistogramFamily,
+}
+
+impl Default for PluginMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn call_histogram() -> Histogram {
+    // 1 us .. ~1.6 s: a trivial call is about a microsecond, a deadline tens of ms.
+    Histogram::new(exponential_buckets(1e-6, 3.0, 14))
+}
+
+impl PluginMetrics {
+    /// Unregistered metrics (see [`PluginMetrics::register`]).
+    pub fn new() -> Self {
+        PluginMetrics {
+            calls: Family::default(),
+            decisions: Family::default(),
+            faults: Family::default(),
+            reloads: Family::default(),
+            call_seconds: Family::new_with_constructor(call_histogram),
+        }
+    }
+
+    /// Adds them to the engine's registry (once per engine).
+    pub fn register(&self, metrics: &fanwire_core::metrics::Metrics) {
+        metrics.register_extra(|r| {
+            r.register(
+                "plugin_calls",
+                "Plugin calls, by plugin and function",
+                self.calls.clone(),
+            );
+            r.register(
+                "plugin_decisions",
+                "Plugin answers by kind: allow, deny, redact, replace (filters), allow_all, deny_all, per_event (verdicts), accept, reject (policies)",
+                self.decisions.clone(),
+            );
+            r.register(
+                "plugin_faults",
+                "Plugin calls that failed and were answered with a denial: trap, timeout, memory, instantiate",
+                self.faults.clone(),
+            );
+            r.register(
+                "plugin_reloads",
+                "Plugin versions loaded or rejected, by outcome",
+                self.reloads.clone(),
+            );
+            r.register(
+                "plugin_call_seconds",
+                "Duration of one plugin call",
+                self.call_seconds.clone(),
+            );
+        });
+    }
+
+    /// Handles for one plugin.
+    pub(crate) fn for_plugin(&self, plugin: &str) -> Handles {
+        let labels = |kind| KindLabels {
+            plugin: plugin.to_owned(),
+            kind,
+        };
+        Handles {
+            calls: FUNCTIONS
+                .iter()
+                .map(|f| (*f, self.calls.get_or_create_owned(&labels(*f))))
+                .collect(),
+            decisions: DECISIONS
+                .iter()
+                .map(|d| (*d, self.decisions.get_or_create_owned(&labels(*d))))
+                .collect(),
+            call_seconds: self.call_seconds.get_or_create_owned(&PluginLabel {
+                plugin: plugin.to_owned(),
+            }),
+            faults: [
+                self.faults.get_or_create_owned(&labels("trap")),
+                self.faults.get_or_create_owned(&labels("timeout")),
+                self.faults.get_or_create_owned(&labels("memory")),
+                self.faults.get_or_create_owned(&labels("instantiate")),
+            ],
+        }
+    }
+
+    /// Counts a load attempt (`loaded` or `rejected`).
+    pub(crate) fn reload(&self, plugin: &str, outcome: &'static str) {
+        self.reloads
+            .get_or_create(&KindLabels {
+                plugin: plugin.to_owned(),
+                kind: outcome,
+            })
+            .inc();
+    }
+
+    /// The value of a counter, for tests and reports: `metric` is one of
+    /// `calls`, `decisions`, `faults`, `reloads`.
+    pub fn count(&self, metric: &str, plugin: &str, kind: &'static str) -> u64 {
+        let family = match metric {
+            "calls" => &self.calls,
+            "decisions" => &self.decisions,
+            "faults" => &self.faults,
+            _ => &self.reloads,
+        };
+        family
+            .get_or_create_owned(&KindLabels {
+                plugin: plugin.to_owned(),
+                kind,
+            })
+            .get()
+    }
+}
+
+/// Why a plugin call produced no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The guest trapped (a panic, an unreachable, a bad memory access).
+    Trap,
+    /// The call ran past its deadline.
+    Timeout,
+    /// The guest tried to grow its memory past the cap.
+    Memory,
+    /// No instance could be created for the call.
+    Instantiate,
+}
+
+impl FaultKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Timeout => "timeout",
+            FaultKind::Memory => "memory",
+            FaultKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// The functions a plugin exports, as `calls` labels.
+const FUNCTIONS: [&str; 6] = ["prepare", "decide", "check", "decode", "encode", "template"];
+/// Every answer kind, as `decisions` labels.
+const DECISIONS: [&str; 9] = [
+    "allow",
+    "deny",
+    "redact",
+    "replace",
+    "allow_all",
+    "deny_all",
+    "per_event",
+    "accept",
+    "reject",
+];
+
+/// One plugin's resolved metric handles.
+#[derive(Debug, Clone)]
+pub(crate) struct Handles {
+    pub call_seconds: Histogram,
+    faults: [Counter; 4],
+    calls: Vec<(&'static str, Counter)>,
+    decisions: Vec<(&'static str, Counter)>,
+}
+
+impl Handles {
+    pub fn fault(&self, kind: FaultKind) {
+        self.faults[kind as usize].inc();
+    }
+
+    pub fn call(&self, function: &'static str) {
+        if let Some((_, c)) = self.calls.iter().find(|(f, _)| *f == function) {
+            c.inc();
+        }
+    }
+
+    pub fn decision(&self, kind: &'static str, n: u64) {
+        if let Some((_, c)) = self.decisions.iter().find(|(k, _)| *k == kind) {
+            c.inc_by(n);
+        }
+    }
+}

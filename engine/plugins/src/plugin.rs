@@ -1,0 +1,310 @@
+//! One loaded plugin version: its compiled component, pre-linked for its
+//! world, a few warm instances, and the guarded call that every adapter
+//! goes through (deadline, memory cap, fail closed, recycle).
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::v0_1;
+use crate::config::Kind;
+use crate::host::HostState;
+use crate::metrics::{FaultKind, Handles};
+use crate::runtime::{Runtime, EPOCH_TICK};
+use crate::LoadError;
+
+/// The WIT package every plugin speaks.
+pub const PACKAGE: &str = "fanwire:plugin";
+/// The interface versions this host loads: `0.1.x`. (When the interface
+/// grows to 0.2, `bindings::v0_2` joins and [`Pre`] gains its variants, so
+/// plugins built for 0.1 keep loading.)
+pub const SUPPORTED: &[(u64, u64)] = &[(0, 1)];
+
+/// The deadline of an instantiation, in epoch ticks (one second).
+const INSTANTIATE_TICKS: u64 = 1000;
+
+/// What a loaded plugin is called with besides its bytes.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Its name in logs and metrics.
+    pub name: String,
+    /// The world it must export.
+    pub kind: Kind,
+    /// Its own settings, served by `host.config`.
+    pub config: Map<String, Value>,
+    /// Call deadline in milliseconds.
+    pub timeout_ms: u64,
+    /// Memory cap per instance in MiB.
+    pub memory_mb: u64,
+}
+
+/// A component pre-linked for its world, by WIT version.
+enum Pre {
+    Filter(v0_1::filter::EventFilterPre<HostState>),
+    Subscription(v0_1::subscription::SubscriptionPolicyPre<HostState>),
+    Connection(v0_1::connection::ConnectionPolicyPre<HostState>),
+    Transport(v0_1::transport::TransportAdapterPre<HostState>),
+}
+
+/// The bindings of one live instance.
+pub(crate) enum Bindings {
+    Filter(v0_1::filter::EventFilter),
+    Subscription(v0_1::subscription::SubscriptionPolicy),
+    Connection(v0_1::connection::ConnectionPolicy),
+    // Read by the transport adapter seam (next).
+    #[allow(dead_code)]
+    Transport(v0_1::transport::TransportAdapter),
+}
+
+/// One instance with its store.
+pub(crate) struct Slot {
+    pub store: Store<HostState>,
+    pub bindings: Bindings,
+}
+
+/// A loaded, instantiable plugin version.
+pub struct Plugin {
+    name: Arc<str>,
+    kind: Kind,
+    digest: String,
+    runtime: Runtime,
+    pre: Pre,
+    config: Arc<str>,
+    memory_cap: usize,
+    deadline_ticks: u64,
+    // A std mutex: held to pop or push a slot, never during a call.
+    pool: Mutex<Vec<Slot>>,
+    pub(crate) metrics: Handles,
+    last_fault_log: AtomicU64,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// A short, stable digest of a file's bytes: names a version in logs.
+pub fn digest(bytes: &[u8]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Finds the `fanwire:plugin` interface a component exports and checks it
+/// is the one `kind` needs, in a version this host loads.
+fn check_exports(component: &Component, runtime: &Runtime, kind: Kind) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(runtime.engine())
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let wanted = format!("{PACKAGE}/{}@", kind.interface());
+    let Some(found) = exports.iter().find(|e| e.starts_with(&wanted)) else {
+        let ours: Vec<&String> = exports.iter().filter(|e| e.starts_with(PACKAGE)).collect();
+        return Err(LoadError::WrongWorld {
+            expected: kind.world(),
+            found: if ours.is_empty() {
+                "no fanwire:plugin interface".to_owned()
+            } else {
+                format!("{ours:?}")
+            },
+        });
+    };
+    let version = &found[wanted.len()..];
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
+    let major_minor = (parts.next().flatten(), parts.next().flatten());
+    match major_minor {
+        (Some(major), Some(minor)) if SUPPORTED.contains(&(major, minor)) => Ok(()),
+        _ => Err(LoadError::UnsupportedVersion {
+            found: found.clone(),
+            supported: SUPPORTED
+                .iter()
+                .map(|(a, b)| format!("{a}.{b}.x"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+impl Plugin {
+    /// Compiles, checks and pre-links a component, and creates its first
+    /// instance, so a version that cannot run is refused here, off the hot path.
+    pub fn load(
+        runtime: &Runtime,
+        bytes: &[u8],
+        options: LoadOptions,
+    ) -> Result<Plugin, LoadError> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotWasm);
+        }
+        let component = Component::new(runtime.engine(), bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        check_exports(&component, runtime, options.kind)?;
+        let mut linker = runtime.linker().clone();
+        // A guest built with a standard library may import WASI functions it
+        // never calls; they trap if called. Plugins get no WASI.
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+        let pre = match options.kind {
+            Kind::EventFilter => {
+                Pre::Filter(v0_1::filter::EventFilterPre::new(instance_pre).map_err(link)?)
+            }
+            Kind::SubscriptionPolicy => Pre::Subscription(
+                v0_1::subscription::SubscriptionPolicyPre::new(instance_pre).map_err(link)?,
+            ),
+            Kind::ConnectionPolicy => Pre::Connection(
+                v0_1::connection::ConnectionPolicyPre::new(instance_pre).map_err(link)?,
+            ),
+            Kind::TransportAdapter => Pre::Transport(
+                v0_1::transport::TransportAdapterPre::new(instance_pre).map_err(link)?,
+            ),
+        };
+        let timeout = std::time::Duration::from_millis(options.timeout_ms.max(1));
+        let plugin = Plugin {
+            metrics: runtime.metrics().for_plugin(&options.name),
+            name: Arc::from(options.name.as_str()),
+            kind: options.kind,
+            digest: digest(bytes),
+            runtime: runtime.clone(),
+            pre,
+            config: Arc::from(Value::Object(options.config).to_string()),
+            memory_cap: (options.memory_mb.min(runtime.config().max_memory_mb) as usize) << 20,
+            // One tick more than the deadline: the first tick may come at once.
+            deadline_ticks: (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1,
+            pool: Mutex::new(Vec::new()),
+            last_fault_log: AtomicU64::new(0),
+        };
+        let slot = plugin
+            .instantiate()
+            .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        plugin.release(slot);
+        Ok(plugin)
+    }
+
+    /// The name in logs and metrics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The world it implements.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// A digest of the component's bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    fn instantiate(&self) -> wasmtime::Result<Slot> {
+        let mut store = Store::new(
+            self.runtime.engine(),
+            HostState {
+                plugin: self.name.clone(),
+                config: self.config.clone(),
+                memory_cap: self.memory_cap,
+                memory_hit: false,
+            },
+        );
+        store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
+        store.epoch_deadline_trap();
+        // Instantiation runs the guest's start code (CPython initialises its
+        // heap): bounded too, but by a longer deadline than a call.
+        store.set_epoch_deadline(self.deadline_ticks.max(INSTANTIATE_TICKS));
+        let bindings = match &self.pre {
+            Pre::Filter(p) => Bindings::Filter(p.instantiate(&mut store)?),
+            Pre::Subscription(p) => Bindings::Subscription(p.instantiate(&mut store)?),
+            Pre::Connection(p) => Bindings::Connection(p.instantiate(&mut store)?),
+            Pre::Transport(p) => Bindings::Transport(p.instantiate(&mut store)?),
+        };
+        Ok(Slot { store, bindings })
+    }
+
+    fn release(&self, slot: Slot) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < self.runtime.config().warm_instances.max(1) {
+            pool.push(slot);
+        }
+    }
+
+    /// Runs one export call on a warm instance under the deadline and the
+    /// memory cap. A trap, timeout or memory fault is counted, logged (at
+    /// most once a second per plugin) and returned; the instance is dropped,
+    /// so the next call gets a fresh one.
+    pub(crate) fn call<R>(
+        &self,
+        function: &'static str,
+        f: impl FnOnce(&mut Slot) -> wasmtime::Result<R>,
+    ) -> Result<R, FaultKind> {
+        self.metrics.call(function);
+        let popped = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut slot = match popped {
+            Some(slot) => slot,
+            None => match self.instantiate() {
+                Ok(slot) => slot,
+                Err(e) => return Err(self.fault(function, FaultKind::Instantiate, &e)),
+            },
+        };
+        slot.store.set_epoch_deadline(self.deadline_ticks);
+        slot.store.data_mut().memory_hit = false;
+        let start = Instant::now();
+        let result = f(&mut slot);
+        self.metrics
+            .call_seconds
+            .observe(start.elapsed().as_secs_f64());
+        match result {
+            Ok(value) => {
+                self.release(slot);
+                Ok(value)
+            }
+            Err(e) => {
+                let kind = if slot.store.data().memory_hit {
+                    FaultKind::Memory
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    FaultKind::Timeout
+                } else {
+                    FaultKind::Trap
+                };
+                Err(self.fault(function, kind, &e))
+            }
+        }
+    }
+
+    fn fault(&self, function: &str, kind: FaultKind, error: &wasmtime::Error) -> FaultKind {
+        self.metrics.fault(kind);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        // One line a second per plugin: a plugin failing on every event must
+        // not flood the log (the metric counts every fault).
+        if self.last_fault_log.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                plugin = %self.name,
+                version = %self.digest,
+                function,
+                fault = kind.label(),
+                error = %format!("{error:#}"),
+                "plugin call failed: answered with a denial (fail closed), instance recycled"
+            );
+        }
+        kind
+    }
+}

@@ -1,0 +1,129 @@
+//! WASM `subscription-policy` and `connection-policy` plugins as the core's
+//! [`SubscriptionPolicy`] and [`ConnectionPolicy`].
+
+use std::sync::Arc;
+
+use fanwire_core::error::codes;
+use fanwire_core::hooks::{
+    Accepted, ConnectionPolicy, ConnectionRequest, GroupInfo, SubscriptionPolicy,
+};
+use fanwire_core::GraphQLError;
+use serde_json::Value;
+
+use crate::bindings::v0_1::connection::exports::fanwire::plugin::connection as wit_conn;
+use crate::bindings::v0_1::types;
+use crate::config::PluginSpec;
+use crate::convert;
+use crate::plugin::{Bindings, Plugin};
+
+/// A subscription policy backed by a plugin, for the subscriptions in its scope.
+#[derive(Debug)]
+pub struct WasmSubscriptionPolicy {
+    plugin: Arc<Plugin>,
+    spec: PluginSpec,
+}
+
+impl WasmSubscriptionPolicy {
+    /// Wraps a plugin loaded as a `subscription-policy`.
+    pub fn new(plugin: Arc<Plugin>, spec: PluginSpec) -> Self {
+        WasmSubscriptionPolicy { plugin, spec }
+    }
+}
+
+impl SubscriptionPolicy for WasmSubscriptionPolicy {
+    fn check(&self, group: &GroupInfo) -> Result<(), GraphQLError> {
+        if !self.spec.applies_to(&group.field, &group.topic) {
+            return Ok(());
+        }
+        let sub = convert::subscription(group);
+        let answer = self.plugin.call("check", |slot| match &slot.bindings {
+            Bindings::Subscription(b) => b
+                .fanwire_plugin_subscription()
+                .call_check(&mut slot.store, &sub),
+            _ => unreachable!("a subscription policy is loaded with its world"),
+        });
+        let m = &self.plugin.metrics;
+        match answer {
+            Ok(Ok(())) => {
+                m.decision("accept", 1);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                m.decision("reject", 1);
+                let code = e.code.as_deref().unwrap_or(codes::FORBIDDEN);
+                Err(GraphQLError::new(e.message, code))
+            }
+            Err(fault) => {
+                m.decision("reject", 1);
+                Err(GraphQLError::new(
+                    format!(
+                        "Subscription refused: policy {} failed ({})",
+                        self.plugin.name(),
+                        fault.label()
+                    ),
+                    codes::FORBIDDEN,
+                ))
+            }
+        }
+    }
+}
+
+/// A connection policy backed by a plugin.
+#[derive(Debug)]
+pub struct WasmConnectionPolicy {
+    plugin: Arc<Plugin>,
+}
+
+impl WasmConnectionPolicy {
+    /// Wraps a plugin loaded as a `connection-policy`.
+    pub fn new(plugin: Arc<Plugin>) -> Self {
+        WasmConnectionPolicy { plugin }
+    }
+}
+
+impl ConnectionPolicy for WasmConnectionPolicy {
+    fn check(&self, request: &ConnectionRequest<'_>) -> Result<Accepted, String> {
+        let wit_request = wit_conn::Request {
+            init_payload: serde_json::to_string(request.init_payload)
+                .unwrap_or_else(|_| "{}".into()),
+            headers: request
+                .headers
+                .iter()
+                .map(|(name, value)| types::Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        };
+        let answer = self.plugin.call("check", |slot| match &slot.bindings {
+            Bindings::Connection(b) => b
+                .fanwire_plugin_connection()
+                .call_check(&mut slot.store, &wit_request),
+            _ => unreachable!("a connection policy is loaded with its world"),
+        });
+        let m = &self.plugin.metrics;
+        match answer {
+            Ok(Ok(accepted)) => {
+                m.decision("accept", 1);
+                Ok(Accepted {
+                    principal: convert::principal_from(accepted.principal),
+                    ack: accepted
+                        .ack
+                        .and_then(|a| serde_json::from_str::<Value>(&a).ok()),
+                })
+            }
+            Ok(Err(reason)) => {
+                m.decision("reject", 1);
+                Err(reason)
+            }
+            Err(fault) => {
+                m.decision("reject", 1);
+                Err(format!(
+                    "connection policy {} failed ({})",
+                    self.plugin.name(),
+                    fault.label()
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The wasmtime engine every plugin shares: compiler settings, the pooling
+//! allocator, and the epoch ticker that enforces call deadlines.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::v0_1;
+use crate::config::RuntimeConfig;
+use crate::host::HostState;
+use crate::metrics::PluginMetrics;
+use crate::LoadError;
+
+/// How often the epoch advances: the resolution of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The shared plugin runtime: one per host.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    metrics: PluginMetrics,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, epoch interruption) and starts
+    /// the epoch ticker thread.
+    pub fn new(config: RuntimeConfig, metrics: PluginMetrics) -> Result<Runtime, LoadError> {
+        Self::build(config, metrics, true)
+    }
+
+    /// The same runtime without the pooling allocator: every instance is
+    /// allocated on demand (for comparisons in benchmarks).
+    pub fn without_pooling(
+        config: RuntimeConfig,
+        metrics: PluginMetrics,
+    ) -> Result<Runtime, LoadError> {
+        Self::build(config, metrics, false)
+    }
+
+    fn build(
+        config: RuntimeConfig,
+        metrics: PluginMetrics,
+        pooling: bool,
+    ) -> Result<Runtime, LoadError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        if pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let slot = (config.max_memory_mb as usize) << 20;
+            pool.total_component_instances(config.pool_instances)
+                .total_core_instances(config.pool_instances.saturating_mul(16))
+                .total_memories(config.pool_instances.saturating_mul(4))
+                .total_tables(config.pool_instances.saturating_mul(16))
+                .max_memory_size(slot)
+                .max_memories_per_component(4)
+                .max_tables_per_module(4)
+                // CPython (componentize-py) has large function tables and instances.
+                .table_elements(64 * 1024)
+                .max_core_instance_size(4 << 20)
+                .max_component_instance_size(1 << 20);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            // Reserve exactly the slot; no large guard regions per slot.
+            wasm.memory_reservation(slot as u64);
+        }
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        v0_1::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("fanwire-plugin-epoch".into())
+            .spawn(move || {
+                let (engine, stop) = ticker;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| LoadError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                metrics,
+                stop,
+            }),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// A linker with the `host` interface; each plugin clones it.
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    /// The runtime's limits.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The metrics every plugin of this runtime reports to.
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.inner.metrics
+    }
+}

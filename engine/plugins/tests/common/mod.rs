@@ -1,0 +1,125 @@
+//! Shared helpers: the bundled plugins (built by `bash plugins/build.sh`),
+//! a runtime, groups and events.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fanwire_core::hooks::GroupInfo;
+use fanwire_core::Principal;
+use fanwire_plugins::{
+    Kind, LoadOptions, Plugin, PluginMetrics, PluginSpec, Runtime, RuntimeConfig,
+};
+use serde_json::{Map, Value};
+
+/// The folder the plugin build writes the `.wasm` files to.
+pub fn dist() -> PathBuf {
+    let dir = std::env::var_os("FANWIRE_PLUGIN_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/dist"));
+    assert!(
+        dir.join("row-filter.wasm").is_file(),
+        "no plugins in {}: build them with `bash plugins/build.sh` (tests/run.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The bytes of a bundled plugin.
+pub fn wasm(name: &str) -> Vec<u8> {
+    let path = dist().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A runtime with test-friendly limits.
+pub fn runtime() -> Runtime {
+    Runtime::new(
+        RuntimeConfig {
+            pool_instances: 64,
+            ..RuntimeConfig::default()
+        },
+        PluginMetrics::new(),
+    )
+    .unwrap()
+}
+
+/// A spec for a bundled plugin with a JSON config.
+pub fn spec(name: &str, kind: Kind, config: Value) -> PluginSpec {
+    PluginSpec {
+        name: Some(name.to_owned()),
+        path: PathBuf::from(format!("{name}.wasm")),
+        kind,
+        order: 0,
+        fields: Vec::new(),
+        topics: Vec::new(),
+        timeout_ms: None,
+        memory_mb: None,
+        config: match config {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+    }
+}
+
+/// Loads a bundled plugin.
+pub fn load(runtime: &Runtime, spec: &PluginSpec) -> Arc<Plugin> {
+    let bytes = std::fs::read(dist().join(&spec.path)).unwrap();
+    Arc::new(
+        Plugin::load(
+            runtime,
+            &bytes,
+            LoadOptions {
+                name: spec.name(),
+                kind: spec.kind,
+                config: spec.config.clone(),
+                timeout_ms: spec.timeout_ms.unwrap_or(runtime.config().call_timeout_ms),
+                memory_mb: spec.memory_mb.unwrap_or(runtime.config().memory_mb),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.name())),
+    )
+}
+
+/// A principal.
+pub fn principal(
+    subject: Option<&str>,
+    tenant: Option<&str>,
+    roles: &[&str],
+    claims: Value,
+) -> Principal {
+    Principal {
+        subject: subject.map(str::to_owned),
+        tenant: tenant.map(str::to_owned),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        claims: match claims {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+        expires_at: None,
+    }
+}
+
+/// A group of `field` on `topic` with arguments and variables.
+pub fn group(
+    field: &str,
+    topic: &str,
+    arguments: Value,
+    variables: Value,
+    paths: &[&str],
+    principal: Principal,
+) -> GroupInfo {
+    let obj = |v: Value| match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    GroupInfo {
+        field: field.to_owned(),
+        topic: topic.to_owned(),
+        arguments: obj(arguments),
+        variables: obj(variables),
+        operation_name: None,
+        selected_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        principal,
+        init_payload: Map::new(),
+    }
+}

@@ -1,0 +1,308 @@
+//! Write Fanwire plugins in Rust: event filters, subscription and connection
+//! policies, and transport adapters, compiled to WebAssembly components
+//! (`wasm32-wasip2`) that the Fanwire host loads, sandboxes and hot-reloads.
+//!
+//! # Layout
+//!
+//! - this file: the types a plugin sees ([`Event`], [`Subscription`],
+//!   [`Principal`], [`Verdict`], [`Decision`], ...), plain Rust with
+//!   `serde_json` values;
+//! - [`filter`], [`policy`], [`transport`]: one trait per plugin kind and the
+//!   macro that exports an implementation;
+//! - [`host`]: what the host offers: logs, a clock, the plugin's config;
+//! - `wit` (hidden): the generated bindings; a plugin never needs them.
+//!
+//! A filter is one function:
+//!
+//! ```ignore
+//! use fanwire_sdk::{Decision, Event, Subscription};
+//!
+//! fanwire_sdk::filter! {
+//!     /// Only events of the subscriber's own user pass.
+//!     fn decide(event: &Event, group: &Subscription) -> Decision {
+//!         match (event.data.get("user_id").and_then(|v| v.as_str()), group.principal.subject.as_deref()) {
+//!             (Some(owner), Some(me)) if owner == me => Decision::Allow,
+//!             _ => Decision::deny("not your event"),
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! Enable exactly one of the features `event-filter`, `subscription-policy`,
+//! `connection-policy`, `transport-adapter` (the plugin's world) and build
+//! with `cargo build --target wasm32-wasip2 --release`.
+
+#[cfg(any(
+    all(feature = "event-filter", feature = "subscription-policy"),
+    all(feature = "event-filter", feature = "connection-policy"),
+    all(feature = "event-filter", feature = "transport-adapter"),
+    all(feature = "subscription-policy", feature = "connection-policy"),
+    all(feature = "subscription-policy", feature = "transport-adapter"),
+    all(feature = "connection-policy", feature = "transport-adapter"),
+))]
+compile_error!("fanwire-sdk: enable exactly one world feature per plugin (build plugins one at a time: `cargo build -p NAME`)");
+
+#[doc(hidden)]
+pub mod wit;
+
+pub mod filter;
+pub mod host;
+pub mod policy;
+pub mod transport;
+
+use std::sync::OnceLock;
+
+pub use serde_json::{self, json, Map, Value};
+
+pub use filter::EventFilter;
+pub use policy::{ConnectionPolicy, SubscriptionPolicy};
+pub use transport::TransportAdapter;
+
+/// A JSON object.
+pub type Object = Map<String, Value>;
+
+/// Parses a JSON object sent by the host; anything else reads as empty.
+fn object(text: &str) -> Object {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Object::new(),
+    }
+}
+
+/// A JSON object parsed on first use: most plugins read only a few fields.
+#[derive(Debug, Default)]
+pub struct LazyObject {
+    text: String,
+    parsed: OnceLock<Object>,
+}
+
+impl LazyObject {
+    /// Wraps JSON text.
+    pub fn new(text: String) -> Self {
+        LazyObject {
+            text,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The parsed object.
+    pub fn get(&self) -> &Object {
+        self.parsed.get_or_init(|| object(&self.text))
+    }
+
+    /// One member of the object.
+    pub fn field(&self, key: &str) -> Option<&Value> {
+        self.get().get(key)
+    }
+
+    /// The JSON text as the host sent it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Who is on the other end of a connection. Anonymous connections have
+/// every field empty.
+#[derive(Debug, Default)]
+pub struct Principal {
+    /// The user (a JWT's `sub`).
+    pub subject: Option<String>,
+    /// The tenant the user belongs to.
+    pub tenant: Option<String>,
+    /// Roles or permissions, e.g. `order:read`.
+    pub roles: Vec<String>,
+    /// Every verified claim.
+    pub claims: LazyObject,
+    /// When the credentials expire (Unix seconds).
+    pub expires_at: Option<u64>,
+}
+
+impl Principal {
+    /// Whether the principal holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A subscription (for a filter: a group of identical subscriptions of one principal).
+#[derive(Debug, Default)]
+pub struct Subscription {
+    /// The root subscription field, e.g. `orderCreated`.
+    pub field: String,
+    /// The concrete topic, e.g. `orders:5`.
+    pub topic: String,
+    /// The field's coerced arguments.
+    pub arguments: LazyObject,
+    /// The operation's coerced variables.
+    pub variables: LazyObject,
+    /// The operation name.
+    pub operation_name: Option<String>,
+    /// Selected field paths, dotted from the root field (`orderCreated.customer.email`).
+    pub selected_paths: Vec<String>,
+    /// Who subscribed.
+    pub principal: Principal,
+}
+
+/// One published event.
+#[derive(Debug)]
+pub struct Event {
+    /// Its topic.
+    pub topic: String,
+    /// The subscription field's value (only the fields `prepare` asked for).
+    pub data: Value,
+    /// The publisher's id.
+    pub id: Option<String>,
+    /// Its position in the topic's history.
+    pub seq: Option<u64>,
+}
+
+impl Event {
+    /// The value at a dotted path of the data, e.g. `owner.id`.
+    pub fn get(&self, path: &str) -> Option<&Value> {
+        path.split('.').try_fold(&self.data, |v, key| v.get(key))
+    }
+}
+
+/// What a filter says about a group, once, when it forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every event passes; `decide` is never asked.
+    AllowAll,
+    /// No event passes; the group's subscriptions end with this reason.
+    DenyAll(String),
+    /// `decide` is asked about each event. `Some(paths)`: the event carries
+    /// only these dotted paths of its data (none for an empty list);
+    /// `None`: all of it.
+    PerEvent(Option<Vec<String>>),
+}
+
+impl Verdict {
+    /// Per-event decisions that read only `fields` of the data.
+    pub fn per_event<I: IntoIterator<Item = S>, S: Into<String>>(fields: I) -> Verdict {
+        Verdict::PerEvent(Some(fields.into_iter().map(Into::into).collect()))
+    }
+
+    /// Per-event decisions that read all of the data.
+    pub fn per_event_all() -> Verdict {
+        Verdict::PerEvent(None)
+    }
+
+    /// Every event is denied, for this reason.
+    pub fn deny_all(reason: impl Into<String>) -> Verdict {
+        Verdict::DenyAll(reason.into())
+    }
+}
+
+/// The decision about one event for one group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Deliver the event.
+    Allow,
+    /// Drop it for this group.
+    Deny(String),
+    /// Deliver it without these dotted paths of the data.
+    Redact(Vec<String>),
+    /// Deliver this value instead of the data.
+    Replace(Value),
+}
+
+impl Decision {
+    /// Drops the event, for this reason.
+    pub fn deny(reason: impl Into<String>) -> Decision {
+        Decision::Deny(reason.into())
+    }
+}
+
+/// A GraphQL error for one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphQLError {
+    /// The message the client sees.
+    pub message: String,
+    /// `extensions.code` (the host uses `FORBIDDEN` when none is given).
+    pub code: Option<String>,
+}
+
+impl GraphQLError {
+    /// An error with the `FORBIDDEN` code.
+    pub fn forbidden(message: impl Into<String>) -> GraphQLError {
+        GraphQLError {
+            message: message.into(),
+            code: Some("FORBIDDEN".into()),
+        }
+    }
+}
+
+/// Conversions from the generated types, shared by every world.
+mod convert {
+    use super::*;
+    use crate::wit::types as w;
+
+    impl From<w::Principal> for Principal {
+        fn from(p: w::Principal) -> Self {
+            Principal {
+                subject: p.subject,
+                tenant: p.tenant,
+                roles: p.roles,
+                claims: LazyObject::new(p.claims),
+                expires_at: p.expires_at,
+            }
+        }
+    }
+
+    impl From<Principal> for w::Principal {
+        fn from(p: Principal) -> Self {
+            w::Principal {
+                subject: p.subject,
+                tenant: p.tenant,
+                roles: p.roles,
+                claims: p.claims.text,
+                expires_at: p.expires_at,
+            }
+        }
+    }
+
+    impl From<w::Subscription> for Subscription {
+        fn from(s: w::Subscription) -> Self {
+            Subscription {
+                field: s.field,
+                topic: s.topic,
+                arguments: LazyObject::new(s.arguments),
+                variables: LazyObject::new(s.variables),
+                operation_name: s.operation_name,
+                selected_paths: s.selected_paths,
+                principal: s.principal.into(),
+            }
+        }
+    }
+
+    impl From<w::Event> for Event {
+        fn from(e: w::Event) -> Self {
+            Event {
+                topic: e.topic,
+                data: serde_json::from_str(&e.data).unwrap_or(Value::Null),
+                id: e.id,
+                seq: e.seq,
+            }
+        }
+    }
+
+    impl From<GraphQLError> for w::GraphqlError {
+        fn from(e: GraphQLError) -> Self {
+            w::GraphqlError {
+                message: e.message,
+                code: e.code,
+            }
+        }
+    }
+}
+
+/// The text of a JSON string or number (`"42"` and `42` both read `42`), for
+/// comparing ids that publishers send either way; `None` for anything else,
+/// including `null`.
+pub fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
