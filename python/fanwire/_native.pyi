@@ -13,6 +13,7 @@ __all__ = [
     "NativeConnection",
     "RunningServer",
     "Pending",
+    "Executor",
     "SchemaError",
     "ConfigError",
     "PublishError",
@@ -184,9 +185,15 @@ class Pending:
     """One async resolution in flight (internal)."""
 
     def start(self) -> None: ...
-    def _done(self, task: asyncio.Future[Any]) -> None: ...
-    def _timeout(self) -> None: ...
+    def __call__(self, task: asyncio.Future[Any]) -> None: ...
     def cancel(self) -> None: ...
+
+@final
+class Executor:
+    """Runs the engine's futures on the application's asyncio loop (internal)."""
+
+    def _run(self) -> None: ...
+    def _sweep(self) -> None: ...
 
 @final
 class Manager:

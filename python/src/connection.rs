@@ -14,6 +14,9 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use crate::executor::{Spawn, Task};
+use crate::resolver::{running_loop, LoopSlot};
+
 /// The socket-free half of one client connection.
 #[pyclass(module = "fanwire._native")]
 pub struct NativeConnection {
@@ -25,16 +28,29 @@ pub struct NativeConnection {
     engine: Arc<Engine>,
     batch: VecDeque<Frame>,
     subprotocol: &'static str,
+    spawn: Spawn,
+    event_loop: Arc<LoopSlot>,
+    // The outstanding `ready()` wait, dropped when replaced or disposed:
+    // it holds the outbox, whose notifier holds its waker.
+    waiting: Option<Arc<Task>>,
 }
 
 impl NativeConnection {
-    pub fn new(conn: Connection, engine: Arc<Engine>) -> Self {
+    pub fn new(
+        conn: Connection,
+        engine: Arc<Engine>,
+        spawn: Spawn,
+        event_loop: Arc<LoopSlot>,
+    ) -> Self {
         NativeConnection {
             outbox: conn.outbox().clone(),
             subprotocol: conn.protocol().name(),
             conn: Some(conn),
             engine,
             batch: VecDeque::new(),
+            spawn,
+            event_loop,
+            waiting: None,
         }
     }
 
@@ -208,16 +224,38 @@ impl NativeConnection {
 
     /// Waits until something is queued (at once if something was queued
     /// since the last wait); then call `drain`.
-    fn ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn ready<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(previous) = self.waiting.take() {
+            previous.abandon();
+        }
         let outbox = self.outbox.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let running = running_loop(py)?;
+        if !self.spawn.attached() || !self.event_loop.is(py, &running) {
+            // Not the manager's loop: wait on the runtime instead (a thread hop).
+            return pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                outbox.ready().await;
+                Ok(())
+            });
+        }
+        let future = running.call_method0("create_future")?;
+        let resolve = future.clone().unbind();
+        let (done, task) = self.spawn.run_now(Box::pin(async move {
             outbox.ready().await;
-            Ok(())
-        })
+            Some(resolve)
+        }));
+        if done.is_some() {
+            future.call_method1("set_result", (py.None(),))?;
+        } else {
+            self.waiting = Some(task);
+        }
+        Ok(future)
     }
 
     /// Ends the connection: its subscriptions leave the registry. Idempotent.
     fn dispose(&mut self, py: Python<'_>) {
+        if let Some(waiting) = self.waiting.take() {
+            waiting.abandon();
+        }
         if let Some(conn) = self.conn.take() {
             py.detach(move || drop(conn));
         }
@@ -226,6 +264,9 @@ impl NativeConnection {
 
 impl Drop for NativeConnection {
     fn drop(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            waiting.abandon();
+        }
         // Dropped by Python's GC with the GIL held: unsubscribing takes
         // registry locks, so it happens on a runtime thread instead.
         if let Some(conn) = self.conn.take() {

@@ -11,6 +11,7 @@
 //! - [`connection`]: `NativeConnection`, the core connection for a socket
 //!   that a Python framework holds.
 //! - [`server`]: `RunningServer`, the Rust server inside the process.
+//! - [`executor`]: runs Rust futures on the application's asyncio loop.
 //! - [`config`]: `SubscriptionConfig`, every limit with its default.
 //! - [`convert`]: JSON values to Python objects and back.
 //! - [`errors`]: the exception classes.
@@ -20,6 +21,7 @@ mod connection;
 mod context;
 mod convert;
 mod errors;
+mod executor;
 mod manager;
 mod policy;
 mod resolver;
@@ -39,6 +41,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::NativeConnection>()?;
     m.add_class::<server::RunningServer>()?;
     m.add_class::<resolver::Pending>()?;
+    m.add_class::<executor::Executor>()?;
     m.add("SchemaError", py.get_type::<errors::SchemaError>())?;
     m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
     m.add("PublishError", py.get_type::<errors::PublishError>())?;

@@ -16,6 +16,7 @@ use crate::config::SubscriptionConfig;
 use crate::connection::NativeConnection;
 use crate::convert::from_py;
 use crate::errors::{ConfigError, PublishError, SchemaError};
+use crate::executor::{Executor, Spawn};
 use crate::policy::PyPolicy;
 use crate::resolver::{LoopSlot, PyResolver, ResolverStats};
 
@@ -39,10 +40,15 @@ pub struct Manager {
     state: Mutex<State>,
     config: SubscriptionConfig,
     event_loop: Arc<LoopSlot>,
+    executor: Py<Executor>,
     stats: Arc<ResolverStats>,
 }
 
 impl Manager {
+    fn spawn(&self) -> Spawn {
+        Spawn(self.executor.get().shared.clone())
+    }
+
     /// The engine, built on first use from what was declared so far.
     pub fn engine(&self) -> PyResult<Arc<Engine>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -64,8 +70,18 @@ impl Manager {
             unreachable!("checked above")
         };
         let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let spawn = self.spawn();
+        // Async resolutions are delivered on the application's loop, where
+        // they complete; without a loop yet, on the runtime.
         let spawner: Spawner = Arc::new(move |task| {
-            runtime.spawn(task);
+            if spawn.attached() {
+                spawn.spawn(Box::pin(async move {
+                    task.await;
+                    None
+                }));
+            } else {
+                runtime.spawn(task);
+            }
         });
         let mut hooks = Hooks {
             resolvers,
@@ -107,7 +123,11 @@ impl Manager {
 impl Manager {
     #[new]
     #[pyo3(signature = (schema, config=None))]
-    fn new(schema: &str, config: Option<PyRef<'_, SubscriptionConfig>>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        schema: &str,
+        config: Option<PyRef<'_, SubscriptionConfig>>,
+    ) -> PyResult<Self> {
         let schema = Schema::parse(schema).map_err(|e| SchemaError::new_err(e.to_string()))?;
         let config = match config {
             Some(c) => c.clone(),
@@ -121,6 +141,7 @@ impl Manager {
             }),
             config,
             event_loop: Arc::default(),
+            executor: Py::new(py, Executor::new()?)?,
             stats: Arc::default(),
         })
     }
@@ -158,8 +179,9 @@ impl Manager {
     }
 
     /// Registers `func` as the resolver of `field`.
-    fn add_resolver(&self, field: &str, func: Py<PyAny>) -> PyResult<()> {
+    fn add_resolver(&self, py: Python<'_>, field: &str, func: Py<PyAny>) -> PyResult<()> {
         let resolver = PyResolver {
+            executor: self.executor.clone_ref(py),
             field: field.to_owned(),
             func,
             timeout: self.config.resolver_timeout(),
@@ -191,8 +213,9 @@ impl Manager {
     }
 
     /// The event loop that async resolvers run on.
-    fn set_event_loop(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) {
+    fn set_event_loop(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
         self.event_loop.set(py, event_loop);
+        Executor::attach(self.executor.bind(py), event_loop)
     }
 
     /// Publishes one event; returns how many frames were queued now (async
@@ -237,7 +260,12 @@ impl Manager {
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
         let conn = engine.connect(protocol).with_headers(headers);
-        Ok(Some(NativeConnection::new(conn, engine)))
+        Ok(Some(NativeConnection::new(
+            conn,
+            engine,
+            self.spawn(),
+            self.event_loop.clone(),
+        )))
     }
 
     /// Starts the Rust WebSocket server in this process; resolves to a `RunningServer`.

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::context::Context;
 use crate::convert::{from_py, map_to_py, to_py, type_name};
+use crate::executor::Executor;
 
 /// The event loop that async resolvers run on: the one the application
 /// last served or published from.
@@ -37,6 +38,12 @@ impl LoopSlot {
             return;
         }
         *slot = Some(event_loop.clone().unbind());
+    }
+
+    /// Whether `event_loop` is the loop in place.
+    pub fn is(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> bool {
+        let slot = self.0.read().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().is_some_and(|l| l.bind(py).is(event_loop))
     }
 
     fn get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -68,6 +75,7 @@ pub struct PyResolver {
     pub func: Py<PyAny>,
     pub timeout: Duration,
     pub event_loop: Arc<LoopSlot>,
+    pub executor: Py<Executor>,
     pub stats: Arc<ResolverStats>,
 }
 
@@ -168,17 +176,19 @@ impl PyResolver {
         };
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
-            state: Mutex::new(PendingState {
-                awaitable: Some(awaitable.unbind()),
-                task: None,
-                timer: None,
-                tx: Some(tx),
-                timed_out: false,
+            core: Arc::new(PendingCore {
+                state: Mutex::new(PendingState {
+                    awaitable: Some(awaitable.unbind()),
+                    task: None,
+                    tx: Some(tx),
+                    timed_out: false,
+                }),
+                timeout: self.timeout,
+                field: self.field.clone(),
+                stats: self.stats.clone(),
             }),
             event_loop: event_loop.clone_ref(py),
-            timeout: self.timeout,
-            field: self.field.clone(),
-            stats: self.stats.clone(),
+            executor: self.executor.clone_ref(py),
         };
         let pending = match Py::new(py, pending) {
             Ok(p) => p,
@@ -226,6 +236,7 @@ impl Drop for CancelOnDrop {
             let pending = pending.bind(py);
             pending
                 .get()
+                .core
                 .stats
                 .cancelled
                 .fetch_add(1, Ordering::Relaxed);
@@ -240,13 +251,23 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// One async resolution in flight: the awaitable, then its task and timer.
+/// One async resolution in flight: the awaitable, then its task. Called
+/// with the task when it is done (it is its own done-callback).
 #[pyclass(frozen, module = "fanwire._native")]
 pub struct Pending {
+    core: Arc<PendingCore>,
+    event_loop: Py<PyAny>,
+    executor: Py<Executor>,
+}
+
+/// The part of a resolution the timeout sweep holds on to. Plain Rust, and
+/// without Python objects once the task is done: thousands of finished
+/// resolutions waiting for their deadline to pass would otherwise be live
+/// Python objects that every garbage collection walks.
+pub struct PendingCore {
     // A std mutex: only ever taken on the event loop's thread, and released
     // before anything that could run other Python code that takes it.
     state: Mutex<PendingState>,
-    event_loop: Py<PyAny>,
     timeout: Duration,
     field: String,
     stats: Arc<ResolverStats>,
@@ -255,12 +276,11 @@ pub struct Pending {
 struct PendingState {
     awaitable: Option<Py<PyAny>>,
     task: Option<Py<PyAny>>,
-    timer: Option<Py<PyAny>>,
     tx: Option<oneshot::Sender<Result<Value, GraphQLError>>>,
     timed_out: bool,
 }
 
-impl Pending {
+impl PendingCore {
     fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -270,103 +290,17 @@ impl Pending {
             let _ = tx.send(result);
         }
     }
-}
 
-#[pymethods]
-impl Pending {
-    /// On the loop: wraps the awaitable in a task and arms the timeout.
-    fn start(slf: &Bound<'_, Self>) {
-        let py = slf.py();
-        let me = slf.get();
-        let Some(awaitable) = me.lock().awaitable.take() else {
-            return;
-        };
-        let event_loop = me.event_loop.bind(py);
-        let armed = (|| -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-            let task = ensure_future(py)?.call1((awaitable.bind(py),))?;
-            task.call_method1("add_done_callback", (slf.getattr("_done")?,))?;
-            let timer = event_loop.call_method1(
-                "call_later",
-                (me.timeout.as_secs_f64(), slf.getattr("_timeout")?),
-            )?;
-            Ok((task.unbind(), timer.unbind()))
-        })();
-        match armed {
-            Ok((task, timer)) => {
-                let mut state = me.lock();
-                state.task = Some(task);
-                state.timer = Some(timer);
-            }
-            Err(e) => {
-                let _ = awaitable.bind(py).call_method0("close");
-                me.stats.raised.fetch_add(1, Ordering::Relaxed);
-                me.send(Err(raised_error(py, &me.field, &e)));
-            }
-        }
+    /// Whether the task is still running (for the timeout sweep).
+    pub fn is_running(&self) -> bool {
+        self.lock().task.is_some()
     }
 
-    /// The task finished: its result, exception, or cancellation.
-    fn _done(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let me = slf.get();
-        let (timer, timed_out) = {
-            let mut state = me.lock();
-            (state.timer.take(), state.timed_out)
-        };
-        if let Some(timer) = timer {
-            timer.bind(py).call_method0("cancel")?;
-        }
-        let result = if task.call_method0("cancelled")?.is_truthy()? {
-            if !timed_out {
-                // Cancelled by us (nobody listens) or by the application.
-                me.send(Err(failure("Resolver was cancelled", "cancelled")));
-                return Ok(());
-            }
-            me.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            Err(timeout_error(&me.field, me.timeout))
-        } else {
-            let exc = task.call_method0("exception")?;
-            if !exc.is_none() {
-                me.stats.raised.fetch_add(1, Ordering::Relaxed);
-                Err(raised_error(py, &me.field, &PyErr::from_value(exc)))
-            } else {
-                let value = task.call_method0("result")?;
-                if value.is_instance_of::<PyDict>() || value.is_none() {
-                    from_py(&value).map_err(|e| {
-                        me.stats.bad_return.fetch_add(1, Ordering::Relaxed);
-                        failure(
-                            format!(
-                                "Resolver for `{}` returned a value that is not JSON: {}",
-                                me.field,
-                                e.value(py)
-                            ),
-                            "bad_return",
-                        )
-                    })
-                } else {
-                    me.stats.bad_return.fetch_add(1, Ordering::Relaxed);
-                    Err(failure(
-                        format!(
-                            "Resolver for `{}` returned {}; expected a dict",
-                            me.field,
-                            type_name(&value)
-                        ),
-                        "bad_return",
-                    ))
-                }
-            }
-        };
-        me.send(result);
-        Ok(())
-    }
-
-    /// The timeout fired: cancel the task (its `_done` reports the timeout).
-    fn _timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
+    /// The deadline passed: cancel the task (its callback reports the timeout).
+    pub fn time_out(&self, py: Python<'_>) -> PyResult<()> {
         let task = {
-            let mut state = slf.get().lock();
+            let mut state = self.lock();
             state.timed_out = true;
-            state.timer = None;
             state.task.as_ref().map(|t| t.clone_ref(py))
         };
         if let Some(task) = task {
@@ -375,23 +309,106 @@ impl Pending {
         Ok(())
     }
 
+    fn result(
+        &self,
+        py: Python<'_>,
+        task: &Bound<'_, PyAny>,
+    ) -> Option<Result<Value, GraphQLError>> {
+        let value = match task.call_method0("result") {
+            Ok(value) => value,
+            Err(err) if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => {
+                if !self.lock().timed_out {
+                    // Cancelled by us (nobody listens) or by the application.
+                    return Some(Err(failure("Resolver was cancelled", "cancelled")));
+                }
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Some(Err(timeout_error(&self.field, self.timeout)));
+            }
+            Err(err) => {
+                self.stats.raised.fetch_add(1, Ordering::Relaxed);
+                return Some(Err(raised_error(py, &self.field, &err)));
+            }
+        };
+        if !(value.is_instance_of::<PyDict>() || value.is_none()) {
+            self.stats.bad_return.fetch_add(1, Ordering::Relaxed);
+            return Some(Err(failure(
+                format!(
+                    "Resolver for `{}` returned {}; expected a dict",
+                    self.field,
+                    type_name(&value)
+                ),
+                "bad_return",
+            )));
+        }
+        Some(from_py(&value).map_err(|e| {
+            self.stats.bad_return.fetch_add(1, Ordering::Relaxed);
+            failure(
+                format!(
+                    "Resolver for `{}` returned a value that is not JSON: {}",
+                    self.field,
+                    e.value(py)
+                ),
+                "bad_return",
+            )
+        }))
+    }
+}
+
+#[pymethods]
+impl Pending {
+    /// On the loop: wraps the awaitable in a task and arms the timeout.
+    fn start(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let pending = slf.get();
+        let me = &*pending.core;
+        let Some(awaitable) = me.lock().awaitable.take() else {
+            return;
+        };
+        let event_loop = pending.event_loop.bind(py);
+        let armed = (|| -> PyResult<Py<PyAny>> {
+            // `create_task` takes coroutines; `ensure_future` any other awaitable.
+            let task = match event_loop.call_method1("create_task", (awaitable.bind(py),)) {
+                Ok(task) => task,
+                Err(_) => ensure_future(py)?.call1((awaitable.bind(py),))?,
+            };
+            task.call_method1("add_done_callback", (slf,))?;
+            Executor::watch(
+                pending.executor.bind(py),
+                event_loop,
+                me.timeout,
+                &pending.core,
+            )?;
+            Ok(task.unbind())
+        })();
+        match armed {
+            Ok(task) => me.lock().task = Some(task),
+            Err(e) => {
+                let _ = awaitable.bind(py).call_method0("close");
+                me.stats.raised.fetch_add(1, Ordering::Relaxed);
+                me.send(Err(raised_error(py, &me.field, &e)));
+            }
+        }
+    }
+
+    /// The task's done-callback: its result, exception, or cancellation.
+    fn __call__(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) {
+        let me = &slf.get().core;
+        me.lock().task = None;
+        if let Some(result) = me.result(slf.py(), task) {
+            me.send(result);
+        }
+    }
+
     /// Nobody is left to receive the result: stop the work.
     fn cancel(slf: &Bound<'_, Self>) {
         let py = slf.py();
-        let (awaitable, task, timer) = {
-            let mut state = slf.get().lock();
+        let (awaitable, task) = {
+            let mut state = slf.get().core.lock();
             state.tx = None;
-            (
-                state.awaitable.take(),
-                state.task.take(),
-                state.timer.take(),
-            )
+            (state.awaitable.take(), state.task.take())
         };
         if let Some(awaitable) = awaitable {
             let _ = awaitable.bind(py).call_method0("close");
-        }
-        if let Some(timer) = timer {
-            let _ = timer.bind(py).call_method0("cancel");
         }
         if let Some(task) = task {
             let _ = task.bind(py).call_method0("cancel");
@@ -474,13 +491,28 @@ fn ensure_future(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .map(|f| f.bind(py))
 }
 
-/// Whether this thread is running `event_loop` right now.
-pub fn on_loop_thread(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> bool {
+/// The loop running on this thread, or None.
+fn running_loop_or_none(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     static RUNNING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     RUNNING
         .get_or_try_init(py, || {
             Ok::<_, PyErr>(py.import("asyncio")?.getattr("_get_running_loop")?.unbind())
         })
         .and_then(|f| f.bind(py).call0())
-        .is_ok_and(|running| running.is(event_loop))
+}
+
+/// The loop running on this thread; `RuntimeError` outside one.
+pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let running = running_loop_or_none(py)?;
+    if running.is_none() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "no running event loop",
+        ));
+    }
+    Ok(running)
+}
+
+/// Whether this thread is running `event_loop` right now.
+pub fn on_loop_thread(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> bool {
+    running_loop_or_none(py).is_ok_and(|running| running.is(event_loop))
 }
