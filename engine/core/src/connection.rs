@@ -178,6 +178,8 @@ impl Connection {
                         Ok(accepted) => {
                             self.principal = accepted.principal;
                             self.init_payload = payload;
+                            // Only the policy reads headers: free them for the connection's life.
+                            self.headers = Vec::new();
                             self.session.accept(accepted.ack)
                         }
                         Err(reason) => {

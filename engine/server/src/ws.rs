@@ -33,7 +33,11 @@ pub(crate) async fn serve<S>(
     let limits = &app.config.limits;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes));
+        .max_frame_size(Some(limits.max_message_bytes))
+        // tungstenite zero-fills its whole read buffer before each read: the
+        // 128 KiB default cost 128 KiB per idle connection and a memset per
+        // poll. Client messages are small; larger ones grow it as needed.
+        .read_buffer_size(4096);
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
     let metrics = app.engine.metrics();
     let Some(protocol) = protocol else {
