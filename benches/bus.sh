@@ -12,17 +12,24 @@
 # Needs the machine's PostgreSQL, Redis and NATS (started if down) and psql.
 # Traffic stays on 127.0.0.1; every run is bounded in time.
 #   SCENARIOS="db-outbox cross-nats" benches/bus.sh
+#   RATE=20 EVENTS=400 benches/bus.sh   # latency runs at a rate the host sustains
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
 SCENARIOS="${SCENARIOS:-local-memory db-outbox db-notify cross-nats cross-redis s1-memory s1-nats-1 s1-nats-2 s1-redis-1 s1-redis-2}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+# Events and events/s of the latency runs (local-memory, db-*, cross-*).
+RATE="${RATE:-200}"
+EVENTS="${EVENTS:-2000}"
 OUT="${OUT:-$CARGO_TARGET_DIR/fanwire-bench/bus-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 
 cargo build --release --locked -p fanwire-server --bin fanwire --example bus_bench
-FANWIRE="$CARGO_TARGET_DIR/release/fanwire"
-BENCH="$CARGO_TARGET_DIR/release/examples/bus_bench"
+# Copies: another build in the same target directory must not swap the
+# binaries under a running benchmark.
+cp "$CARGO_TARGET_DIR/release/fanwire" "$CARGO_TARGET_DIR/release/examples/bus_bench" "$OUT/"
+FANWIRE="$OUT/fanwire"
+BENCH="$OUT/bus_bench"
 bash tests/services.sh
 psql "$PG_URL" -q -v ON_ERROR_STOP=1 -f docs/postgres.sql >/dev/null
 ulimit -n 65536 2>/dev/null || true
@@ -75,6 +82,7 @@ TOML
 }
 
 run() { "$BENCH" "$@" | tee -a "$OUT/results.txt"; }
+at_rate() { echo "$1@${RATE}/s"; }
 
 # drop_stream KIND NAME: deletes a run's stream from the shared broker.
 drop_stream() {
@@ -110,16 +118,16 @@ CREATE TABLE $table (seq bigint, ts float8, pad text);
 CREATE TRIGGER fanwire AFTER INSERT ON $table FOR EACH ROW EXECUTE FUNCTION $trigger;
 SQL
         node db 'kind = "memory"' "${flags[@]}"
-        run --label "$scenario" --ws "ws://$ADDR/graphql" --connections 1000 \
-            --pg-url "$PG_URL" --pg-table "$table" --events 2000 --rate 200
+        run --label "$(at_rate "$scenario")" --ws "ws://$ADDR/graphql" --connections 1000 \
+            --pg-url "$PG_URL" --pg-table "$table" --events "$EVENTS" --rate "$RATE"
         stop_nodes
         psql "$PG_URL" -q -c "DROP TABLE $table" >/dev/null
         [ "$scenario" = db-outbox ] && psql "$PG_URL" -q -c "DROP TABLE $outbox" >/dev/null
         ;;
     local-memory)
         node a 'kind = "memory"'
-        run --label "$scenario" --ws "ws://$ADDR/graphql" --connections 1000 \
-            --publish "http://$ADDR/publish" --events 2000 --rate 200
+        run --label "$(at_rate "$scenario")" --ws "ws://$ADDR/graphql" --connections 1000 \
+            --publish "http://$ADDR/publish" --events "$EVENTS" --rate "$RATE"
         stop_nodes
         ;;
     cross-nats | cross-redis)
@@ -130,8 +138,8 @@ stream = \"$stream\"
 subject = \"$stream.events\""
         node a "$bus"; a=$ADDR
         node b "$bus"; b=$ADDR
-        run --label "$scenario" --ws "ws://$b/graphql" --connections 1000 \
-            --publish "http://$a/publish" --events 2000 --rate 200
+        run --label "$(at_rate "$scenario")" --ws "ws://$b/graphql" --connections 1000 \
+            --publish "http://$a/publish" --events "$EVENTS" --rate "$RATE"
         stop_nodes
         drop_stream "$kind" "$stream"
         ;;
