@@ -49,8 +49,8 @@ impl Kind {
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// The plugin folder, relative to the config file; `[[plugins]]` paths
-    /// are relative to it.
-    pub folder: PathBuf,
+    /// are relative to it (to the config file's folder when unset).
+    pub folder: Option<PathBuf>,
     /// Watch the folder and reload a plugin when its file changes.
     pub watch: bool,
     /// Milliseconds between two looks at the folder.
@@ -72,7 +72,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            folder: PathBuf::from("plugins"),
+            folder: None,
             watch: true,
             watch_interval_ms: 250,
             call_timeout_ms: 20,
@@ -91,7 +91,8 @@ pub struct PluginSpec {
     /// The name in logs and metrics; defaults to the file's stem.
     #[serde(default)]
     pub name: Option<String>,
-    /// The component file, relative to the plugin folder.
+    /// The component file, relative to the plugin folder. Its file stem is
+    /// the plugin's default name.
     pub path: PathBuf,
     /// The world the component must export.
     pub kind: Kind,

@@ -70,7 +70,10 @@ impl PluginHost {
     ) -> Result<PluginHost, LoadError> {
         let plugin_metrics = PluginMetrics::new();
         plugin_metrics.register(metrics);
-        let folder = base.join(&runtime_config.folder);
+        let folder = match &runtime_config.folder {
+            Some(folder) => base.join(folder),
+            None => base.to_owned(),
+        };
         let runtime = Runtime::new(runtime_config, plugin_metrics)?;
         Self::with_runtime(runtime, specs, jwt, base, &folder)
     }

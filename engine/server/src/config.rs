@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use fanwire_bus::{BusConfig, SourcesConfig};
 use fanwire_core::Limits;
+use fanwire_plugins::jwt::JwtConfig;
+use fanwire_plugins::{PluginSpec, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
 /// Why the configuration could not be used.
@@ -45,6 +47,20 @@ pub struct Config {
     pub bus: BusConfig,
     /// Where events come from besides publishes (`[sources.postgres]`).
     pub sources: SourcesConfig,
+    /// Limits shared by every WebAssembly plugin, and the plugin folder.
+    pub plugin_runtime: RuntimeConfig,
+    /// The plugins that run, in order (`[[plugins]]`).
+    pub plugins: Vec<PluginSpec>,
+    /// Native connection authentication (`[auth.jwt]`).
+    pub auth: AuthConfig,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Verify a JWT at `connection_init` (see `fanwire_plugins::jwt`).
+    pub jwt: Option<JwtConfig>,
 }
 
 /// The `[server]` table.
@@ -58,6 +74,9 @@ pub struct ServerConfig {
     /// Bearer token required by `POST /publish`; unset means no auth
     /// (only sensible on loopback).
     pub publish_token: Option<String>,
+    /// Bearer token required by the admin API (`POST /admin/plugins/reload`);
+    /// unset disables the admin API.
+    pub admin_token: Option<String>,
     /// Largest `POST /publish` body in bytes.
     pub max_publish_bytes: usize,
     /// Milliseconds to let clients receive their close frames on shutdown.
@@ -70,6 +89,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             schema: None,
             publish_token: None,
+            admin_token: None,
             max_publish_bytes: 1024 * 1024,
             shutdown_timeout_ms: 5_000,
         }
@@ -108,12 +128,18 @@ impl ServerConfig {
                 "server.publish_token must not be empty (omit it to disable auth)".into(),
             ));
         }
+        if self.admin_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "server.admin_token must not be empty (omit it to disable the admin API)".into(),
+            ));
+        }
         Ok(())
     }
 }
 
 impl Config {
-    /// Reads a TOML file; a relative `server.schema` is resolved against the file's folder.
+    /// Reads a TOML file; relative paths (`server.schema`, the plugin folder,
+    /// plugin files, the JWT key) are resolved against the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -128,7 +154,34 @@ impl Config {
                 config.server.schema = Some(dir.join(schema));
             }
         }
+        if let Some(dir) = path.parent() {
+            config.resolve_plugin_paths(dir);
+        }
         Ok(config)
+    }
+
+    /// Makes the plugin folder, plugin files and JWT key file absolute:
+    /// the folder against `dir`, plugin files against the folder (or `dir`).
+    pub fn resolve_plugin_paths(&mut self, dir: &Path) {
+        let folder = match &self.plugin_runtime.folder {
+            Some(f) if f.is_relative() => dir.join(f),
+            Some(f) => f.clone(),
+            None => dir.to_owned(),
+        };
+        if self.plugin_runtime.folder.is_some() {
+            self.plugin_runtime.folder = Some(folder.clone());
+        }
+        for plugin in &mut self.plugins {
+            plugin.path = folder.join(&plugin.path);
+        }
+        if let Some(key) = self
+            .auth
+            .jwt
+            .as_mut()
+            .and_then(|j| j.public_key_file.as_mut())
+        {
+            *key = dir.join(&*key);
+        }
     }
 
     /// Checks every value; the host refuses to start on the first bad one.

@@ -55,6 +55,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/graphql") => upgrade(app, req),
         (&Method::POST, "/publish") => publish(app, req).await,
+        (&Method::POST, "/admin/plugins/reload") => reload_plugins(app, req).await,
         (&Method::GET, "/healthz") => health(&app),
         (&Method::GET, "/metrics") => {
             // One exposition: the engine's metrics, then the bus's, one EOF.
@@ -73,10 +74,12 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             "text/html; charset=utf-8",
             crate::demo::PAGE,
         ),
-        (_, "/graphql" | "/publish" | "/healthz" | "/metrics" | "/") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed for this path",
-        ),
+        (_, "/graphql" | "/publish" | "/healthz" | "/metrics" | "/" | "/admin/plugins/reload") => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed for this path",
+            )
+        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -181,6 +184,41 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         ),
     };
     respond(status, "application/json", body.to_string())
+}
+
+/// `POST /admin/plugins/reload`: reloads every plugin whose file changed
+/// (bearer `server.admin_token`); answers what was reloaded and rejected.
+async fn reload_plugins(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let Some(token) = &app.config.server.admin_token else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the admin API is disabled: set server.admin_token",
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    match crate::reload_plugins(&app).await {
+        Some(report) => {
+            let rejected: Vec<_> = report
+                .rejected
+                .iter()
+                .map(|(plugin, reason)| json!({"plugin": plugin, "reason": reason}))
+                .collect();
+            let body = json!({
+                "reloaded": report.reloaded,
+                "rejected": rejected,
+                "revoked_groups": report.revoked,
+            });
+            respond(StatusCode::OK, "application/json", body.to_string())
+        }
+        None => error(StatusCode::NOT_FOUND, "no plugins are configured"),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

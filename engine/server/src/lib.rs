@@ -22,7 +22,7 @@ pub mod publish;
 mod ws;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,9 @@ pub enum StartError {
     /// unreachable broker is not an error: the node starts degraded).
     #[error(transparent)]
     Bus(#[from] fanwire_bus::BusError),
+    /// A plugin or the JWT policy could not be loaded.
+    #[error("plugins: {0}")]
+    Plugins(#[from] fanwire_plugins::LoadError),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -78,6 +81,10 @@ struct App {
     connection_bucket: Mutex<TokenBucket>,
     /// The bus publishes go through, the running sources, their metrics.
     io: fanwire_bus::Io,
+    /// The configured plugins and JWT policy, when there are any.
+    plugins: Option<Arc<fanwire_plugins::PluginHost>>,
+    /// Stops the plugin folder watcher with the server.
+    _watch: Option<fanwire_plugins::set::WatchGuard>,
     shutdown: watch::Receiver<bool>,
     /// Each task holds a clone; shutdown waits until every clone is dropped.
     tasks: mpsc::Sender<()>,
@@ -126,6 +133,15 @@ impl Server {
     ) -> Result<Server, StartError> {
         config.limits = engine.limits().clone();
         config.server.validate()?;
+        let plugins = plugin_host(&config, &engine)?;
+        let watch = plugins
+            .as_ref()
+            .filter(|_| config.plugin_runtime.watch)
+            .map(|host| {
+                let interval =
+                    Duration::from_millis(config.plugin_runtime.watch_interval_ms.max(10));
+                host.watch(engine.clone(), interval)
+            });
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -151,6 +167,8 @@ impl Server {
             config,
             connection_bucket: Mutex::new(bucket),
             io,
+            plugins,
+            _watch: watch,
             shutdown,
             tasks,
         });
@@ -196,6 +214,10 @@ impl Server {
                 drop(guard);
             });
         }
+        #[cfg(unix)]
+        if app.plugins.is_some() {
+            spawn_sighup_reload(app.clone());
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -222,6 +244,72 @@ impl Server {
             tracing::warn!("shutdown timeout reached with connections still open");
         }
     }
+}
+
+/// Loads the configured plugins and JWT policy and puts them in force on
+/// `engine`; `None` when the config names neither.
+fn plugin_host(
+    config: &Config,
+    engine: &Arc<Engine>,
+) -> Result<Option<Arc<fanwire_plugins::PluginHost>>, StartError> {
+    if config.plugins.is_empty() && config.auth.jwt.is_none() {
+        return Ok(None);
+    }
+    // Paths were made absolute when the file was loaded; a config built in
+    // code resolves them against the working directory.
+    let host = fanwire_plugins::PluginHost::new(
+        config.plugin_runtime.clone(),
+        &config.plugins,
+        config.auth.jwt.as_ref(),
+        Path::new("."),
+        engine.metrics(),
+    )?;
+    host.install(engine);
+    Ok(Some(Arc::new(host)))
+}
+
+/// Reloads changed plugins on a blocking thread (compiling takes a while);
+/// the answer for the admin API and the SIGHUP log.
+pub(crate) async fn reload_plugins(app: &Arc<App>) -> Option<fanwire_plugins::ReloadReport> {
+    let host = app.plugins.clone()?;
+    let engine = app.engine.clone();
+    let report = tokio::task::spawn_blocking(move || host.reload(&engine, true))
+        .await
+        .ok()?;
+    tracing::info!(
+        reloaded = ?report.reloaded,
+        rejected = ?report.rejected,
+        revoked = report.revoked,
+        "plugin reload"
+    );
+    Some(report)
+}
+
+/// SIGHUP reloads the plugins, as `POST /admin/plugins/reload` does.
+#[cfg(unix)]
+fn spawn_sighup_reload(app: Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; plugin reload by signal is off");
+            return;
+        }
+    };
+    let mut stop = app.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    reload_plugins(&app).await;
+                }
+                _ = stopped(&mut stop) => return,
+            }
+        }
+    });
 }
 
 /// Resolves once shutdown has begun. The watch guard is dropped inside, so

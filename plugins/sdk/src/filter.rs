@@ -38,8 +38,8 @@ macro_rules! export_filter {
                 {
                     $crate::filter::__decide::<$ty>(event, groups)
                 }
-    }
-            $crate::wit::__export_world!(__FanwireFilter with_types_in $crate::wit);
+            }
+    $crate::wit::__export_world!(__FanwireFilter with_types_in $crate::wit);
         };
     };
 }

@@ -97,12 +97,12 @@ macro_rules! export_transport {
                 fn result_template(id: ::std::string::String) -> __w::Template {
                     let t = <$ty as $crate::TransportAdapter>::template(&id);
                     __w::Template {
-                prefix: t.prefix,
+                        prefix: t.prefix,
                         suffix: t.suffix,
                     }
                 }
             }
-            $crate::wit::__export_world!(__FanwireTransport with_types_in $crate::wit);
+    $crate::wit::__export_world!(__FanwireTransport with_types_in $crate::wit);
         };
     };
 }

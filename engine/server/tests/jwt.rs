@@ -1,0 +1,195 @@
+//! The native JWT connection policy in a running host: HS256, RS256 and
+//! ES256; valid, expired, wrongly signed, wrong-algorithm and missing
+//! tokens; a live token's expiry closes the connection with 4403.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use fanwire_plugins::jwt::{JwtAlgorithm, JwtConfig};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+fn keys() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/tests/keys")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(algorithm: Algorithm, claims: Value) -> String {
+    let key = match algorithm {
+        Algorithm::HS256 => EncodingKey::from_secret(b"test-secret"),
+        Algorithm::RS256 => {
+            EncodingKey::from_rsa_pem(&std::fs::read(keys().join("rsa-private.pem")).unwrap())
+                .unwrap()
+        }
+        Algorithm::ES256 => {
+            EncodingKey::from_ec_pem(&std::fs::read(keys().join("ec-private.pem")).unwrap())
+                .unwrap()
+        }
+        other => panic!("no test key for {other:?}"),
+    };
+    encode(&Header::new(algorithm), &claims, &key).unwrap()
+}
+
+fn jwt(algorithm: JwtAlgorithm) -> JwtConfig {
+    let mut config = JwtConfig::new(algorithm);
+    match algorithm {
+        JwtAlgorithm::HS256 => config.secret = Some("test-secret".into()),
+        JwtAlgorithm::RS256 => config.public_key_file = Some(keys().join("rsa-public.pem")),
+        JwtAlgorithm::ES256 => config.public_key_file = Some(keys().join("ec-public.pem")),
+    }
+    config
+}
+
+async fn server(algorithm: JwtAlgorithm) -> TestServer {
+    TestServer::start(|c| c.auth.jwt = Some(jwt(algorithm))).await
+}
+
+/// Sends `connection_init` with `payload`; the ack, or the close code and reason.
+async fn init(server: &TestServer, payload: Value) -> Result<Value, (u16, String)> {
+    let mut c = server.client("graphql-transport-ws").await;
+    c.send(json!({"type": "connection_init", "payload": payload}))
+        .await;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(WAIT, c.ws.next())
+            .await
+            .expect("an answer arrives")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(t) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
+            Message::Close(Some(frame)) => {
+                return Err((frame.code.into(), frame.reason.to_string()))
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// The token with one character of its signature changed.
+fn tampered(mut token: String) -> String {
+    let at = token.rfind('.').unwrap() + 1;
+    let flipped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    token.replace_range(at..at + 1, flipped);
+    token
+}
+
+fn claims(exp: u64) -> Value {
+    json!({"sub": "user-1", "tenant_id": 5, "roles": ["order:read"], "exp": exp})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_tokens_of_each_algorithm_are_accepted() {
+    for (config, alg) in [
+        (JwtAlgorithm::HS256, Algorithm::HS256),
+        (JwtAlgorithm::RS256, Algorithm::RS256),
+        (JwtAlgorithm::ES256, Algorithm::ES256),
+    ] {
+        let server = server(config).await;
+        let token = sign(alg, claims(now() + 3600));
+        let ack = init(&server, json!({"token": token})).await;
+        assert_eq!(ack, Ok(json!({"type": "connection_ack"})), "{config:?}");
+        // `Authorization: Bearer` in the payload works too.
+        let ack = init(&server, json!({"Authorization": format!("Bearer {token}")})).await;
+        assert_eq!(ack, Ok(json!({"type": "connection_ack"})), "{config:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_invalid_wrong_algorithm_and_missing_tokens_are_closed_with_4403() {
+    let server = server(JwtAlgorithm::RS256).await;
+    let cases = [
+        (
+            "expired",
+            json!({"token": sign(Algorithm::RS256, claims(now() - 120))}),
+            "expired",
+        ),
+        ("missing", json!({}), "Missing"),
+        ("garbage", json!({"token": "not.a.jwt"}), "Invalid token"),
+        (
+            "wrong signature",
+            json!({"token": tampered(sign(Algorithm::RS256, claims(now() + 3600)))}),
+            "signature",
+        ),
+        (
+            "wrong algorithm",
+            json!({"token": sign(Algorithm::HS256, claims(now() + 3600))}),
+            "algorithm",
+        ),
+        (
+            "ES256 for RS256",
+            json!({"token": sign(Algorithm::ES256, claims(now() + 3600))}),
+            "algorithm",
+        ),
+    ];
+    for (what, payload, why) in cases {
+        let (code, reason) = init(&server, payload).await.expect_err(what);
+        assert_eq!(code, 4403, "{what}");
+        assert!(reason.contains(why), "{what}: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_tokens_expiry_closes_the_connection() {
+    let server = server(JwtAlgorithm::HS256).await;
+    let token = sign(Algorithm::HS256, claims(now() + 2));
+    let mut c = server.client("graphql-transport-ws").await;
+    c.send(json!({"type": "connection_init", "payload": {"token": token}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"type": "connection_ack"}));
+    let (code, reason) = c.closed().await;
+    assert_eq!((code, reason.as_str()), (4403, "Authentication expired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_principal_reaches_the_security_plugins() {
+    // tenant isolation keyed on the JWT's tenant claim: tenant 5 sees only tenant 5.
+    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/dist");
+    let server = TestServer::start(|c| {
+        c.auth.jwt = Some(jwt(JwtAlgorithm::HS256));
+        c.plugins = vec![fanwire_plugins::PluginSpec {
+            name: None,
+            path: dist.join("tenant-isolation.wasm"),
+            kind: fanwire_plugins::Kind::EventFilter,
+            order: 0,
+            fields: Vec::new(),
+            topics: Vec::new(),
+            timeout_ms: None,
+            memory_mb: None,
+            config: serde_json::Map::new(),
+        }];
+        c.plugin_runtime.watch = false;
+    })
+    .await;
+    let mut c = server.client("graphql-transport-ws").await;
+    let token = sign(Algorithm::HS256, claims(now() + 3600));
+    c.send(json!({"type": "connection_init", "payload": {"token": token}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"type": "connection_ack"}));
+    c.subscribe(
+        "1",
+        "subscription { orderCreated(tenantId: \"x\") { id } }",
+        json!({}),
+    )
+    .await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") >= 1.0)
+        .await;
+    for (id, tenant) in [(1, 6), (2, 5)] {
+        let body =
+            json!({"topic": "orders:x", "data": {"id": id, "cents": 1, "tenant_id": tenant}});
+        assert_eq!(server.publish(&body.to_string(), None).await.0, 200);
+    }
+    let msg = c.recv().await;
+    assert_eq!(msg["payload"]["data"]["orderCreated"]["id"], "2", "{msg}");
+}

@@ -1,0 +1,326 @@
+//! WASM plugins in a running host: fault containment with purpose-built bad
+//! plugins, rejected reloads, the admin route, and hot reload under load.
+//! The `.wasm` files come from `bash plugins/build.sh` (tests/run.sh runs it).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use fanwire_plugins::{Kind, PluginSpec};
+use serde_json::{json, Map, Value};
+
+const ORDERS: &str = "subscription($t: ID!) { orderCreated(tenantId: $t) { id cents } }";
+
+fn dist() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/dist");
+    assert!(
+        dir.join("trap.wasm").is_file(),
+        "no plugins in {}: run `bash plugins/build.sh` (tests/run.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A fresh folder with copies of the named bundled plugins.
+fn plugin_folder(names: &[&str]) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fanwire-plugins-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in names {
+        std::fs::copy(
+            dist().join(format!("{name}.wasm")),
+            dir.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn spec(
+    folder: &Path,
+    file: &str,
+    topics: &[&str],
+    tweak: impl FnOnce(&mut PluginSpec),
+) -> PluginSpec {
+    let mut spec = PluginSpec {
+        name: None,
+        path: folder.join(format!("{file}.wasm")),
+        kind: Kind::EventFilter,
+        order: 0,
+        fields: Vec::new(),
+        topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        timeout_ms: None,
+        memory_mb: None,
+        config: Map::new(),
+    };
+    tweak(&mut spec);
+    spec
+}
+
+/// Writes `bytes` to `path` the way deploy tools do: a temporary file renamed over it.
+fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A client subscribed to `orders:{tenant}`, once the server holds the subscription.
+async fn subscribe_orders(server: &TestServer, id: &str, tenant: &str) -> Client {
+    let before = server.metric("fanwire_subscriptions");
+    let mut c = server.ready_client().await;
+    c.subscribe(id, ORDERS, json!({"t": tenant})).await;
+    server
+        .eventually("the subscription is live", |s| {
+            s.metric("fanwire_subscriptions") > before
+        })
+        .await;
+    c
+}
+
+async fn publish(server: &TestServer, topic: &str, data: Value) {
+    let (status, body) = server
+        .publish(&json!({"topic": topic, "data": data}).to_string(), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn next_id(c: &mut Client) -> Value {
+    let msg = c.recv().await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    msg["payload"]["data"]["orderCreated"]["id"].clone()
+}
+
+/// Captures every log line of this test binary (once), so tests can check
+/// that a log says why.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Writer(sink.clone()))
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+    .clone()
+}
+
+struct Writer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged(needle: &str) -> bool {
+    String::from_utf8_lossy(&logs().lock().unwrap()).contains(needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_looping_or_hoarding_plugin_is_contained_and_others_keep_receiving() {
+    logs();
+    let folder = plugin_folder(&["trap", "spin", "hog", "template"]);
+    let server = TestServer::start(|c| {
+        c.plugins = vec![
+            spec(&folder, "trap", &["orders:trap"], |_| {}),
+            spec(&folder, "spin", &["orders:spin"], |s| {
+                s.timeout_ms = Some(50)
+            }),
+            spec(&folder, "hog", &["orders:hog"], |s| s.memory_mb = Some(16)),
+            spec(&folder, "template", &[], |_| {}),
+        ];
+        c.plugin_runtime.watch = false;
+    })
+    .await;
+    let mut ok = subscribe_orders(&server, "ok", "ok").await;
+    let mut bad = Vec::new();
+    for kind in ["trap", "spin", "hog"] {
+        bad.push((kind, subscribe_orders(&server, kind, kind).await));
+    }
+    for (n, (kind, client)) in bad.iter_mut().enumerate() {
+        let n = n as i64 * 10;
+        // The bad event is denied (fail closed) ...
+        publish(
+            &server,
+            &format!("orders:{kind}"),
+            json!({"id": n + 1, "cents": 1, (*kind): true}),
+        )
+        .await;
+        // ... while other subscriptions keep receiving ...
+        publish(&server, "orders:ok", json!({"id": n + 2, "cents": 1})).await;
+        assert_eq!(next_id(&mut ok).await, json!((n + 2).to_string()));
+        // ... and the plugin's next call gets a fresh instance that works.
+        publish(
+            &server,
+            &format!("orders:{kind}"),
+            json!({"id": n + 3, "cents": 1}),
+        )
+        .await;
+        assert_eq!(next_id(client).await, json!((n + 3).to_string()), "{kind}");
+    }
+    let m = server.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "fanwire_plugin_faults_total{plugin=\"trap\",kind=\"trap\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "fanwire_plugin_faults_total{plugin=\"spin\",kind=\"timeout\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "fanwire_plugin_faults_total{plugin=\"hog\",kind=\"memory\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(
+            &m,
+            "fanwire_plugin_decisions_total{plugin=\"template\",kind=\"allow\"}"
+        ) >= 3.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, "fanwire_plugin_call_seconds_count{plugin=\"trap\"}") >= 2.0,
+        "{m}"
+    );
+    // The logs say which plugin failed and how.
+    for (plugin, fault) in [("trap", "trap"), ("spin", "timeout"), ("hog", "memory")] {
+        assert!(
+            logged(&format!("plugin={plugin}"))
+                && (logged(&format!("fault=\"{fault}\"")) || logged(&format!("fault={fault}"))),
+            "no log line for {plugin}: {}",
+            String::from_utf8_lossy(&logs().lock().unwrap())
+        );
+    }
+    assert!(logged("memory cap of 16 MiB reached"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_cannot_load_is_rejected_and_the_old_one_keeps_running() {
+    logs();
+    let folder = plugin_folder(&["template"]);
+    let server = TestServer::start(|c| {
+        c.plugins = vec![spec(&folder, "template", &[], |s| {
+            s.name = Some("swap".into())
+        })];
+        c.plugin_runtime.watch = false;
+        c.server.admin_token = Some("admin".into());
+    })
+    .await;
+    let mut client = subscribe_orders(&server, "s", "1").await;
+    let target = folder.join("template.wasm");
+    let bad: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "text",
+            b"definitely not wasm".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "not a valid component",
+        ),
+        (
+            "wrong world",
+            std::fs::read(dist().join("rbac.wasm")).unwrap(),
+            "wrong world",
+        ),
+        (
+            "wrong version",
+            std::fs::read(dist().join("wrong-version.wasm")).unwrap(),
+            "fanwire:plugin/filter@9.0.0",
+        ),
+    ];
+    for (what, bytes, why) in bad {
+        replace_file(&target, &bytes);
+        let (status, body) = http_request(
+            server.addr,
+            "POST",
+            "/admin/plugins/reload",
+            "",
+            Some("admin"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["reloaded"], json!([]), "{what}: {body}");
+        let reason = body["rejected"][0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{what}: {body}");
+        assert!(logged(why), "{what}: the log does not say why");
+        // The previous version still decides: drafts are dropped, the rest delivered.
+        publish(
+            &server,
+            "orders:1",
+            json!({"id": 1, "cents": 1, "status": "draft"}),
+        )
+        .await;
+        publish(&server, "orders:1", json!({"id": 2, "cents": 1})).await;
+        assert_eq!(next_id(&mut client).await, json!("2"), "{what}");
+    }
+    let m = server.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "fanwire_plugin_reloads_total{plugin=\"swap\",kind=\"rejected\"}"
+        ),
+        4.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "fanwire_plugin_reloads_total{plugin=\"swap\",kind=\"loaded\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    // The admin route wants its token.
+    let (status, _) = http_request(
+        server.addr,
+        "POST",
+        "/admin/plugins/reload",
+        "",
+        Some("nope"),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_load_stops_the_host_from_starting() {
+    let folder = plugin_folder(&["rbac"]);
+    let mut config = fanwire_server::Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.demo.enabled = true;
+    config.plugins = vec![spec(&folder, "rbac", &[], |_| {})];
+    let err = fanwire_server::Server::bind(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong world") && err.contains("rbac"), "{err}");
+}
