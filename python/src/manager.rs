@@ -294,10 +294,11 @@ impl Manager {
         let engine = self.engine()?;
         let server = ServerConfig {
             listen: std::net::SocketAddr::new(ip, port),
-            schema: None,
             publish_token,
             max_publish_bytes,
             shutdown_timeout_ms,
+            // The schema comes from the manager, not a file.
+            ..ServerConfig::default()
         };
         pyo3_async_runtimes::tokio::future_into_py(py, crate::server::start(engine, server))
     }
