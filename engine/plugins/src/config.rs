@@ -67,6 +67,9 @@ pub struct RuntimeConfig {
     pub warm_instances: usize,
     /// Component instances the pooling allocator holds across all plugins.
     pub pool_instances: u32,
+    /// Bearer token required by `POST /admin/plugins/reload`; unset
+    /// disables that route (the folder watcher and SIGHUP still reload).
+    pub admin_token: Option<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -80,6 +83,7 @@ impl Default for RuntimeConfig {
             max_memory_mb: 256,
             warm_instances: 4,
             pool_instances: 256,
+            admin_token: None,
         }
     }
 }

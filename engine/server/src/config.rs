@@ -74,9 +74,6 @@ pub struct ServerConfig {
     /// Bearer token required by `POST /publish`; unset means no auth
     /// (only sensible on loopback).
     pub publish_token: Option<String>,
-    /// Bearer token required by the admin API (`POST /admin/plugins/reload`);
-    /// unset disables the admin API.
-    pub admin_token: Option<String>,
     /// Largest `POST /publish` body in bytes.
     pub max_publish_bytes: usize,
     /// Milliseconds to let clients receive their close frames on shutdown.
@@ -89,7 +86,6 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             schema: None,
             publish_token: None,
-            admin_token: None,
             max_publish_bytes: 1024 * 1024,
             shutdown_timeout_ms: 5_000,
         }
@@ -126,11 +122,6 @@ impl ServerConfig {
         if self.publish_token.as_deref() == Some("") {
             return Err(ConfigError::Invalid(
                 "server.publish_token must not be empty (omit it to disable auth)".into(),
-            ));
-        }
-        if self.admin_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid(
-                "server.admin_token must not be empty (omit it to disable the admin API)".into(),
             ));
         }
         Ok(())
@@ -194,6 +185,12 @@ impl Config {
             .validate()
             .and_then(|()| self.sources.validate())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.plugin_runtime.admin_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "plugin_runtime.admin_token must not be empty (omit it to disable the admin API)"
+                    .into(),
+            ));
+        }
         if self.demo.enabled && self.demo.interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "demo.interval_ms must be at least 1".into(),

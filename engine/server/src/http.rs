@@ -187,12 +187,12 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `POST /admin/plugins/reload`: reloads every plugin whose file changed
-/// (bearer `server.admin_token`); answers what was reloaded and rejected.
+/// (bearer `plugin_runtime.admin_token`); answers what was reloaded and rejected.
 async fn reload_plugins(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let Some(token) = &app.config.server.admin_token else {
+    let Some(token) = &app.config.plugin_runtime.admin_token else {
         return error(
             StatusCode::NOT_FOUND,
-            "the admin API is disabled: set server.admin_token",
+            "the admin API is disabled: set plugin_runtime.admin_token",
         );
     };
     let given = req

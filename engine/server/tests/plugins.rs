@@ -230,7 +230,7 @@ async fn a_version_that_cannot_load_is_rejected_and_the_old_one_keeps_running() 
             s.name = Some("swap".into())
         })];
         c.plugin_runtime.watch = false;
-        c.server.admin_token = Some("admin".into());
+        c.plugin_runtime.admin_token = Some("admin".into());
     })
     .await;
     let mut client = subscribe_orders(&server, "s", "1").await;
