@@ -213,6 +213,14 @@ impl Plugin {
         &self.digest
     }
 
+    /// Creates and drops one instance (for benchmarks of instantiation).
+    #[doc(hidden)]
+    pub fn instantiate_once(&self) -> Result<(), LoadError> {
+        self.instantiate()
+            .map(drop)
+            .map_err(|e| LoadError::Instantiate(format!("{e:#}")))
+    }
+
     fn instantiate(&self) -> wasmtime::Result<Slot> {
         let mut store = Store::new(
             self.runtime.engine(),

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Plugin runtime benchmarks (engine/plugins/benches/plugins.rs): per-call
+# overhead, instantiation with and without pooling, one event to 1,000
+# subscriptions in 10 groups with and without the five security plugins,
+# and the time to load a new plugin version. Builds the plugins first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
+bash plugins/build.sh >/dev/null
+cargo bench --locked -p fanwire-plugins --bench plugins

@@ -1,0 +1,196 @@
+//! Plugin runtime figures: per-call overhead, instantiation with and without
+//! pooling, dispatch of one event to 1,000 subscriptions in 10 groups with
+//! and without the security plugins, and the time to load a new version.
+//! Run with `bash benches/plugins.sh` (builds the plugins first); prints a
+//! table, asserts nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fanwire_core::hooks::{Accepted, ConnectionPolicy, ConnectionRequest, EventFilter, GroupInfo, Hooks};
+use fanwire_core::protocol::Protocol;
+use fanwire_core::{Engine, Event, Limits, Principal, Schema};
+use fanwire_plugins::filter::WasmFilter;
+use fanwire_plugins::{Kind, LoadOptions, Plugin, PluginHost, PluginMetrics, PluginSpec, Runtime, RuntimeConfig};
+use serde_json::{json, Map, Value};
+
+fn dist() -> PathBuf {
+    std::env::var_os("FANWIRE_PLUGIN_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/dist"))
+}
+
+fn options(name: &str) -> LoadOptions {
+    LoadOptions {
+        name: name.into(),
+        kind: Kind::EventFilter,
+        config: Map::new(),
+        timeout_ms: 1000,
+        memory_mb: 64,
+    }
+}
+
+fn spec(name: &str, kind: Kind) -> PluginSpec {
+    PluginSpec {
+        name: None,
+        path: dist().join(format!("{name}.wasm")),
+        kind,
+        order: 0,
+        fields: Vec::new(),
+        topics: Vec::new(),
+        timeout_ms: Some(1000),
+        memory_mb: None,
+        config: Map::new(),
+    }
+}
+
+/// Median of `runs` timings of `f`, each over `iters` iterations, per iteration.
+fn time(runs: usize, iters: u32, mut f: impl FnMut()) -> Duration {
+    let mut samples: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            start.elapsed() / iters
+        })
+        .collect();
+    samples.sort();
+    samples[runs / 2]
+}
+
+fn group(principal: Principal) -> GroupInfo {
+    GroupInfo {
+        field: "orderCreated".into(),
+        topic: "orders:t1".into(),
+        arguments: Map::new(),
+        variables: Map::new(),
+        operation_name: None,
+        selected_paths: vec!["orderCreated".into(), "orderCreated.id".into()],
+        principal,
+        init_payload: Map::new(),
+    }
+}
+
+/// Accepts every connection as the principal its init payload describes.
+#[derive(Debug)]
+struct FromPayload;
+
+impl ConnectionPolicy for FromPayload {
+    fn check(&self, r: &ConnectionRequest<'_>) -> Result<Accepted, String> {
+        let principal: Principal =
+            serde_json::from_value(Value::Object(r.init_payload.clone())).map_err(|e| e.to_string())?;
+        Ok(Accepted { principal, ack: None })
+    }
+}
+
+const SCHEMA: &str = "type Query { ok: Boolean }
+type Subscription { orderCreated(tenantId: ID!): Order @topic(name: \"orders:{tenantId}\") }
+type Order { id: ID! cents: Int! status: String }";
+
+/// An engine with 1,000 subscriptions in 10 groups (10 selection sets, one
+/// principal), and their connections (kept alive).
+fn engine_with_subscriptions(hooks: Hooks) -> (Arc<Engine>, Vec<fanwire_core::Connection>) {
+    let limits = Limits { max_connections: 2000, queue_depth: 64, ..Limits::default() };
+    let engine = Engine::with_hooks(Schema::parse(SCHEMA).unwrap(), limits, hooks).unwrap();
+    let mut connections = Vec::new();
+    for n in 0..1000 {
+        let mut c = engine.connect(Protocol::TransportWs);
+        let init = json!({"type": "connection_init", "payload": {
+            "subject": "u1", "tenant": "t1", "roles": ["order:read"], "claims": {"federation_id": "f1"}
+        }});
+        c.on_text(&init.to_string());
+        let query = format!("subscription {{ orderCreated(tenantId: \"t1\") {{ id cents g{}: id }} }}", n % 10);
+        let sub = json!({"id": "s", "type": "subscribe", "payload": {"query": query}});
+        c.on_text(&sub.to_string());
+        connections.push(c);
+    }
+    assert_eq!(engine.registry().counts(), (1, 10, 1000));
+    (engine, connections)
+}
+
+fn main() {
+    assert!(dist().join("row-filter.wasm").is_file(), "build the plugins first: bash plugins/build.sh");
+    let pooled = Runtime::new(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
+    let unpooled = Runtime::without_pooling(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
+    let template = std::fs::read(dist().join("template.wasm")).unwrap();
+    let row = std::fs::read(dist().join("row-filter.wasm")).unwrap();
+    println!("| measurement | median |");
+    println!("|---|---|");
+
+    // 1. A trivial filter: one decide call with one group.
+    let plugin = Arc::new(Plugin::load(&pooled, &template, options("template")).unwrap());
+    let filter = WasmFilter::new(plugin.clone(), spec("template", Kind::EventFilter));
+    let g = group(Principal { subject: Some("u1".into()), ..Principal::default() });
+    filter.prepare(&g);
+    let event = Event::new("orders:t1", json!({"id": 1, "cents": 100, "status": "live"}));
+    let per_call = time(11, 20_000, || {
+        std::hint::black_box(filter.decide(&event, &[&g]));
+    });
+    println!("| trivial filter (template), one `decide` with 1 group, host -> guest -> host | {:.2} us |", per_call.as_secs_f64() * 1e6);
+    let groups: Vec<GroupInfo> = (0..10).map(|_| g.clone()).collect();
+    let refs: Vec<&GroupInfo> = groups.iter().collect();
+    let per_call10 = time(11, 5_000, || {
+        std::hint::black_box(filter.decide(&event, &refs));
+    });
+    println!("| same, one `decide` with 10 groups | {:.2} us |", per_call10.as_secs_f64() * 1e6);
+
+    // 2. Instantiation.
+    let unpooled_plugin = Plugin::load(&unpooled, &template, options("template")).unwrap();
+    let inst_pooled = time(11, 500, || plugin.instantiate_once().unwrap());
+    let inst_unpooled = time(11, 500, || unpooled_plugin.instantiate_once().unwrap());
+    println!("| instantiate a Rust plugin, pooling allocator | {:.1} us |", inst_pooled.as_secs_f64() * 1e6);
+    println!("| instantiate a Rust plugin, on-demand allocator | {:.1} us |", inst_unpooled.as_secs_f64() * 1e6);
+
+    // 3. One event to 1,000 subscriptions in 10 groups.
+    let base = Hooks { connection: Arc::new(FromPayload), ..Hooks::default() };
+    let (plain, _keep_plain) = engine_with_subscriptions(base.clone());
+    let specs = vec![
+        spec("scope-validator", Kind::SubscriptionPolicy),
+        {
+            let mut s = spec("rbac", Kind::SubscriptionPolicy);
+            s.config = json!({"permissions": {"orderCreated": "order:read"}}).as_object().unwrap().clone();
+            s
+        },
+        spec("tenant-isolation", Kind::EventFilter),
+        spec("row-filter", Kind::EventFilter),
+        spec("federation", Kind::EventFilter),
+    ];
+    let host = PluginHost::with_runtime(pooled.clone(), &specs, None, &dist(), &dist()).unwrap();
+    let (secured, _keep_secured) = engine_with_subscriptions(host.hooks(base));
+    let event = Event::new(
+        "orders:t1",
+        json!({"id": 1, "cents": 100, "status": "live", "user_id": "u1", "tenant_id": "t1", "federation_id": "f1"}),
+    );
+    for engine in [&plain, &secured] {
+        assert_eq!(engine.publish(&event).deliveries, 1000, "every subscription receives the event");
+    }
+    let t_plain = time(11, 200, || {
+        std::hint::black_box(plain.publish(&event));
+    });
+    let t_secured = time(11, 200, || {
+        std::hint::black_box(secured.publish(&event));
+    });
+    println!("| 1 event -> 1,000 subscriptions in 10 groups, no plugins | {:.1} us |", t_plain.as_secs_f64() * 1e6);
+    println!("| same, with the 5 security plugins (3 filters run per event) | {:.1} us |", t_secured.as_secs_f64() * 1e6);
+    println!("| added by the plugins | {:.1} us |", (t_secured.as_secs_f64() - t_plain.as_secs_f64()) * 1e6);
+
+    // 4. Loading a new version (what a reload does before the swap).
+    let load = time(7, 3, || {
+        Plugin::load(&pooled, &row, options("row-filter")).unwrap();
+    });
+    println!("| load a new version of row-filter (compile + check + instantiate) | {:.1} ms |", load.as_secs_f64() * 1e3);
+    let python = dist().join("python-filter.wasm");
+    if let Ok(bytes) = std::fs::read(&python) {
+        let start = Instant::now();
+        let p = Plugin::load(&pooled, &bytes, options("python-filter")).unwrap();
+        println!("| load the Python plugin (18 MB component) | {:.0} ms |", start.elapsed().as_secs_f64() * 1e3);
+        let f = WasmFilter::new(Arc::new(p), spec("python-filter", Kind::EventFilter));
+        f.prepare(&g);
+        let py_call = time(5, 500, || {
+            std::hint::black_box(f.decide(&event, &[&g]));
+        });
+        println!("| Python filter, one `decide` with 1 group | {:.1} us |", py_call.as_secs_f64() * 1e6);
+    }
+}
