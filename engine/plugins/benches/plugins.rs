@@ -8,11 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fanwire_core::hooks::{Accepted, ConnectionPolicy, ConnectionRequest, EventFilter, GroupInfo, Hooks};
+use fanwire_core::hooks::{
+    Accepted, ConnectionPolicy, ConnectionRequest, EventFilter, GroupInfo, Hooks,
+};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::{Engine, Event, Limits, Principal, Schema};
 use fanwire_plugins::filter::WasmFilter;
-use fanwire_plugins::{Kind, LoadOptions, Plugin, PluginHost, PluginMetrics, PluginSpec, Runtime, RuntimeConfig};
+use fanwire_plugins::{
+    Kind, LoadOptions, Plugin, PluginHost, PluginMetrics, PluginSpec, Runtime, RuntimeConfig,
+};
 use serde_json::{json, Map, Value};
 
 fn dist() -> PathBuf {
@@ -79,9 +83,12 @@ struct FromPayload;
 
 impl ConnectionPolicy for FromPayload {
     fn check(&self, r: &ConnectionRequest<'_>) -> Result<Accepted, String> {
-        let principal: Principal =
-            serde_json::from_value(Value::Object(r.init_payload.clone())).map_err(|e| e.to_string())?;
-        Ok(Accepted { principal, ack: None })
+        let principal: Principal = serde_json::from_value(Value::Object(r.init_payload.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(Accepted {
+            principal,
+            ack: None,
+        })
     }
 }
 
@@ -92,7 +99,11 @@ type Order { id: ID! cents: Int! status: String }";
 /// An engine with 1,000 subscriptions in 10 groups (10 selection sets, one
 /// principal), and their connections (kept alive).
 fn engine_with_subscriptions(hooks: Hooks) -> (Arc<Engine>, Vec<fanwire_core::Connection>) {
-    let limits = Limits { max_connections: 2000, queue_depth: 64, ..Limits::default() };
+    let limits = Limits {
+        max_connections: 2000,
+        queue_depth: 64,
+        ..Limits::default()
+    };
     let engine = Engine::with_hooks(Schema::parse(SCHEMA).unwrap(), limits, hooks).unwrap();
     let mut connections = Vec::new();
     for n in 0..1000 {
@@ -101,7 +112,10 @@ fn engine_with_subscriptions(hooks: Hooks) -> (Arc<Engine>, Vec<fanwire_core::Co
             "subject": "u1", "tenant": "t1", "roles": ["order:read"], "claims": {"federation_id": "f1"}
         }});
         c.on_text(&init.to_string());
-        let query = format!("subscription {{ orderCreated(tenantId: \"t1\") {{ id cents g{}: id }} }}", n % 10);
+        let query = format!(
+            "subscription {{ orderCreated(tenantId: \"t1\") {{ id cents g{}: id }} }}",
+            n % 10
+        );
         let sub = json!({"id": "s", "type": "subscribe", "payload": {"query": query}});
         c.on_text(&sub.to_string());
         connections.push(c);
@@ -111,9 +125,13 @@ fn engine_with_subscriptions(hooks: Hooks) -> (Arc<Engine>, Vec<fanwire_core::Co
 }
 
 fn main() {
-    assert!(dist().join("row-filter.wasm").is_file(), "build the plugins first: bash plugins/build.sh");
+    assert!(
+        dist().join("row-filter.wasm").is_file(),
+        "build the plugins first: bash plugins/build.sh"
+    );
     let pooled = Runtime::new(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
-    let unpooled = Runtime::without_pooling(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
+    let unpooled =
+        Runtime::without_pooling(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
     let template = std::fs::read(dist().join("template.wasm")).unwrap();
     let row = std::fs::read(dist().join("row-filter.wasm")).unwrap();
     println!("| measurement | median |");
@@ -122,9 +140,15 @@ fn main() {
     // 1. A trivial filter: one decide call with one group.
     let plugin = Arc::new(Plugin::load(&pooled, &template, options("template")).unwrap());
     let filter = WasmFilter::new(plugin.clone(), spec("template", Kind::EventFilter));
-    let g = group(Principal { subject: Some("u1".into()), ..Principal::default() });
+    let g = group(Principal {
+        subject: Some("u1".into()),
+        ..Principal::default()
+    });
     filter.prepare(&g);
-    let event = Event::new("orders:t1", json!({"id": 1, "cents": 100, "status": "live"}));
+    let event = Event::new(
+        "orders:t1",
+        json!({"id": 1, "cents": 100, "status": "live"}),
+    );
     let per_call = time(11, 20_000, || {
         std::hint::black_box(filter.decide(&event, &[&g]));
     });
@@ -134,23 +158,38 @@ fn main() {
     let per_call10 = time(11, 5_000, || {
         std::hint::black_box(filter.decide(&event, &refs));
     });
-    println!("| same, one `decide` with 10 groups | {:.2} us |", per_call10.as_secs_f64() * 1e6);
+    println!(
+        "| same, one `decide` with 10 groups | {:.2} us |",
+        per_call10.as_secs_f64() * 1e6
+    );
 
     // 2. Instantiation.
     let unpooled_plugin = Plugin::load(&unpooled, &template, options("template")).unwrap();
     let inst_pooled = time(11, 500, || plugin.instantiate_once().unwrap());
     let inst_unpooled = time(11, 500, || unpooled_plugin.instantiate_once().unwrap());
-    println!("| instantiate a Rust plugin, pooling allocator | {:.1} us |", inst_pooled.as_secs_f64() * 1e6);
-    println!("| instantiate a Rust plugin, on-demand allocator | {:.1} us |", inst_unpooled.as_secs_f64() * 1e6);
+    println!(
+        "| instantiate a Rust plugin, pooling allocator | {:.1} us |",
+        inst_pooled.as_secs_f64() * 1e6
+    );
+    println!(
+        "| instantiate a Rust plugin, on-demand allocator | {:.1} us |",
+        inst_unpooled.as_secs_f64() * 1e6
+    );
 
     // 3. One event to 1,000 subscriptions in 10 groups.
-    let base = Hooks { connection: Arc::new(FromPayload), ..Hooks::default() };
+    let base = Hooks {
+        connection: Arc::new(FromPayload),
+        ..Hooks::default()
+    };
     let (plain, _keep_plain) = engine_with_subscriptions(base.clone());
     let specs = vec![
         spec("scope-validator", Kind::SubscriptionPolicy),
         {
             let mut s = spec("rbac", Kind::SubscriptionPolicy);
-            s.config = json!({"permissions": {"orderCreated": "order:read"}}).as_object().unwrap().clone();
+            s.config = json!({"permissions": {"orderCreated": "order:read"}})
+                .as_object()
+                .unwrap()
+                .clone();
             s
         },
         spec("tenant-isolation", Kind::EventFilter),
@@ -164,7 +203,11 @@ fn main() {
         json!({"id": 1, "cents": 100, "status": "live", "user_id": "u1", "tenant_id": "t1", "federation_id": "f1"}),
     );
     for engine in [&plain, &secured] {
-        assert_eq!(engine.publish(&event).deliveries, 1000, "every subscription receives the event");
+        assert_eq!(
+            engine.publish(&event).deliveries,
+            1000,
+            "every subscription receives the event"
+        );
     }
     let t_plain = time(11, 200, || {
         std::hint::black_box(plain.publish(&event));
@@ -172,25 +215,43 @@ fn main() {
     let t_secured = time(11, 200, || {
         std::hint::black_box(secured.publish(&event));
     });
-    println!("| 1 event -> 1,000 subscriptions in 10 groups, no plugins | {:.1} us |", t_plain.as_secs_f64() * 1e6);
-    println!("| same, with the 5 security plugins (3 filters run per event) | {:.1} us |", t_secured.as_secs_f64() * 1e6);
-    println!("| added by the plugins | {:.1} us |", (t_secured.as_secs_f64() - t_plain.as_secs_f64()) * 1e6);
+    println!(
+        "| 1 event -> 1,000 subscriptions in 10 groups, no plugins | {:.1} us |",
+        t_plain.as_secs_f64() * 1e6
+    );
+    println!(
+        "| same, with the 5 security plugins (3 filters run per event) | {:.1} us |",
+        t_secured.as_secs_f64() * 1e6
+    );
+    println!(
+        "| added by the plugins | {:.1} us |",
+        (t_secured.as_secs_f64() - t_plain.as_secs_f64()) * 1e6
+    );
 
     // 4. Loading a new version (what a reload does before the swap).
     let load = time(7, 3, || {
         Plugin::load(&pooled, &row, options("row-filter")).unwrap();
     });
-    println!("| load a new version of row-filter (compile + check + instantiate) | {:.1} ms |", load.as_secs_f64() * 1e3);
+    println!(
+        "| load a new version of row-filter (compile + check + instantiate) | {:.1} ms |",
+        load.as_secs_f64() * 1e3
+    );
     let python = dist().join("python-filter.wasm");
     if let Ok(bytes) = std::fs::read(&python) {
         let start = Instant::now();
         let p = Plugin::load(&pooled, &bytes, options("python-filter")).unwrap();
-        println!("| load the Python plugin (18 MB component) | {:.0} ms |", start.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "| load the Python plugin (18 MB component) | {:.0} ms |",
+            start.elapsed().as_secs_f64() * 1e3
+        );
         let f = WasmFilter::new(Arc::new(p), spec("python-filter", Kind::EventFilter));
         f.prepare(&g);
         let py_call = time(5, 500, || {
             std::hint::black_box(f.decide(&event, &[&g]));
         });
-        println!("| Python filter, one `decide` with 1 group | {:.1} us |", py_call.as_secs_f64() * 1e6);
+        println!(
+            "| Python filter, one `decide` with 1 group | {:.1} us |",
+            py_call.as_secs_f64() * 1e6
+        );
     }
 }
