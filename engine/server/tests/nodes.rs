@@ -90,6 +90,8 @@ url = "{url}"
 stream = "{stream}"
 subject = "{subject}"
 history = {history}
+# The restart test fills it: 20 events wait, the 21st is refused.
+buffer = 20
 "#
         ),
     )
@@ -350,12 +352,23 @@ async fn broker_restart_while_publishing(kind: Kind) {
         );
     }
     assert_eq!(health(a).await["bus"]["queued"], 20);
+    // The buffer is full: refused, never delivered (the clients' counts
+    // below would show it).
+    assert_eq!(publish(a, 999).await, Ok(503));
 
     broker.restart();
     for n in 41..=EVENTS {
-        // 202 while the buffer drains ahead of it, then 200.
-        let status = publish(a, n).await.unwrap();
-        assert!(status == 200 || status == 202, "{status}");
+        // 503 until the buffer has room, 202 while it drains ahead of this
+        // event, then 200. A 503 means "not accepted, retry later".
+        loop {
+            match publish(a, n).await.unwrap() {
+                503 => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                status => {
+                    assert!(status == 200 || status == 202, "{status}");
+                    break;
+                }
+            }
+        }
     }
     for (c, got) in clients.iter_mut().zip(&mut got) {
         got.extend(ticks(c, (EVENTS - 20) as usize).await);
