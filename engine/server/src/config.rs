@@ -230,6 +230,20 @@ mod tests {
     }
 
     #[test]
+    fn plugin_paths_resolve_against_the_plugin_folder() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/standalone/demo-plugins.toml");
+        let config = Config::load(&path).unwrap();
+        let dir = path.parent().unwrap();
+        assert_eq!(config.plugins.len(), 2);
+        assert_eq!(
+            config.plugins[0].path,
+            dir.join("../../plugins/dist").join("redact-fields.wasm")
+        );
+        assert_eq!(config.plugin_runtime.admin_token.as_deref(), Some("demo"));
+    }
+
+    #[test]
     fn every_default_is_written_out_and_read_back() {
         let text = toml::to_string(&Config::default()).unwrap();
         let back: Config = toml::from_str(&text).unwrap();

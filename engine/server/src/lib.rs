@@ -257,8 +257,11 @@ fn plugin_host(
     }
     // Paths were made absolute when the file was loaded; a config built in
     // code resolves them against the working directory.
+    let mut runtime = config.plugin_runtime.clone();
+    // Plugin paths already include the folder (`Config::resolve_plugin_paths`).
+    runtime.folder = None;
     let host = fanwire_plugins::PluginHost::new(
-        config.plugin_runtime.clone(),
+        runtime,
         &config.plugins,
         config.auth.jwt.as_ref(),
         Path::new("."),
