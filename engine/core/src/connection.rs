@@ -283,6 +283,7 @@ impl Connection {
             id: Arc::from(id),
             prefix: prefix.clone(),
             outbox: self.outbox.clone(),
+            seen_through: resume.unwrap_or(0),
         };
         let handle = self
             .engine

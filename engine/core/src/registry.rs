@@ -29,6 +29,10 @@ pub struct Member {
     pub prefix: Arc<[u8]>,
     /// The connection's outbox.
     pub outbox: Arc<Outbox>,
+    /// The last sequence number this subscriber already has (its
+    /// `resumeFrom`; 0 for none): a node that lags behind the one the client
+    /// left must not deliver those again.
+    pub seen_through: u64,
 }
 
 /// The hooks in force, with a version that changes on every swap.
@@ -120,9 +124,12 @@ impl Group {
     }
 
     /// Queues the same payload bytes for every member.
-    fn fan_out(&self, payload: Arc<[u8]>, done: &mut Dispatched) {
+    fn fan_out(&self, payload: Arc<[u8]>, seq: Option<u64>, done: &mut Dispatched) {
         done.groups += 1;
         for member in self.members().values() {
+            if seq.is_some_and(|seq| seq <= member.seen_through) {
+                continue;
+            }
             match member
                 .outbox
                 .push_next(member.prefix.clone(), payload.clone())
@@ -276,6 +283,7 @@ impl Registry {
             for group in topic.groups.values() {
                 group.fan_out(
                     Arc::from(group.plan.execute_event(&event.data, event.seq)),
+                    event.seq,
                     &mut done,
                 );
             }
@@ -419,14 +427,22 @@ fn resolve_and_fan_out(
     metrics: &Arc<Metrics>,
 ) {
     let Some(resolver) = hooks.resolvers.get(&group.info.field) else {
-        group.fan_out(Arc::from(group.plan.execute_event(&data, event.seq)), done);
+        group.fan_out(
+            Arc::from(group.plan.execute_event(&data, event.seq)),
+            event.seq,
+            done,
+        );
         return;
     };
     let ticket = group.turnstile.ticket();
     let seq = event.seq;
     match resolver.resolve(event, &data, &group.info) {
         Resolution::Ready(result) if group.turnstile.is_turn(ticket) => {
-            group.fan_out(Arc::from(project(&group.plan, result, seq, metrics)), done);
+            group.fan_out(
+                Arc::from(project(&group.plan, result, seq, metrics)),
+                seq,
+                done,
+            );
             group.turnstile.done(ticket);
         }
         Resolution::Ready(result) => spawn_delivery(
@@ -458,7 +474,11 @@ fn spawn_delivery(
             "an async resolver needs a host that can run it",
             codes::RESOLVER_FAILED,
         );
-        group.fan_out(Arc::from(group.plan.execute_field_error(&error, seq)), done);
+        group.fan_out(
+            Arc::from(group.plan.execute_field_error(&error, seq)),
+            seq,
+            done,
+        );
         group.turnstile.done(ticket);
         return;
     };
@@ -481,6 +501,7 @@ fn spawn_delivery(
         let mut later = Dispatched::default();
         group.fan_out(
             Arc::from(project(&group.plan, result, seq, &metrics)),
+            seq,
             &mut later,
         );
         metrics.projections.inc();

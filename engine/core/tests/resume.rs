@@ -124,3 +124,23 @@ fn resuming_past_the_window_or_without_history_is_a_clear_error() {
         "failed resumes leave nothing registered"
     );
 }
+
+#[test]
+fn a_node_behind_the_clients_position_does_not_repeat_what_it_saw() {
+    // The client saw up to seq 5 on another node; this node has read only 3.
+    let engine = engine(10);
+    for seq in 1..=3 {
+        engine.publish(&Event {
+            seq: Some(seq),
+            ..Event::new("ticks", json!({ "n": seq }))
+        });
+    }
+    let resumed = connect(&engine, Some(json!(5)));
+    for seq in 4..=6 {
+        engine.publish(&Event {
+            seq: Some(seq),
+            ..Event::new("ticks", json!({ "n": seq }))
+        });
+    }
+    assert_eq!(seqs(&frames(&resumed)), [(6, 6)]);
+}
