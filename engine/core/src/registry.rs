@@ -188,6 +188,22 @@ pub struct Dispatched {
     pub filtered: usize,
 }
 
+impl Dispatched {
+    /// Adds this dispatch's counts to the metrics.
+    fn record(&self, metrics: &Metrics) {
+        metrics.projections.inc_by(self.groups as u64);
+        metrics.deliveries.inc_by(self.deliveries as u64);
+        for (reason, count) in [("queue_full", self.dropped), ("filtered", self.filtered)] {
+            if count > 0 {
+                metrics
+                    .drops
+                    .get_or_create(&Reason { reason })
+                    .inc_by(count as u64);
+            }
+        }
+    }
+}
+
 /// All live subscriptions, indexed by topic then group.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -300,22 +316,7 @@ impl Registry {
             }
         }
         drop(topic);
-        metrics.projections.inc_by(done.groups as u64);
-        metrics.deliveries.inc_by(done.deliveries as u64);
-        if done.dropped > 0 {
-            metrics
-                .drops
-                .get_or_create(&Reason {
-                    reason: "queue_full",
-                })
-                .inc_by(done.dropped as u64);
-        }
-        if done.filtered > 0 {
-            metrics
-                .drops
-                .get_or_create(&Reason { reason: "filtered" })
-                .inc_by(done.filtered as u64);
-        }
+        done.record(metrics);
         done
     }
 
@@ -504,16 +505,7 @@ fn spawn_delivery(
             seq,
             &mut later,
         );
-        metrics.projections.inc();
-        metrics.deliveries.inc_by(later.deliveries as u64);
-        if later.dropped > 0 {
-            metrics
-                .drops
-                .get_or_create(&Reason {
-                    reason: "queue_full",
-                })
-                .inc_by(later.dropped as u64);
-        }
+        later.record(&metrics);
     }));
 }
 
