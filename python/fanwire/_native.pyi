@@ -1,6 +1,7 @@
 """Type stubs for ``fanwire._native``, the compiled engine (checked by stubtest)."""
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, final
 
@@ -216,8 +217,9 @@ class Manager:
         host: str,
         port: int,
         publish_token: str | None = None,
-        shutdown_timeout_ms: int = 5000,
-        max_publish_bytes: int = 1048576,
+        shutdown_timeout_ms: int | None = None,
+        max_publish_bytes: int | None = None,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> Awaitable[RunningServer]: ...
     def metrics(self) -> str: ...
     def stats(self) -> dict[str, int]: ...

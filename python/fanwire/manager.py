@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias, TypeVar
 
@@ -105,16 +106,23 @@ class SubscriptionManager:
         port: int = 4000,
         *,
         publish_token: str | None = None,
-        shutdown_timeout_ms: int = 5000,
+        shutdown_timeout_ms: int | None = None,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> RunningServer:
         """Starts the Rust WebSocket server in this process and returns at once.
 
         It serves ``/graphql`` (both subprotocols), ``POST /publish``
         (bearer ``publish_token`` if set), ``/healthz`` and ``/metrics``.
         ``port=0`` picks a free port (see ``RunningServer.port``).
+        ``config_file`` is a ``fanwire serve`` TOML file: its ``[server]``,
+        ``[bus]``, ``[sources]``, ``[[plugins]]``, ``[plugin_runtime]`` and
+        ``[auth]`` tables apply (plugins run beside the Python resolvers);
+        its ``[limits]`` do not (``SubscriptionConfig`` does).
         """
         self._native.set_event_loop(asyncio.get_running_loop())
-        return await self._native.start_server(host, port, publish_token, shutdown_timeout_ms)
+        return await self._native.start_server(
+            host, port, publish_token, shutdown_timeout_ms, None, config_file
+        )
 
     async def serve_async(
         self,
@@ -122,11 +130,16 @@ class SubscriptionManager:
         port: int = 4000,
         *,
         publish_token: str | None = None,
-        shutdown_timeout_ms: int = 5000,
+        shutdown_timeout_ms: int | None = None,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Serves until cancelled, then closes every client with 1001."""
+        """Serves until cancelled, then closes every client with 1001 (see :meth:`start`)."""
         server = await self.start(
-            host, port, publish_token=publish_token, shutdown_timeout_ms=shutdown_timeout_ms
+            host,
+            port,
+            publish_token=publish_token,
+            shutdown_timeout_ms=shutdown_timeout_ms,
+            config_file=config_file,
         )
         try:
             await asyncio.Event().wait()
@@ -139,6 +152,7 @@ class SubscriptionManager:
         port: int = 4000,
         *,
         publish_token: str | None = None,
+        config_file: str | os.PathLike[str] | None = None,
         on_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Serves on the Rust server until Ctrl-C; async resolvers run on a new event loop.
@@ -148,7 +162,7 @@ class SubscriptionManager:
         """
 
         async def main() -> None:
-            server = await self.start(host, port, publish_token=publish_token)
+            server = await self.start(host, port, publish_token=publish_token, config_file=config_file)
             print(f"fanwire listening on http://{server.host}:{server.port}/graphql", flush=True)
             try:
                 if on_start is not None:

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use fanwire_core::hooks::{ConnectionPolicy, Hooks, Resolver, Spawner};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::{Engine, Event, Schema};
-use fanwire_server::config::ServerConfig;
+use fanwire_server::Config;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -268,16 +268,22 @@ impl Manager {
         )))
     }
 
-    /// Starts the Rust WebSocket server in this process; resolves to a `RunningServer`.
-    #[pyo3(signature = (host, port, publish_token=None, shutdown_timeout_ms=5000, max_publish_bytes=1048576))]
+    /// Starts the Rust WebSocket server in this process; resolves to a
+    /// `RunningServer`. `config_file` is a `fanwire serve` TOML file whose
+    /// `[server]`, `[bus]`, `[sources]`, `[[plugins]]`, `[plugin_runtime]`
+    /// and `[auth]` tables apply (its `[limits]` do not: the manager's
+    /// `SubscriptionConfig` does); the other arguments override it.
+    #[pyo3(signature = (host, port, publish_token=None, shutdown_timeout_ms=None, max_publish_bytes=None, config_file=None))]
+    #[allow(clippy::too_many_arguments)]
     fn start_server<'py>(
         &self,
         py: Python<'py>,
         host: &str,
         port: u16,
         publish_token: Option<String>,
-        shutdown_timeout_ms: u64,
-        max_publish_bytes: usize,
+        shutdown_timeout_ms: Option<u64>,
+        max_publish_bytes: Option<usize>,
+        config_file: Option<std::path::PathBuf>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ip: std::net::IpAddr = host
             .parse()
@@ -291,16 +297,24 @@ impl Manager {
             .map_err(|_| {
                 ConfigError::new_err(format!("host must be an IP address, got {host:?}"))
             })?;
-        let engine = self.engine()?;
-        let server = ServerConfig {
-            listen: std::net::SocketAddr::new(ip, port),
-            publish_token,
-            max_publish_bytes,
-            shutdown_timeout_ms,
-            // The schema comes from the manager, not a file.
-            ..ServerConfig::default()
+        let mut config = match &config_file {
+            Some(path) => Config::load(path).map_err(|e| ConfigError::new_err(e.to_string()))?,
+            None => Config::default(),
         };
-        pyo3_async_runtimes::tokio::future_into_py(py, crate::server::start(engine, server))
+        config.server.listen = std::net::SocketAddr::new(ip, port);
+        // The schema comes from the manager, not a file.
+        config.server.schema = None;
+        if publish_token.is_some() {
+            config.server.publish_token = publish_token;
+        }
+        if let Some(ms) = shutdown_timeout_ms {
+            config.server.shutdown_timeout_ms = ms;
+        }
+        if let Some(bytes) = max_publish_bytes {
+            config.server.max_publish_bytes = bytes;
+        }
+        let engine = self.engine()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, crate::server::start(engine, config))
     }
 
     /// The Prometheus text exposition of the engine's metrics.

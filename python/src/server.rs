@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use fanwire_core::Engine;
-use fanwire_server::config::ServerConfig;
 use fanwire_server::{Config, Server};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
@@ -22,11 +21,7 @@ pub struct RunningServer {
 }
 
 /// Binds and starts serving on the shared runtime.
-pub async fn start(engine: Arc<Engine>, server: ServerConfig) -> PyResult<RunningServer> {
-    let config = Config {
-        server,
-        ..Config::default()
-    };
+pub async fn start(engine: Arc<Engine>, config: Config) -> PyResult<RunningServer> {
     let bound = Server::bind_engine(engine, config)
         .await
         .map_err(|e| match e {

@@ -126,3 +126,43 @@ async def test_server_start_errors_are_typed() -> None:
             await manager.start("not a host", 0)
     finally:
         await running.stop()
+
+
+async def test_the_in_process_server_reads_a_host_config_file(tmp_path: Path) -> None:
+    import asyncio
+    import json
+    import urllib.error
+    import urllib.request
+
+    config = tmp_path / "fanwire.toml"
+    config.write_text('[server]\nmax_publish_bytes = 100\npublish_token = "t0k"\n')
+    manager = SubscriptionManager(SDL)
+    running = await manager.start("127.0.0.1", 0, config_file=config)
+
+    def post(body: bytes, token: str) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{running.port}/publish",
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                status: int = response.status
+                return status
+        except urllib.error.HTTPError as err:
+            with err:
+                return err.code
+
+    try:
+        small = json.dumps({"topic": "orders:1", "data": {}}).encode()
+        assert await asyncio.to_thread(post, small, "wrong") == 401
+        assert await asyncio.to_thread(post, small, "t0k") == 200
+        big = json.dumps({"topic": "orders:1", "data": {"pad": "x" * 200}}).encode()
+        assert await asyncio.to_thread(post, big, "t0k") == 413
+    finally:
+        await running.stop()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nlisen = 1\n")
+    with pytest.raises(ConfigError, match="lisen"):
+        await SubscriptionManager(SDL).start("127.0.0.1", 0, config_file=bad)
