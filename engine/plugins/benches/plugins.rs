@@ -125,6 +125,12 @@ fn engine_with_subscriptions(hooks: Hooks) -> (Arc<Engine>, Vec<fanwire_core::Co
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench`: the
+    // figures only mean something from an optimised `cargo bench` run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("plugin benchmarks: run with `bash benches/plugins.sh`");
+        return;
+    }
     assert!(
         dist().join("row-filter.wasm").is_file(),
         "build the plugins first: bash plugins/build.sh"

@@ -11,6 +11,7 @@
 //! - `host`: what plugins import (log, clock, config) and the memory limiter.
 //! - [`filter`], [`policy`]: plugins as the core's `EventFilter`,
 //!   `SubscriptionPolicy` and `ConnectionPolicy`.
+//! - [`transport`]: a custom subprotocol plugin, translated to graphql-transport-ws.
 //! - [`set`]: the configured plugins as `Hooks`; reload and atomic swap.
 //! - [`jwt`]: the native JWT connection policy.
 //! - [`config`]: the TOML sections; [`metrics`]: `fanwire_plugin_*`.
@@ -27,6 +28,7 @@ pub mod plugin;
 pub mod policy;
 pub mod runtime;
 pub mod set;
+pub mod transport;
 
 pub use config::{Kind, PluginSpec, RuntimeConfig};
 pub use metrics::PluginMetrics;

@@ -57,8 +57,6 @@ pub(crate) enum Bindings {
     Filter(v0_1::filter::EventFilter),
     Subscription(v0_1::subscription::SubscriptionPolicy),
     Connection(v0_1::connection::ConnectionPolicy),
-    // Read by the transport adapter seam (next).
-    #[allow(dead_code)]
     Transport(v0_1::transport::TransportAdapter),
 }
 

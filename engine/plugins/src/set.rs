@@ -16,6 +16,7 @@ use crate::jwt::{JwtConfig, JwtPolicy};
 use crate::plugin::{LoadOptions, Plugin};
 use crate::policy::{WasmConnectionPolicy, WasmSubscriptionPolicy};
 use crate::runtime::Runtime;
+use crate::transport::WasmTransport;
 use crate::{LoadError, PluginMetrics};
 
 /// What identifies a file's version cheaply: its size and modification time.
@@ -33,6 +34,19 @@ struct Entry {
     path: PathBuf,
     plugin: Arc<Plugin>,
     stamp: Option<Stamp>,
+    /// For a transport adapter: the plugin with its subprotocol name.
+    transport: Option<Arc<WasmTransport>>,
+}
+
+/// The adapter of a transport-adapter plugin (asks its subprotocol once).
+fn transport_of(
+    spec: &PluginSpec,
+    plugin: &Arc<Plugin>,
+) -> Result<Option<Arc<WasmTransport>>, LoadError> {
+    if spec.kind != Kind::TransportAdapter {
+        return Ok(None);
+    }
+    WasmTransport::new(plugin.clone()).map(|t| Some(Arc::new(t)))
 }
 
 /// The outcome of a reload.
@@ -109,13 +123,18 @@ impl PluginHost {
                 runtime.metrics().reload(&spec.name(), "rejected");
                 LoadError::Config(format!("plugin {} ({}): {e}", spec.name(), path.display()))
             })?;
+            let plugin = Arc::new(plugin);
+            let transport = transport_of(spec, &plugin).map_err(|e| {
+                LoadError::Config(format!("plugin {} ({}): {e}", spec.name(), path.display()))
+            })?;
             runtime.metrics().reload(&spec.name(), "loaded");
             tracing::info!(plugin = %spec.name(), kind = spec.kind.world(), version = %plugin.digest(), path = %path.display(), "plugin loaded");
             entries.push(Entry {
                 spec: spec.clone(),
                 path,
-                plugin: Arc::new(plugin),
+                plugin,
                 stamp,
+                transport,
             });
         }
         Ok(PluginHost {
@@ -175,6 +194,15 @@ impl PluginHost {
         }
     }
 
+    /// The transport adapters in force; a connection keeps the version it
+    /// started with.
+    pub fn transports(&self) -> Vec<Arc<WasmTransport>> {
+        self.entries()
+            .iter()
+            .filter_map(|e| e.transport.clone())
+            .collect()
+    }
+
     /// Puts the configured hooks in force on `engine`.
     pub fn install(&self, engine: &Engine) -> usize {
         let entries = self.entries();
@@ -220,9 +248,20 @@ impl PluginHost {
             }
             match Plugin::load(&self.runtime, &bytes, options(&self.runtime, &e.spec)) {
                 Ok(plugin) => {
+                    let plugin = Arc::new(plugin);
+                    let transport = match transport_of(&e.spec, &plugin) {
+                        Ok(t) => t,
+                        Err(err) => {
+                            tracing::error!(plugin = %name, error = %err, "plugin reload rejected; the previous version keeps running");
+                            self.metrics().reload(&name, "rejected");
+                            report.rejected.push((name, err.to_string()));
+                            continue;
+                        }
+                    };
                     tracing::info!(plugin = %name, from = %e.plugin.digest(), to = %plugin.digest(), "plugin reloaded");
                     self.metrics().reload(&name, "loaded");
-                    e.plugin = Arc::new(plugin);
+                    e.plugin = plugin;
+                    e.transport = transport;
                     report.reloaded.push(name);
                 }
                 Err(err) => {

@@ -284,7 +284,25 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let protocol = Protocol::negotiate(&offered.join(","));
+    let mut protocol = Protocol::negotiate(&offered.join(","));
+    // A subprotocol that a transport-adapter plugin serves: the session
+    // runs graphql-transport-ws and the adapter translates (see ws.rs).
+    let mut adapter = None;
+    if protocol.is_none() {
+        let names: Vec<&str> = offered
+            .iter()
+            .flat_map(|o| o.split(','))
+            .map(str::trim)
+            .collect();
+        adapter = app.plugins.as_ref().and_then(|p| {
+            p.transports()
+                .into_iter()
+                .find(|t| names.contains(&t.subprotocol()))
+        });
+        if adapter.is_some() {
+            protocol = Some(Protocol::TransportWs);
+        }
+    }
 
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -297,8 +315,10 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     // With no acceptable subprotocol the reference server omits the header,
     // which makes browsers fail the handshake without a reason. Echoing the
     // client's first choice lets every client see the 4406 close and why.
-    let chosen = protocol
-        .map(Protocol::name)
+    let chosen = adapter
+        .as_ref()
+        .map(|a| a.subprotocol())
+        .or(protocol.map(Protocol::name))
         .or_else(|| offered.first().and_then(|o| o.split(',').next()));
     if let Some(value) = chosen.and_then(|p| HeaderValue::from_str(p.trim()).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
@@ -313,7 +333,9 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => ws::serve(app, TokioIo::new(upgraded), protocol, headers).await,
+            Ok(upgraded) => {
+                ws::serve(app, TokioIo::new(upgraded), protocol, headers, adapter).await
+            }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });

@@ -2,13 +2,14 @@
 //! tokio-tungstenite. Frames in go to the core's `Connection`; the outbox
 //! comes out in batches (many frames, one flush).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fanwire_core::metrics::Reason;
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::{assemble_next, Close, CloseCode, Protocol};
+use fanwire_plugins::transport::WasmTransport;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -27,6 +28,7 @@ pub(crate) async fn serve<S>(
     io: S,
     protocol: Option<Protocol>,
     headers: Vec<(String, String)>,
+    adapter: Option<Arc<WasmTransport>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -52,6 +54,10 @@ pub(crate) async fn serve<S>(
     };
 
     let mut conn = app.engine.connect(protocol).with_headers(headers);
+    let mut custom = adapter.map(|transport| Custom {
+        transport,
+        templates: HashMap::new(),
+    });
     let outbox = conn.outbox().clone();
     let mut batch = VecDeque::new();
     let keep_alive = Duration::from_millis(limits.keep_alive_ms);
@@ -78,7 +84,13 @@ pub(crate) async fn serve<S>(
                 last_seen = Instant::now();
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        conn.on_text(text.as_str());
+                        match &custom {
+                            None => conn.on_text(text.as_str()),
+                            Some(c) => match c.transport.decode(text.as_str()) {
+                                Ok(frame) => conn.on_text(&frame),
+                                Err(reason) => conn.close(Close::with_reason(CloseCode::BadRequest, reason)),
+                            },
+                        }
                         if !expiry_armed {
                             if let Some(at) = conn.expires_at() {
                                 expiry_armed = true;
@@ -108,7 +120,7 @@ pub(crate) async fn serve<S>(
                 }
             }
             _ = outbox.ready() => {
-                let written = write_batch(&mut ws, &outbox, &mut batch, &mut revoked, &app);
+                let written = write_batch(&mut ws, &outbox, &mut batch, &mut revoked, &app, &mut custom);
                 match tokio::time::timeout(write_timeout, written).await {
                     Ok(Ok(Flow::Open)) => {
                         for (id, errors) in revoked.drain(..) {
@@ -158,6 +170,44 @@ pub(crate) async fn serve<S>(
     drop(conn);
 }
 
+/// A custom subprotocol's translation for one connection: client frames go
+/// through the adapter's `decode`, control messages through its `encode`,
+/// and results are framed with the subscription's template, asked once per
+/// subscription and kept here (keyed by the subscription's result prefix).
+struct Custom {
+    transport: Arc<WasmTransport>,
+    templates: HashMap<Arc<[u8]>, (String, String)>,
+}
+
+impl Custom {
+    fn frame(&mut self, prefix: &Arc<[u8]>, payload: &[u8]) -> String {
+        if !self.templates.contains_key(prefix) {
+            // The prefix is `{"id":<JSON string>,"type":"next","payload":`.
+            let id = prefix
+                .strip_prefix(b"{\"id\":".as_slice())
+                .and_then(|rest| {
+                    serde_json::Deserializer::from_slice(rest)
+                        .into_iter::<String>()
+                        .next()
+                })
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let template = self.transport.template(&id).unwrap_or_default();
+            // Bounded by the subscriptions a connection may hold (ids are reused).
+            if self.templates.len() > 4096 {
+                self.templates.clear();
+            }
+            self.templates.insert(prefix.clone(), template);
+        }
+        let (before, after) = &self.templates[prefix];
+        let mut text = String::with_capacity(before.len() + payload.len() + after.len());
+        text.push_str(before);
+        text.push_str(std::str::from_utf8(payload).unwrap_or_default());
+        text.push_str(after);
+        text
+    }
+}
+
 enum Flow {
     Open,
     Closed,
@@ -169,6 +219,7 @@ async fn write_batch<S>(
     batch: &mut VecDeque<Frame>,
     revoked: &mut Vec<(String, Vec<fanwire_core::GraphQLError>)>,
     app: &App,
+    custom: &mut Option<Custom>,
 ) -> Result<Flow, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -181,12 +232,22 @@ where
             let message = match frame {
                 Frame::Next { prefix, payload } => {
                     sent += 1;
-                    // Prefix and payload are JSON produced by serde_json: valid UTF-8.
-                    let text =
-                        String::from_utf8(assemble_next(&prefix, &payload)).unwrap_or_default();
+                    let text = match custom.as_mut() {
+                        // Prefix and payload are JSON produced by serde_json: valid UTF-8.
+                        None => {
+                            String::from_utf8(assemble_next(&prefix, &payload)).unwrap_or_default()
+                        }
+                        Some(c) => c.frame(&prefix, &payload),
+                    };
                     Message::Text(text.into())
                 }
-                Frame::Text(text) => Message::Text(text.into()),
+                Frame::Text(text) => match custom.as_ref() {
+                    None => Message::Text(text.into()),
+                    Some(c) => match c.transport.encode(&text) {
+                        Some(text) => Message::Text(text.into()),
+                        None => continue,
+                    },
+                },
                 Frame::Close(close) => {
                     flow = Flow::Closed;
                     Message::Close(Some(close_frame(close)))

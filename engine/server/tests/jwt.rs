@@ -169,6 +169,7 @@ async fn the_principal_reaches_the_security_plugins() {
             config: serde_json::Map::new(),
         }];
         c.plugin_runtime.watch = false;
+        c.plugin_runtime.call_timeout_ms = 10_000;
     })
     .await;
     let mut c = server.client("graphql-transport-ws").await;

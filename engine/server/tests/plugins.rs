@@ -141,10 +141,16 @@ async fn a_trapping_looping_or_hoarding_plugin_is_contained_and_others_keep_rece
             spec(&folder, "spin", &["orders:spin"], |s| {
                 s.timeout_ms = Some(50)
             }),
-            spec(&folder, "hog", &["orders:hog"], |s| s.memory_mb = Some(16)),
+            spec(&folder, "hog", &["orders:hog"], |s| {
+                s.memory_mb = Some(16);
+                // The cap must stop it, not the deadline (a busy machine is slow to fill 16 MiB).
+                s.timeout_ms = Some(10_000);
+            }),
             spec(&folder, "template", &[], |_| {}),
         ];
         c.plugin_runtime.watch = false;
+        // Deadlines are tested with the spin plugin; elsewhere a busy machine must not trip them.
+        c.plugin_runtime.call_timeout_ms = 10_000;
     })
     .await;
     let mut ok = subscribe_orders(&server, "ok", "ok").await;
@@ -230,6 +236,8 @@ async fn a_version_that_cannot_load_is_rejected_and_the_old_one_keeps_running() 
             s.name = Some("swap".into())
         })];
         c.plugin_runtime.watch = false;
+        // Deadlines are tested with the spin plugin; elsewhere a busy machine must not trip them.
+        c.plugin_runtime.call_timeout_ms = 10_000;
         c.plugin_runtime.admin_token = Some("admin".into());
     })
     .await;
@@ -494,5 +502,90 @@ async fn a_filter_replaced_20_times_under_load_loses_and_duplicates_nothing() {
         reload_ms[0],
         reload_ms[reload_ms.len() / 2],
         reload_ms[reload_ms.len() - 1]
+    );
+}
+
+/// The next text frame, raw (pings skipped), or the close code.
+async fn raw_recv(c: &mut Client) -> Result<String, u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(WAIT, c.ws.next())
+            .await
+            .expect("a frame arrives")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(t) => return Ok(t.to_string()),
+            Message::Close(Some(frame)) => return Err(frame.code.into()),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_adapter_plugin_serves_a_custom_protocol_to_a_raw_websocket_client() {
+    let folder = plugin_folder(&["line-protocol"]);
+    let server = TestServer::start(|c| {
+        c.plugins = vec![spec(&folder, "line-protocol", &[], |s| {
+            s.kind = Kind::TransportAdapter
+        })];
+        c.plugin_runtime.watch = false;
+        // Deadlines are tested with the spin plugin; elsewhere a busy machine must not trip them.
+        c.plugin_runtime.call_timeout_ms = 10_000;
+    })
+    .await;
+    let mut c = server.client("fanwire-lines").await;
+    assert_eq!(c.protocol.as_deref(), Some("fanwire-lines"));
+    c.send_text("HELLO").await;
+    assert_eq!(raw_recv(&mut c).await, Ok("WELCOME".into()));
+    c.send_text("PING").await;
+    assert_eq!(raw_recv(&mut c).await, Ok("PONG".into()));
+    c.send_text(
+        "SUBV 1 {\"t\": \"7\"}\nsubscription($t: ID!) { orderCreated(tenantId: $t) { id cents } }",
+    )
+    .await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") >= 1.0)
+        .await;
+    publish(&server, "orders:7", json!({"id": 1, "cents": 5})).await;
+    assert_eq!(
+        raw_recv(&mut c).await,
+        Ok("DATA 1 {\"data\":{\"orderCreated\":{\"id\":\"1\",\"cents\":5}}}".into())
+    );
+    // A validation error is an ERROR line for that id; the connection stays.
+    c.send_text("SUB 2 subscription { nope }").await;
+    let line = raw_recv(&mut c).await.unwrap();
+    assert!(
+        line.starts_with("ERROR 2 [{") && line.contains("nope"),
+        "{line}"
+    );
+    // The host keeps graphql-transport-ws's rules: a live id reused closes 4409.
+    c.send_text("SUB 1 subscription { orderCreated(tenantId: \"7\") { id } }")
+        .await;
+    assert_eq!(raw_recv(&mut c).await, Err(4409));
+
+    // Subscribing before HELLO closes 4401; a frame the adapter cannot decode, 4400.
+    let mut early = server.client("fanwire-lines").await;
+    early
+        .send_text("SUB 1 subscription { orderCreated(tenantId: \"7\") { id } }")
+        .await;
+    assert_eq!(raw_recv(&mut early).await, Err(4401));
+    let mut garbage = server.client("fanwire-lines").await;
+    garbage.send_text("HELLO").await;
+    assert_eq!(raw_recv(&mut garbage).await, Ok("WELCOME".into()));
+    garbage.send_text("WHAT IS THIS").await;
+    assert_eq!(raw_recv(&mut garbage).await, Err(4400));
+    // Stock clients are unaffected.
+    let mut stock = server.ready_client().await;
+    stock.send(json!({"type": "ping"})).await;
+    assert_eq!(stock.recv().await, json!({"type": "pong"}));
+    let m = server.metrics();
+    assert!(
+        metric_value(
+            &m,
+            "fanwire_plugin_calls_total{plugin=\"line-protocol\",kind=\"template\"}"
+        ) >= 2.0,
+        "{m}"
     );
 }
