@@ -27,12 +27,29 @@ mod policy;
 mod resolver;
 mod server;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pyo3::prelude::*;
+use pyo3::types::PyCFunction;
+
+/// Set by an `atexit` hook: the interpreter is shutting down, so runtime
+/// threads must not attach to it any more (resolvers and policies answer
+/// with an error instead, pending resolutions are dropped silently).
+static FINALIZING: AtomicBool = AtomicBool::new(false);
+
+/// Whether runtime threads may still call into Python.
+pub(crate) fn python_alive() -> bool {
+    !FINALIZING.load(Ordering::Acquire)
+}
 
 /// The native module; import `fanwire` instead.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    let mark = PyCFunction::new_closure(py, None, None, |_args, _kwargs| {
+        FINALIZING.store(true, Ordering::Release);
+    })?;
+    py.import("atexit")?.call_method1("register", (mark,))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<manager::Manager>()?;
     m.add_class::<config::SubscriptionConfig>()?;

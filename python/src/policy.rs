@@ -18,6 +18,9 @@ pub struct PyPolicy {
 
 impl ConnectionPolicy for PyPolicy {
     fn check(&self, request: &ConnectionRequest<'_>) -> Result<Accepted, String> {
+        if !crate::python_alive() {
+            return Err("Server shutting down".to_owned());
+        }
         Python::attach(|py| {
             let params = map_to_py(py, request.init_payload).map_err(|e| e.to_string())?;
             let headers = PyDict::new(py);

@@ -82,6 +82,12 @@ pub struct PyResolver {
 impl Resolver for PyResolver {
     fn resolve(&self, event: &Event, data: &Value, group: &GroupInfo) -> Resolution {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if !crate::python_alive() {
+            return Resolution::Ready(Err(failure(
+                "The Python interpreter is shutting down",
+                "shutdown",
+            )));
+        }
         Python::attach(|py| {
             let started = Instant::now();
             let returned = match self.call(py, event, data, group) {
@@ -232,6 +238,11 @@ impl Drop for CancelOnDrop {
         let Some(pending) = self.0.take() else {
             return;
         };
+        if !crate::python_alive() {
+            // Nothing left to cancel, and attaching now could abort the process.
+            std::mem::forget(pending);
+            return;
+        }
         Python::attach(|py| {
             let pending = pending.bind(py);
             pending
