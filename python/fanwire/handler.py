@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("fanwire")
 
+#: The legacy subprotocol (subscriptions-transport-ws), which wants `ka` messages.
+LEGACY_SUBPROTOCOL = "graphql-ws"
+
 #: Sent when the client offers no subprotocol this server speaks.
 SUBPROTOCOL_NOT_ACCEPTABLE = (4406, "Subprotocol not acceptable")
 
@@ -115,7 +118,10 @@ class GraphQLTransportWSHandler:
                 conn.on_keep_alive()
                 timers.append(loop.call_later(conn.keep_alive, keep_alive))
 
-            timers.append(loop.call_later(conn.keep_alive, keep_alive))
+            if conn.subprotocol == LEGACY_SUBPROTOCOL:
+                # The legacy protocol's `ka` messages; WebSocket pings are the
+                # framework's (uvicorn sends them itself).
+                timers.append(loop.call_later(conn.keep_alive, keep_alive))
             reader = asyncio.create_task(self._read(conn, timers))
             writer = asyncio.create_task(self._write(conn))
             try:

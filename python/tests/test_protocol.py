@@ -100,3 +100,22 @@ async def test_legacy_keep_alive_and_terminate(mode: str, stack: AsyncExitStack)
     assert json.loads(await guard(ws.recv(), "a periodic ka")) == {"type": "ka"}
     await ws.send(msg(type="connection_terminate"))
     assert (await closed_with(ws))[0] == 1000
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_expired_credentials_close_4403(mode: str, stack: AsyncExitStack) -> None:
+    import time
+
+    from fanwire import Principal
+
+    manager = SubscriptionManager(SCHEMA)
+
+    @manager.connection_policy
+    def short_lived(params: dict[str, Any], headers: dict[str, str]) -> Principal:
+        return Principal("u", expires_at=int(time.time()) + 1)
+
+    url = (await serve(manager, mode, stack)).url
+    ws = await open_ws(url)
+    await ws.send(msg(type="connection_init"))
+    assert json.loads(await guard(ws.recv(), "ack")) == {"type": "connection_ack"}
+    assert await closed_with(ws) == (4403, "Authentication expired")
