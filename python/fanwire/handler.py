@@ -112,16 +112,17 @@ class GraphQLTransportWSHandler:
             return
         try:
             await ws.accept(conn.subprotocol)
-            timers = [loop.call_later(conn.init_timeout, conn.on_init_timeout)]
+            # One slot per timer, so a long-lived connection holds three handles at most.
+            timers = {"init": loop.call_later(conn.init_timeout, conn.on_init_timeout)}
 
             def keep_alive() -> None:
                 conn.on_keep_alive()
-                timers.append(loop.call_later(conn.keep_alive, keep_alive))
+                timers["keep_alive"] = loop.call_later(conn.keep_alive, keep_alive)
 
             if conn.subprotocol == LEGACY_SUBPROTOCOL:
                 # The legacy protocol's `ka` messages; WebSocket pings are the
                 # framework's (uvicorn sends them itself).
-                timers.append(loop.call_later(conn.keep_alive, keep_alive))
+                timers["keep_alive"] = loop.call_later(conn.keep_alive, keep_alive)
             reader = asyncio.create_task(self._read(conn, timers))
             writer = asyncio.create_task(self._write(conn))
             try:
@@ -130,7 +131,7 @@ class GraphQLTransportWSHandler:
                     # The server is closing: let queued frames and the close go out.
                     await asyncio.wait({writer})
             finally:
-                for timer in timers:
+                for timer in timers.values():
                     timer.cancel()
                 for task in (reader, writer):
                     task.cancel()
@@ -138,9 +139,8 @@ class GraphQLTransportWSHandler:
         finally:
             conn.dispose()
 
-    async def _read(self, conn: NativeConnection, timers: list[asyncio.TimerHandle]) -> None:
+    async def _read(self, conn: NativeConnection, timers: dict[str, asyncio.TimerHandle]) -> None:
         ws = self._ws
-        expiry_armed = False
         while not conn.is_closed:
             try:
                 message = await ws.receive_text()
@@ -150,10 +150,9 @@ class GraphQLTransportWSHandler:
                 conn.on_text(message)
             else:
                 conn.on_binary()
-            if not expiry_armed and conn.expires_at is not None:
-                expiry_armed = True
+            if "expiry" not in timers and conn.expires_at is not None:
                 delay = max(0.0, conn.expires_at - time.time())
-                timers.append(asyncio.get_running_loop().call_later(delay, conn.on_expired))
+                timers["expiry"] = asyncio.get_running_loop().call_later(delay, conn.on_expired)
 
     async def _write(self, conn: NativeConnection) -> None:
         ws = self._ws
