@@ -101,7 +101,10 @@ impl Resolver for PyResolver {
                 return Resolution::Ready(self.result(py, &returned));
             }
             if returned.hasattr("__await__").unwrap_or(false) {
-                return self.schedule(py, returned);
+                return match self.start_eagerly(py, returned, started) {
+                    Ok(resolution) => resolution,
+                    Err(awaitable) => self.schedule(py, awaitable),
+                };
             }
             Resolution::Ready(Err(self.bad_return(&returned)))
         })
@@ -164,6 +167,50 @@ impl PyResolver {
     fn timed_out(&self) -> GraphQLError {
         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         timeout_error(&self.field, self.timeout)
+    }
+
+    /// On the loop's own thread, runs a coroutine's first step inline: if it
+    /// finishes, that is the result, with no task at all; if it suspends, a
+    /// task carries on from where it stopped. Elsewhere (or for other
+    /// awaitables) hands the awaitable back to be scheduled.
+    fn start_eagerly<'py>(
+        &self,
+        py: Python<'py>,
+        awaitable: Bound<'py, PyAny>,
+        started: Instant,
+    ) -> Result<Resolution, Bound<'py, PyAny>> {
+        let Some(event_loop) = self.event_loop.get(py) else {
+            return Err(awaitable);
+        };
+        if !on_loop_thread(py, event_loop.bind(py)) || !awaitable.hasattr("send").unwrap_or(false) {
+            return Err(awaitable);
+        }
+        match awaitable.call_method1("send", (py.None(),)) {
+            Ok(yielded) => {
+                // Suspended: a task finishes it (the deadline counts from now).
+                match resumed(py).and_then(|r| r.call1((&awaitable, yielded))) {
+                    Ok(rest) => Err(rest),
+                    Err(e) => {
+                        let _ = awaitable.call_method0("close");
+                        Ok(Resolution::Ready(Err(self.raised(py, &e))))
+                    }
+                }
+            }
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                let value = err
+                    .value(py)
+                    .getattr("value")
+                    .unwrap_or_else(|_| py.None().into_bound(py));
+                if started.elapsed() > self.timeout {
+                    return Ok(Resolution::Ready(Err(self.timed_out())));
+                }
+                if !(value.is_instance_of::<PyDict>() || value.is_none()) {
+                    return Ok(Resolution::Ready(Err(self.bad_return(&value))));
+                }
+                Ok(Resolution::Ready(self.result(py, &value)))
+            }
+            Err(err) => Ok(Resolution::Ready(Err(self.raised(py, &err)))),
+        }
     }
 
     /// Runs an awaitable as a task on the application's loop.
@@ -491,6 +538,16 @@ fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
                 .unbind())
         })
         .map(|l| l.bind(py))
+}
+
+/// `fanwire._eager.resumed`: a coroutine that finishes an eagerly started one.
+fn resumed(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static RESUMED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    RESUMED
+        .get_or_try_init(py, || {
+            Ok(py.import("fanwire._eager")?.getattr("resumed")?.unbind())
+        })
+        .map(|f| f.bind(py))
 }
 
 fn ensure_future(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
