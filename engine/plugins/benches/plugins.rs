@@ -77,6 +77,23 @@ fn group(principal: Principal) -> GroupInfo {
     }
 }
 
+/// A native filter that asks about every event and allows it: the core's
+/// own cost of running a filter, without WebAssembly.
+#[derive(Debug)]
+struct NativeAllow;
+
+impl EventFilter for NativeAllow {
+    fn name(&self) -> &str {
+        "native-allow"
+    }
+    fn prepare(&self, _: &GroupInfo) -> fanwire_core::hooks::Verdict {
+        fanwire_core::hooks::Verdict::PerEvent
+    }
+    fn decide(&self, _: &Event, groups: &[&GroupInfo]) -> Vec<fanwire_core::hooks::Decision> {
+        vec![fanwire_core::hooks::Decision::Allow; groups.len()]
+    }
+}
+
 /// Accepts every connection as the principal its init payload describes.
 #[derive(Debug)]
 struct FromPayload;
@@ -188,6 +205,11 @@ fn main() {
         ..Hooks::default()
     };
     let (plain, _keep_plain) = engine_with_subscriptions(base.clone());
+    let native: Vec<Arc<dyn EventFilter>> = (0..3).map(|_| Arc::new(NativeAllow) as _).collect();
+    let (native, _keep_native) = engine_with_subscriptions(Hooks {
+        filters: native,
+        ..base.clone()
+    });
     let specs = vec![
         spec("scope-validator", Kind::SubscriptionPolicy),
         {
@@ -208,7 +230,7 @@ fn main() {
         "orders:t1",
         json!({"id": 1, "cents": 100, "status": "live", "user_id": "u1", "tenant_id": "t1", "federation_id": "f1"}),
     );
-    for engine in [&plain, &secured] {
+    for engine in [&plain, &native, &secured] {
         assert_eq!(
             engine.publish(&event).deliveries,
             1000,
@@ -218,12 +240,19 @@ fn main() {
     let t_plain = time(11, 200, || {
         std::hint::black_box(plain.publish(&event));
     });
+    let t_native = time(11, 200, || {
+        std::hint::black_box(native.publish(&event));
+    });
     let t_secured = time(11, 200, || {
         std::hint::black_box(secured.publish(&event));
     });
     println!(
         "| 1 event -> 1,000 subscriptions in 10 groups, no plugins | {:.1} us |",
         t_plain.as_secs_f64() * 1e6
+    );
+    println!(
+        "| same, with 3 native no-op filters (the core's filter path alone) | {:.1} us |",
+        t_native.as_secs_f64() * 1e6
     );
     println!(
         "| same, with the 5 security plugins (3 filters run per event) | {:.1} us |",
