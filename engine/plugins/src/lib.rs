@@ -17,6 +17,9 @@
 //! - [`config`]: the TOML sections; [`metrics`]: `fanwire_plugin_*`.
 //! - `convert`: core values to WIT values and back.
 
+// Every public item says what it is (STYLE.md).
+#![warn(missing_docs)]
+
 mod bindings;
 pub mod config;
 mod convert;
