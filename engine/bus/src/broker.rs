@@ -10,14 +10,20 @@
 //! windows before it serves.
 //!
 //! While the broker is unreachable, publishes wait in a bounded buffer in
-//! this node and are appended, in order, when it is back.
+//! this node and are appended, in order, when it is back. They reach this
+//! node's subscribers at once, without a sequence number (their place in the
+//! log is not known yet); when they come back through the log, they are
+//! recorded in the history with the broker's number but not delivered here
+//! again, and until then resumes on their topics are refused here
+//! ([`fanwire_core::history::History::hold`]): a replay could not place them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fanwire_core::history::History;
 use fanwire_core::{Engine, Event};
 use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, watch, Notify};
@@ -44,8 +50,9 @@ pub(crate) struct Bounds {
 
 /// One broker's ordered log of events.
 pub(crate) trait Log: Send + Sync + 'static {
-    /// Appends events in order; `Ok` once the broker has stored them all.
-    fn append(&self, events: &[Event]) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Appends events in order; once the broker has stored them all, the
+    /// position of the last one.
+    fn append(&self, events: &[Event]) -> impl Future<Output = Result<u64, BusError>> + Send;
     /// The retained range.
     fn bounds(&self) -> impl Future<Output = Result<Bounds, BusError>> + Send;
     /// Up to `max` entries after position `after`, in order, waiting about a
@@ -61,6 +68,9 @@ pub(crate) trait Log: Send + Sync + 'static {
     fn check(&self, after: u64) -> impl Future<Output = Result<Option<u64>, BusError>> + Send;
     /// Whether the client is connected right now.
     fn connected(&self) -> bool;
+    /// Whether an empty [`Log::read`] on a live connection proves that
+    /// nothing was stored after `after` before the read began.
+    const EMPTY_READ_IS_END: bool;
 }
 
 /// Decodes a log entry's payload.
@@ -107,6 +117,29 @@ struct Shared<L> {
     publish_timeout: Duration,
     node: String,
     next_id: AtomicU64,
+    /// Shared by the consumer and the publishers: which events reached this
+    /// node's subscribers. A std mutex, held for a lookup and one dispatch.
+    ids: Mutex<Ids>,
+}
+
+/// The events delivered to this node's subscribers, by id.
+struct Ids {
+    /// Delivered from the log (the last `DEDUP_WINDOW`).
+    seen: RecentIds,
+    /// Delivered locally before the broker had them, not read back yet.
+    local: HashMap<String, Local>,
+    /// Reads of the log started so far.
+    reads: u64,
+}
+
+/// An event delivered locally while the broker was unreachable.
+struct Local {
+    topic: String,
+    /// Once appended: the position at or below which the broker stored it,
+    /// and the first read of the log that had to find it. A consumer past
+    /// that position, or such a read that found the log's end, without the
+    /// event, knows the broker lost it.
+    stored: Option<(u64, u64)>,
 }
 
 impl<L: Log> Shared<L> {
@@ -118,12 +151,121 @@ impl<L: Log> Shared<L> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn ids(&self) -> std::sync::MutexGuard<'_, Ids> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands events that wait for the broker to this node's subscribers now,
+    /// unless the log already brought them (a failed append that the broker
+    /// had partly stored). Each has an id.
+    fn deliver_locally(&self, events: &[Event]) {
+        let mut ids = self.ids();
+        for event in events {
+            let Some(id) = event.id.as_deref() else {
+                continue;
+            };
+            if ids.seen.contains(id) || ids.local.contains_key(id) {
+                continue;
+            }
+            ids.local.insert(
+                id.to_owned(),
+                Local {
+                    topic: event.topic.clone(),
+                    stored: None,
+                },
+            );
+            self.engine.history().hold(&event.topic);
+            self.engine.publish_unsequenced(event);
+            self.metrics().local.inc();
+        }
+        self.metrics().unconfirmed.set(ids.local.len() as i64);
+    }
+
+    /// Hands one log entry to the engine: dropped if its id was delivered
+    /// already, recorded without delivery if it was delivered locally.
+    fn deliver_from_log(&self, seq: u64, event: Event) {
+        let mut ids = self.ids();
+        if let Some(id) = event.id.as_deref() {
+            if !ids.seen.first_time(id) {
+                self.metrics().duplicates.inc();
+                return;
+            }
+        }
+        let local = event.id.as_deref().and_then(|id| ids.local.remove(id));
+        let event = Event {
+            seq: Some(seq),
+            ..event
+        };
+        match local {
+            None => {
+                self.engine.publish(&event);
+            }
+            Some(local) => {
+                let history = self.engine.history();
+                if history.enabled() {
+                    History::lock(&history.log(&event.topic)).record(&event, history.capacity());
+                }
+                history.release(&local.topic);
+                self.metrics().unconfirmed.set(ids.local.len() as i64);
+            }
+        }
+    }
+
+    /// Numbers a read of the log that is about to start.
+    fn start_read(&self) -> u64 {
+        let mut ids = self.ids();
+        ids.reads += 1;
+        ids.reads
+    }
+
+    /// Marks events as appended, at or below `position`.
+    fn stored(&self, events: &[Event], position: u64) {
+        let mut ids = self.ids();
+        let next_read = ids.reads + 1;
+        for id in events.iter().filter_map(|e| e.id.as_deref()) {
+            if let Some(local) = ids.local.get_mut(id) {
+                local.stored = Some((position, next_read));
+            }
+        }
+    }
+
+    /// Forgets local events the broker stored but no longer holds (a Redis
+    /// restart without persistence), once the consumer has read past them
+    /// (`after`) or read `read` found the log's end (`at_end`): other nodes
+    /// never get them, and their topics can be resumed here again.
+    fn forget_lost(&self, after: u64, read: u64, at_end: bool) {
+        let mut ids = self.ids();
+        if ids.local.is_empty() {
+            return;
+        }
+        let history = self.engine.history();
+        let before = ids.local.len();
+        ids.local.retain(|_, local| {
+            let lost = local.stored.is_some_and(|(position, first_read)| {
+                position <= after || (at_end && first_read <= read)
+            });
+            if lost {
+                history.release(&local.topic);
+            }
+            !lost
+        });
+        let lost = before - ids.local.len();
+        if lost > 0 {
+            tracing::warn!(
+                bus = self.kind,
+                lost,
+                "events delivered on this node while the broker was unreachable were lost by the broker after it stored them"
+            );
+            self.metrics().unconfirmed.set(ids.local.len() as i64);
+        }
+    }
+
     /// Appends with a deadline; counts what the broker took.
-    async fn append(&self, events: &[Event]) -> Result<(), BusError> {
+    async fn append(&self, events: &[Event]) -> Result<u64, BusError> {
         match tokio::time::timeout(self.publish_timeout, self.log.append(events)).await {
-            Ok(Ok(())) => {
+            Ok(Ok(last)) => {
                 self.metrics().published.inc_by(events.len() as u64);
-                Ok(())
+                Ok(last)
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(BusError::Broker(format!(
@@ -160,6 +302,11 @@ impl<L: Log> BrokerBus<L> {
             publish_timeout: Duration::from_millis(config.publish_timeout_ms),
             node: node_id(),
             next_id: AtomicU64::new(0),
+            ids: Mutex::new(Ids {
+                seen: RecentIds::new(DEDUP_WINDOW),
+                local: HashMap::new(),
+                reads: 0,
+            }),
         });
         let (ready_tx, ready) = oneshot::channel();
         tokio::spawn(consume(shared.clone(), ready_tx, stop.clone()));
@@ -193,7 +340,7 @@ impl<L: Log> Bus for BrokerBus<L> {
             let _sending = s.sending.lock().await;
             if s.queue().is_empty() && s.health.is_up() {
                 match s.append(&events).await {
-                    Ok(()) => return Ok(Published::Stored),
+                    Ok(_) => return Ok(Published::Stored),
                     // The broker may have stored some of them: the
                     // consumers drop the repeats by id.
                     Err(e) => s.health.down(e),
@@ -206,6 +353,9 @@ impl<L: Log> Bus for BrokerBus<L> {
                     queued: queue.len(),
                 });
             }
+            // Under the queue lock, so the forwarder cannot append them
+            // before they are marked as delivered here.
+            s.deliver_locally(&events);
             queue.extend(events);
             s.metrics().queued.set(queue.len() as i64);
             s.wake.notify_one();
@@ -237,11 +387,13 @@ async fn forward<L: Log>(s: Arc<Shared<L>>, mut stop: watch::Receiver<bool>) {
                 s.append(&batch).await
             };
             match sent {
-                Ok(()) => {
+                Ok(stored_by) => {
                     backoff.reset();
                     let mut queue = s.queue();
                     queue.drain(..batch.len());
                     s.metrics().queued.set(queue.len() as i64);
+                    drop(queue);
+                    s.stored(&batch, stored_by);
                 }
                 Err(e) => {
                     s.health.down(e);
@@ -263,7 +415,6 @@ async fn consume<L: Log>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ready = Some(ready);
-    let mut seen = RecentIds::new(DEDUP_WINDOW);
     let mut backoff = Backoff::new();
     // The last position handed to the engine, once the start is known.
     let mut after: Option<u64> = None;
@@ -311,12 +462,16 @@ async fn consume<L: Log>(
                         let _ = tx.send(());
                     }
                 }
+                let number = s.start_read();
                 let read = tokio::select! {
                     r = s.log.read(at, BATCH) => r,
                     _ = stopped(&mut stop) => return,
                 };
                 match read {
                     Ok(entries) => {
+                        // An empty answer on a live connection: the log's end.
+                        let at_end =
+                            L::EMPTY_READ_IS_END && entries.is_empty() && s.log.connected();
                         if s.log.connected() {
                             s.health.up();
                             backoff.reset();
@@ -334,14 +489,10 @@ async fn consume<L: Log>(
                                 s.metrics().invalid.get_or_create(s.health.label()).inc();
                                 continue;
                             };
-                            if event.id.as_deref().is_some_and(|id| !seen.first_time(id)) {
-                                s.metrics().duplicates.inc();
-                                continue;
-                            }
-                            s.engine.publish(&Event {
-                                seq: Some(seq),
-                                ..event
-                            });
+                            s.deliver_from_log(seq, event);
+                        }
+                        if let Some(at) = after {
+                            s.forget_lost(at, number, at_end);
                         }
                     }
                     Err(e) => {
@@ -385,6 +536,9 @@ mod tests {
     struct FakeLog {
         entries: Mutex<Vec<(u64, Event)>>,
         down: AtomicBool,
+        /// Acknowledges appends but keeps nothing, like a Redis that
+        /// restarts without persistence right after.
+        forgetful: AtomicBool,
         wake: Notify,
     }
 
@@ -399,7 +553,7 @@ mod tests {
     }
 
     impl Log for Arc<FakeLog> {
-        async fn append(&self, events: &[Event]) -> Result<(), BusError> {
+        async fn append(&self, events: &[Event]) -> Result<u64, BusError> {
             self.fail()?;
             let mut entries = self.entries.lock().unwrap();
             for e in events {
@@ -407,8 +561,13 @@ mod tests {
                 let seq = entries.last().map_or(10, |(s, _)| s + 10);
                 entries.push((seq, e.clone()));
             }
+            let last = entries.last().map_or(0, |e| e.0);
+            if self.forgetful.load(Ordering::SeqCst) {
+                let kept = entries.len() - events.len();
+                entries.truncate(kept);
+            }
             self.wake.notify_waiters();
-            Ok(())
+            Ok(last)
         }
 
         async fn bounds(&self) -> Result<Bounds, BusError> {
@@ -449,6 +608,8 @@ mod tests {
         fn connected(&self) -> bool {
             !self.down.load(Ordering::SeqCst)
         }
+
+        const EMPTY_READ_IS_END: bool = true;
     }
 
     const SDL: &str = "type Query { a: Int } type Subscription { tick: Tick @topic(name: \"t\") } type Tick { n: Int }";
@@ -596,5 +757,69 @@ mod tests {
         assert_eq!(window(&engine, 19).unwrap(), [(20, 2), (30, 3)]);
         // What came before the first kept entry is unknown.
         assert!(window(&engine, 18).unwrap_err().contains("resync"));
+    }
+
+    /// Frames dispatched by the engine so far (published or delivered locally).
+    fn dispatched(engine: &Engine) -> u64 {
+        engine.metrics().events_in.get()
+    }
+
+    #[tokio::test]
+    async fn during_an_outage_events_reach_local_subscribers_at_once_and_are_numbered_later() {
+        let log = Arc::new(FakeLog::default());
+        let engine = engine();
+        let (bus, _stop) = start(log.clone(), engine.clone(), 10).await;
+        bus.publish(vec![event(1)]).await.unwrap();
+        eventually("stored", || window(&engine, 9).is_ok_and(|w| w.len() == 1)).await;
+        log.down.store(true, Ordering::SeqCst);
+        eventually("the bus notices", || {
+            bus.status().state == crate::State::Down
+        })
+        .await;
+        let before = dispatched(&engine);
+        // The second has no id: it gets one at acceptance.
+        assert_eq!(
+            bus.publish(vec![event(2), Event::new("t", json!({"n": 3}))])
+                .await
+                .unwrap(),
+            Published::Queued
+        );
+        assert_eq!(dispatched(&engine), before + 2, "dispatched here at once");
+        // Their place in the log is unknown: no resume can be served here.
+        assert_eq!(
+            window(&engine, 9),
+            Err(fanwire_core::history::ResumeError::Pending.to_string())
+        );
+        log.down.store(false, Ordering::SeqCst);
+        eventually("numbered by the log", || window(&engine, 9).is_ok()).await;
+        assert_eq!(window(&engine, 9).unwrap(), [(10, 1), (20, 2), (30, 3)]);
+        assert_eq!(dispatched(&engine), before + 2, "never dispatched twice");
+        assert!(log.entries.lock().unwrap()[2].1.id.is_some());
+        // Later events flow as usual.
+        bus.publish(vec![event(4)]).await.unwrap();
+        eventually("the next one", || {
+            window(&engine, 30).is_ok_and(|w| w == [(40, 4)])
+        })
+        .await;
+        assert_eq!(dispatched(&engine), before + 3);
+    }
+
+    #[tokio::test]
+    async fn events_the_broker_lost_after_storing_them_release_their_topic() {
+        let log = Arc::new(FakeLog::default());
+        let engine = engine();
+        let (bus, _stop) = start(log.clone(), engine.clone(), 10).await;
+        log.down.store(true, Ordering::SeqCst);
+        eventually("the bus notices", || {
+            bus.status().state == crate::State::Down
+        })
+        .await;
+        bus.publish(vec![event(1)]).await.unwrap();
+        assert!(window(&engine, 0).is_err());
+        log.forgetful.store(true, Ordering::SeqCst);
+        log.down.store(false, Ordering::SeqCst);
+        // Stored, then gone: resumes are served again (without it).
+        eventually("released", || window(&engine, 0).is_ok()).await;
+        assert!(window(&engine, 0).unwrap().is_empty());
     }
 }

@@ -23,6 +23,11 @@ impl RecentIds {
         }
     }
 
+    /// Whether an id was offered (within the window).
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
     /// True the first time an id is offered (within the window).
     pub(crate) fn first_time(&mut self, id: &str) -> bool {
         if self.seen.contains(id) {
@@ -48,6 +53,7 @@ mod tests {
     fn repeats_are_caught_within_the_window() {
         let mut ids = RecentIds::new(2);
         assert!(ids.first_time("a"));
+        assert!(ids.contains("a"));
         assert!(!ids.first_time("a"));
         assert!(ids.first_time("b"));
         assert!(ids.first_time("c"));

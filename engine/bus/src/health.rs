@@ -60,6 +60,10 @@ pub struct BusMetrics {
     pub duplicates: Counter,
     /// Events waiting in this node for an unreachable broker.
     pub queued: Gauge,
+    /// Events delivered to this node's subscribers before the broker had them.
+    pub local: Counter,
+    /// Of those, events the broker's log has not brought back yet.
+    pub unconfirmed: Gauge,
     /// Events a source produced.
     pub source_events: Family<Component, Counter>,
     /// Notifications, rows or broker messages dropped as invalid.
@@ -84,6 +88,8 @@ impl BusMetrics {
             consumed: Counter::default(),
             duplicates: Counter::default(),
             queued: Gauge::default(),
+            local: Counter::default(),
+            unconfirmed: Gauge::default(),
             source_events: Family::default(),
             invalid: Family::default(),
         };
@@ -116,6 +122,16 @@ impl BusMetrics {
             "bus_queued",
             "Events waiting in this node for an unreachable broker",
             m.queued.clone(),
+        );
+        registry.register(
+            "bus_local",
+            "Events delivered to this node's subscribers while the broker was unreachable",
+            m.local.clone(),
+        );
+        registry.register(
+            "bus_unconfirmed",
+            "Events delivered locally that the broker's log has not brought back yet",
+            m.unconfirmed.clone(),
         );
         registry.register(
             "source_events",

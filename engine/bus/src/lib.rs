@@ -70,8 +70,10 @@ pub enum Published {
     },
     /// Stored by the broker; every node delivers them.
     Stored,
-    /// The broker is unreachable: held in this node's memory and sent when
-    /// it is back (lost if this node dies first).
+    /// The broker is unreachable: delivered to this node's subscribers at
+    /// once (without a sequence number), held in this node's memory and
+    /// appended when the broker is back (lost to other nodes if this node
+    /// dies first).
     Queued,
 }
 

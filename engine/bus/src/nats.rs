@@ -88,7 +88,7 @@ impl NatsLog {
 }
 
 impl Log for NatsLog {
-    async fn append(&self, events: &[Event]) -> Result<(), BusError> {
+    async fn append(&self, events: &[Event]) -> Result<u64, BusError> {
         let mut acks = Vec::with_capacity(events.len());
         // Send every message, then wait for the acknowledgements, so a
         // batch costs one round trip.
@@ -108,10 +108,11 @@ impl Log for NatsLog {
                 .map_err(broker)?;
             acks.push(ack);
         }
+        let mut last = 0;
         for ack in acks {
-            ack.await.map_err(broker)?;
+            last = last.max(ack.await.map_err(broker)?.sequence);
         }
-        Ok(())
+        Ok(last)
     }
 
     async fn bounds(&self) -> Result<Bounds, BusError> {
@@ -195,4 +196,8 @@ impl Log for NatsLog {
     fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
+
+    // A read gives up after a second even when the ordered consumer is only
+    // slow (e.g. being recreated after a reconnect).
+    const EMPTY_READ_IS_END: bool = false;
 }

@@ -132,16 +132,19 @@ impl RedisLog {
 }
 
 impl Log for RedisLog {
-    async fn append(&self, events: &[Event]) -> Result<(), BusError> {
+    async fn append(&self, events: &[Event]) -> Result<u64, BusError> {
         let mut invocation = self.script.key(&self.key);
         invocation.arg(self.history);
         for event in events {
             invocation.arg(encode(event));
         }
-        self.with(&self.writer, Duration::from_secs(3), async |conn| {
-            invocation.invoke_async::<String>(conn).await.map(drop)
-        })
-        .await
+        let last = self
+            .with(&self.writer, Duration::from_secs(3), async |conn| {
+                invocation.invoke_async::<String>(conn).await
+            })
+            .await?;
+        last.parse()
+            .map_err(|_| broker(format!("the append script returned {last:?}")))
     }
 
     async fn bounds(&self) -> Result<Bounds, BusError> {
@@ -223,6 +226,9 @@ impl Log for RedisLog {
     fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
+
+    // XREAD answers nil only when nothing follows `after`.
+    const EMPTY_READ_IS_END: bool = true;
 }
 
 #[cfg(test)]

@@ -290,7 +290,7 @@ impl Connection {
             .join(prepared, info, member, resume)
             .map_err(|e| {
                 let code = match e {
-                    ResumeError::Unavailable => codes::RESUME_UNAVAILABLE,
+                    ResumeError::Unavailable | ResumeError::Pending => codes::RESUME_UNAVAILABLE,
                     ResumeError::OutOfWindow { .. } => codes::RESUME_WINDOW_EXCEEDED,
                 };
                 ("resume", vec![GraphQLError::new(e.to_string(), code)])

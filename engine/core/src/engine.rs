@@ -142,6 +142,32 @@ impl Engine {
         done
     }
 
+    /// Dispatches an event to the subscriptions on its topic without
+    /// recording or numbering it: its sequence number is not known yet (a
+    /// broker bus delivering locally while the broker is unreachable; it
+    /// records the event later, with the broker's number, through
+    /// [`History`]). Ordered against resumes by the topic's log lock.
+    pub fn publish_unsequenced(&self, event: &Event) -> Dispatched {
+        let start = Instant::now();
+        self.metrics.events_in.inc();
+        let hooks = self.hooks();
+        let unsequenced = Event {
+            seq: None,
+            ..event.clone()
+        };
+        let done = if self.history.enabled() {
+            let log = self.history.log(&event.topic);
+            let _log = History::lock(&log);
+            self.registry.dispatch(&unsequenced, &hooks, &self.metrics)
+        } else {
+            self.registry.dispatch(&unsequenced, &hooks, &self.metrics)
+        };
+        self.metrics
+            .dispatch_seconds
+            .observe(start.elapsed().as_secs_f64());
+        done
+    }
+
     /// Adds a prepared subscription to its group. With `resume_from`, the
     /// events after that sequence number are queued for this member first,
     /// atomically with joining, so none is missed or repeated.

@@ -29,6 +29,10 @@ pub enum ResumeError {
         /// The oldest sequence number still kept.
         oldest: u64,
     },
+    /// Events on the topic were delivered here before the broker had them,
+    /// so their place in the shared numbering is not known yet.
+    #[error("events on this topic were delivered while the broker was unreachable and are not numbered yet; resume again shortly, or resync")]
+    Pending,
 }
 
 /// The recent events of one topic, oldest first.
@@ -42,6 +46,9 @@ pub struct TopicLog {
     /// Every event after this one that reached the node is in the window;
     /// `None` until the first event or floor. `u64::MAX`: nothing is known.
     complete_after: Option<u64>,
+    /// Events delivered on this topic that the log does not hold yet (see
+    /// [`History::hold`]); resumes are refused while any is outstanding.
+    holds: usize,
 }
 
 impl TopicLog {
@@ -75,6 +82,9 @@ impl TopicLog {
 
     /// The events after `seq`, in order, or why they cannot be had.
     pub fn since(&self, seq: u64) -> Result<Vec<Arc<Event>>, ResumeError> {
+        if self.holds > 0 {
+            return Err(ResumeError::Pending);
+        }
         let Some(known) = self.complete_after else {
             return Ok(Vec::new());
         };
@@ -147,6 +157,28 @@ impl History {
             }
             log.raise(floor);
         }
+    }
+
+    /// Notes that an event on `topic` reached this node's subscribers without
+    /// a sequence number (a broker bus delivers locally what it accepted while
+    /// the broker was unreachable). A replay could not place it, and the
+    /// subscription would not get it later either, so resumes on the topic are
+    /// refused with [`ResumeError::Pending`] until [`History::release`].
+    pub fn hold(&self, topic: &str) {
+        if self.enabled() {
+            Self::lock(&self.log(topic)).holds += 1;
+        }
+    }
+
+    /// Ends one [`History::hold`]: the event is now recorded with its number
+    /// (or known to be lost).
+    pub fn release(&self, topic: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let log = self.log(topic);
+        let mut log = Self::lock(&log);
+        log.holds = log.holds.saturating_sub(1);
     }
 
     /// The floor (see [`History::raise_floor`]).
@@ -266,5 +298,23 @@ mod tests {
             .since(200)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_held_topic_refuses_resumes_until_released() {
+        let history = History::new(10);
+        History::lock(&history.log("t")).record(&ev(Some(3)), 10);
+        history.hold("t");
+        history.hold("t");
+        assert_eq!(
+            History::lock(&history.log("t")).since(2),
+            Err(ResumeError::Pending)
+        );
+        // Other topics are not affected.
+        assert!(History::lock(&history.log("u")).since(0).is_ok());
+        history.release("t");
+        assert!(History::lock(&history.log("t")).since(2).is_err());
+        history.release("t");
+        assert_eq!(History::lock(&history.log("t")).since(2).unwrap().len(), 1);
     }
 }

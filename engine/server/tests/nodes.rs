@@ -124,6 +124,12 @@ async fn subscriber(addr: SocketAddr, resume_from: Option<u64>) -> Client {
 
 /// The next `(seq, n)` a client gets, or `None` once its node is gone.
 async fn next_tick(c: &mut Client) -> Option<(u64, i64)> {
+    next_frame(c).await.map(|(seq, n)| (seq.expect("a seq"), n))
+}
+
+/// The next `(seq, n)` a client gets, where an event delivered while the
+/// broker was unreachable has no `seq`; `None` once its node is gone.
+async fn next_frame(c: &mut Client) -> Option<(Option<u64>, i64)> {
     loop {
         let msg = tokio::time::timeout(SLOW, c.ws.next())
             .await
@@ -132,13 +138,28 @@ async fn next_tick(c: &mut Client) -> Option<(u64, i64)> {
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(t.as_str()).unwrap();
                 assert_eq!(v["type"], "next", "{v}");
-                let seq = v["payload"]["extensions"]["seq"].as_u64().expect("a seq");
+                let seq = v["payload"]["extensions"]["seq"].as_u64();
                 return Some((seq, v["payload"]["data"]["tick"]["n"].as_i64().unwrap()));
             }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
             Some(Ok(_)) => continue,
         }
     }
+}
+
+async fn frames(c: &mut Client, count: usize) -> Vec<(Option<u64>, i64)> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        out.push(next_frame(c).await.expect("the node is up"));
+    }
+    out
+}
+
+/// The first frame a subscribe gets: its `error` payload, or `None` for `next`.
+async fn subscribe_error(addr: SocketAddr, resume_from: u64) -> Option<Value> {
+    let mut c = subscriber(addr, Some(resume_from)).await;
+    let first = c.recv().await;
+    (first["type"] == "error").then(|| first["payload"].clone())
 }
 
 async fn ticks(c: &mut Client, count: usize) -> Vec<(u64, i64)> {
@@ -305,8 +326,11 @@ async fn redis_kill_a_node_and_resume_on_another_with_no_gap_and_no_duplicate() 
 
 /// The broker is killed and restarted while node A publishes: nodes keep
 /// running, report `degraded`, buffer publishes (202) and recover by
-/// themselves; every accepted event reaches the clients of both nodes once,
-/// in order (the promise of docs/architecture.md, "Across nodes").
+/// themselves. Node A's own subscriber gets what A accepted meanwhile at
+/// once (without a `seq`), and never again when it comes back through the
+/// log; node B's gets it, numbered, once the broker is back; every accepted
+/// event reaches both clients once, in order; afterwards node A numbers
+/// those events like B (the promise of docs/architecture.md, "Across nodes").
 async fn broker_restart_while_publishing(kind: Kind) {
     const EVENTS: i64 = 60;
     let mut broker = match kind {
@@ -320,19 +344,21 @@ async fn broker_restart_while_publishing(kind: Kind) {
     let config = config(kind, &url);
     let mut nodes = nodes(&config, 2);
     let (a, b) = (nodes[0].addr, nodes[1].addr);
-    let mut clients = [subscriber(a, None).await, subscriber(b, None).await];
+    let [mut on_a, mut on_b] = [subscriber(a, None).await, subscriber(b, None).await];
     wait_subscribed(a, 1.0).await;
     wait_subscribed(b, 1.0).await;
-    let mut got = [Vec::new(), Vec::new()];
 
     for n in 1..=20 {
         assert_eq!(publish(a, n).await, Ok(200));
     }
     // What a broker that keeps nothing on disk loses is what no node had
     // read yet; the promise covers events read before it went down.
-    for (c, got) in clients.iter_mut().zip(&mut got) {
-        got.extend(ticks(c, 20).await);
-    }
+    let before = ticks(&mut on_b, 20).await;
+    let mut got_a: Vec<(Option<u64>, i64)> = ticks(&mut on_a, 20)
+        .await
+        .into_iter()
+        .map(|(seq, n)| (Some(seq), n))
+        .collect();
 
     broker.stop();
     for node in [a, b] {
@@ -350,8 +376,18 @@ async fn broker_restart_while_publishing(kind: Kind) {
             Ok(202),
             "held while the broker is down"
         );
+        // Node A's subscriber has it already, not yet numbered.
+        assert_eq!(next_frame(&mut on_a).await, Some((None, n)));
+        got_a.push((None, n));
     }
     assert_eq!(health(a).await["bus"]["queued"], 20);
+    // Where those events will sit in the log is unknown: a resume on their
+    // topic waits on node A rather than missing them.
+    let refused = subscribe_error(a, before[19].0).await.expect("an error");
+    assert_eq!(
+        refused[0]["extensions"]["code"], "RESUME_UNAVAILABLE",
+        "{refused}"
+    );
     // The buffer is full: refused, never delivered (the clients' counts
     // below would show it).
     assert_eq!(publish(a, 999).await, Ok(503));
@@ -370,9 +406,54 @@ async fn broker_restart_while_publishing(kind: Kind) {
             }
         }
     }
-    for (c, got) in clients.iter_mut().zip(&mut got) {
-        got.extend(ticks(c, (EVENTS - 20) as usize).await);
-        assert_in_order_once(got, EVENTS);
+    // One more once everything drained: if anything came back to node A's
+    // subscriber twice, it would arrive before this.
+    let deadline = tokio::time::Instant::now() + SLOW;
+    loop {
+        let bus = health(a).await["bus"].clone();
+        if bus["state"] == "up" && bus["queued"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never drained: {bus}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let last = EVENTS + 1;
+    assert_eq!(publish(a, last).await, Ok(200));
+    got_a.extend(frames(&mut on_a, (last - 40) as usize).await);
+    let mut got_b = before.clone();
+    got_b.extend(ticks(&mut on_b, (last - 20) as usize).await);
+    assert_in_order_once(&got_b, last);
+    let ns: Vec<i64> = got_a.iter().map(|f| f.1).collect();
+    assert_eq!(
+        ns,
+        (1..=last).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    let numbered: Vec<u64> = got_a.iter().filter_map(|f| f.0).collect();
+    assert!(numbered.windows(2).all(|w| w[0] < w[1]), "{got_a:?}");
+    assert_eq!(got_a.last().unwrap().0, Some(got_b.last().unwrap().0));
+
+    // Node A now holds the events it delivered early under the log's
+    // numbers: resuming there gives what node B's client saw.
+    let mut resumed = subscriber(a, Some(got_b[20].0)).await;
+    assert_eq!(ticks(&mut resumed, (last - 21) as usize).await, got_b[21..]);
+    // From before the outage: JetStream kept everything; a Redis without
+    // persistence lost events 1..20, so no node can tell what followed 20.
+    match kind {
+        Kind::Nats => {
+            let mut resumed = subscriber(a, Some(got_b[19].0)).await;
+            assert_eq!(ticks(&mut resumed, (last - 20) as usize).await, got_b[20..]);
+        }
+        Kind::Redis => {
+            let refused = subscribe_error(a, got_b[19].0).await.expect("an error");
+            assert_eq!(
+                refused[0]["extensions"]["code"], "RESUME_WINDOW_EXCEEDED",
+                "{refused}"
+            );
+        }
     }
     for node in [a, b] {
         let deadline = tokio::time::Instant::now() + SLOW;
@@ -386,6 +467,11 @@ async fn broker_restart_while_publishing(kind: Kind) {
     }
     let (_, metrics) = common::http_raw(a, "GET", "/metrics", "", None).await;
     assert!(common::metric_value(&metrics, "fanwire_bus_retries_total{component=\"bus\"}") >= 1.0);
+    assert!(common::metric_value(&metrics, "fanwire_bus_local_total") >= 20.0);
+    assert!(
+        metrics.lines().any(|l| l == "fanwire_bus_unconfirmed 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
