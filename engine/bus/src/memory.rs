@@ -16,8 +16,10 @@ pub struct MemoryBus {
 }
 
 impl MemoryBus {
-    /// A bus for one engine; always up.
+    /// A bus for one engine; always up. The engine numbers events itself,
+    /// from the clock, so that a restart refuses numbers from before it.
     pub fn new(engine: Arc<Engine>, metrics: Arc<BusMetrics>) -> Self {
+        engine.history().number_by_clock();
         let health = Health::new("memory", "bus", metrics);
         health.up();
         MemoryBus { engine, health }

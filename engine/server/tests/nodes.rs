@@ -532,3 +532,43 @@ async fn redis_a_late_node_fills_its_window_from_the_broker() {
     ensure_redis();
     a_late_node_fills_its_window_from_the_broker(Kind::Redis, REDIS_URL).await;
 }
+
+/// With the in-process bus the history lives in the process: a number a
+/// client got before a restart is refused with a resync error, not taken
+/// for a position of the new process (which would skip its events).
+#[tokio::test]
+async fn in_process_bus_a_restart_refuses_numbers_from_before_it() {
+    let dir = services::temp_dir("memory");
+    std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
+    let config = dir.join("fanwire.toml");
+    std::fs::write(
+        &config,
+        "[server]\nschema = \"schema.graphql\"\n[limits]\nhistory_per_topic = 100\n",
+    )
+    .unwrap();
+    let mut first = Node::start(&config);
+    let mut c = subscriber(first.addr, None).await;
+    wait_subscribed(first.addr, 1.0).await;
+    assert_eq!(publish(first.addr, 1).await, Ok(200));
+    let (before, _) = next_tick(&mut c).await.unwrap();
+    first.kill();
+
+    let second = Node::start(&config);
+    let refused = subscribe_error(second.addr, before)
+        .await
+        .expect("an error");
+    assert_eq!(
+        refused[0]["extensions"]["code"], "RESUME_WINDOW_EXCEEDED",
+        "{refused}"
+    );
+    // Numbers of the new process resume as usual.
+    let mut live = subscriber(second.addr, None).await;
+    wait_subscribed(second.addr, 1.0).await;
+    for n in 2..=3 {
+        assert_eq!(publish(second.addr, n).await, Ok(200));
+    }
+    let got = ticks(&mut live, 2).await;
+    assert!(got[0].0 > before, "{got:?} after {before}");
+    let mut resumed = subscriber(second.addr, Some(got[0].0)).await;
+    assert_eq!(ticks(&mut resumed, 1).await, got[1..]);
+}
