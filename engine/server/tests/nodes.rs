@@ -266,6 +266,74 @@ async fn redis_three_nodes_publish_on_one_receive_on_all() {
     publish_on_one_receive_on_all(Kind::Redis, REDIS_URL, 3).await;
 }
 
+/// What clients may rely on about sequence numbers (docs/architecture.md,
+/// "Sequence numbers"): log positions, the same on every node, increasing
+/// per subscription, with gaps where other topics' events sit; a resume
+/// from any number seen gives exactly the events after it.
+async fn sequence_numbers_are_shared_log_positions(kind: Kind, url: &str) {
+    const EVENTS: i64 = 12;
+    let config = config(kind, url);
+    let nodes = nodes(&config, 2);
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let mut s_on_a = subscriber(a, None).await;
+    let mut s_on_b = subscriber(b, None).await;
+    let mut t_on_b = Client::connect(b, Some("graphql-transport-ws")).await;
+    t_on_b.send(json!({"type": "connection_init"})).await;
+    assert_eq!(t_on_b.recv().await, json!({"type": "connection_ack"}));
+    t_on_b
+        .send(json!({"id": "t", "type": "subscribe", "payload": {
+            "query": r#"subscription { tick(stream: "t") { n } }"#}}))
+        .await;
+    wait_subscribed(a, 1.0).await;
+    wait_subscribed(b, 2.0).await;
+    // Alternating topics, from alternating nodes, one after the other.
+    for n in 1..=EVENTS {
+        let (at, stream) = if n % 2 == 1 { (a, "s") } else { (b, "t") };
+        let body = json!({"topic": format!("ticks:{stream}"), "data": {"n": n}});
+        let (status, _) = http_request(at, "POST", "/publish", &body.to_string(), None).await;
+        assert_eq!(status, 200);
+    }
+    let s_a = ticks(&mut s_on_a, (EVENTS / 2) as usize).await;
+    let s_b = ticks(&mut s_on_b, (EVENTS / 2) as usize).await;
+    let t_b = ticks(&mut t_on_b, (EVENTS / 2) as usize).await;
+    assert_eq!(s_a, s_b, "the same numbers on every node");
+    assert!(s_a.windows(2).all(|w| w[0].0 < w[1].0), "{s_a:?}");
+    // Each topic's numbers skip exactly the other topic's events.
+    let mut all: Vec<(u64, i64)> = s_a.iter().chain(&t_b).copied().collect();
+    all.sort();
+    let ns: Vec<i64> = all.iter().map(|e| e.1).collect();
+    assert_eq!(ns, (1..=EVENTS).collect::<Vec<_>>(), "{all:?}");
+    assert!(
+        s_a.windows(2).all(|w| w[1].0 - w[0].0 >= 2),
+        "gaps: {s_a:?}"
+    );
+    // From any number seen, on either node: exactly what followed.
+    for (i, (seq, _)) in s_a.iter().enumerate() {
+        for node in [a, b] {
+            let mut resumed = subscriber(node, Some(*seq)).await;
+            let rest = ticks(&mut resumed, s_a.len() - i - 1).await;
+            assert_eq!(rest, s_a[i + 1..]);
+        }
+    }
+    // Between two numbers of a topic (a position of the other topic): the
+    // same, so a client can resume from a number of any topic it saw.
+    let mut resumed = subscriber(b, Some(t_b[0].0)).await;
+    let rest: Vec<_> = s_a.iter().filter(|e| e.0 > t_b[0].0).copied().collect();
+    assert_eq!(ticks(&mut resumed, rest.len()).await, rest);
+}
+
+#[tokio::test]
+async fn nats_sequence_numbers_are_shared_log_positions() {
+    ensure_nats();
+    sequence_numbers_are_shared_log_positions(Kind::Nats, NATS_URL).await;
+}
+
+#[tokio::test]
+async fn redis_sequence_numbers_are_shared_log_positions() {
+    ensure_redis();
+    sequence_numbers_are_shared_log_positions(Kind::Redis, REDIS_URL).await;
+}
+
 /// Events flow to both nodes; node A is killed with -9 mid-stream; its
 /// client resumes on node B from the last sequence it saw.
 async fn kill_a_node_and_resume_on_another(kind: Kind, url: &str) {
