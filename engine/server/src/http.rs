@@ -173,7 +173,7 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             StatusCode::OK,
             json!({ "accepted": accepted, "stored": true }),
         ),
-        // Held in this node until the broker is back.
+        // Delivered on this node already; held here until the broker is back.
         Ok(Published::Queued) => (
             StatusCode::ACCEPTED,
             json!({ "accepted": accepted, "queued": true }),
