@@ -11,6 +11,9 @@ import hashlib
 import hmac
 import json
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -167,3 +170,61 @@ async def test_plugin_and_policy_errors_are_typed(tmp_path: Path) -> None:
     both.connection_policy(lambda params, headers: Principal("x"))
     with pytest.raises(ConfigError, match="connection policy"):
         await both.open()
+
+
+THREADS_SCRIPT = """
+import asyncio, gc, pathlib, sys, time
+from fanwire import Plugin, SubscriptionConfig, SubscriptionManager
+
+def plugin_threads():
+    count = 0
+    for task in pathlib.Path("/proc/self/task").iterdir():
+        try:
+            count += (task / "comm").read_text().startswith("fanwire-plugin")
+        except FileNotFoundError:
+            pass  # a thread that just ended
+    return count
+
+def settle(expected):
+    deadline = time.monotonic() + 20  # a hang breaker only
+    while plugin_threads() != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return plugin_threads()
+
+async def main():
+    config = SubscriptionConfig(plugins=[Plugin(sys.argv[1], "event-filter")])
+    manager = SubscriptionManager("type Query { a: Int } type Subscription { t: Int }", config)
+    counts = [plugin_threads()]
+    async with manager:
+        counts.append(plugin_threads())
+    counts.append(settle(1))
+    del manager
+    gc.collect()
+    counts.append(settle(0))
+    print(counts)
+
+asyncio.run(main())
+"""
+
+
+def test_closing_stops_the_watcher_and_dropping_the_manager_stops_the_runtime() -> None:
+    # In a process of its own, so no other test's manager is counted.
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT, str(plugin("tenant-isolation.wasm"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tempfile.gettempdir(),
+    )
+    assert done.returncode == 0, done.stderr
+    # none; epoch ticker and folder watcher; the plugins stay in force
+    # after close, so the ticker runs until the manager is gone.
+    assert done.stdout.strip() == "[0, 2, 1, 0]"
+
+
+async def test_a_manager_with_plugins_opens_once() -> None:
+    manager = build_manager(plugin("tenant-isolation.wasm"))
+    async with manager:
+        pass
+    with pytest.raises(RuntimeError, match="opens once"):
+        await manager.open()
