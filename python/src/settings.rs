@@ -114,6 +114,7 @@ macro_rules! table_class {
         $class:ident($table:ty), positional = [$($pos:ident),*],
         check = $check:expr,
         fields = [$($field:ident),* $(,)?]
+        $(, methods = { $($method:item)* })?
     ) => {
         $(#[$doc])*
         #[pyclass(frozen, module = "fanwire._native")]
@@ -147,6 +148,8 @@ macro_rules! table_class {
             fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
                 repr(py, stringify!($class), &self.inner)
             }
+
+            $($($method)*)?
         }
     };
 }
@@ -159,7 +162,18 @@ table_class! {
     /// The `[bus]` table: how events travel between nodes.
     BusConfig(BusTable), positional = [],
     check = |bus| bus.validate().map_err(invalid),
-    fields = [kind, url, stream, subject, history, buffer, startup_timeout_ms, publish_timeout_ms]
+    fields = [kind, url, stream, subject, history, buffer, startup_timeout_ms, publish_timeout_ms],
+    methods = {
+        /// A bus from a URL, as `fanwire serve --bus` reads it: the scheme
+        /// (`nats://`, `redis://`) picks the kind, `memory` is in-process;
+        /// every other setting at its default.
+        #[staticmethod]
+        fn from_url(url: &str) -> PyResult<BusConfig> {
+            let inner = BusTable::from_url(url).map_err(invalid)?;
+            inner.validate().map_err(invalid)?;
+            Ok(BusConfig { inner })
+        }
+    }
 }
 
 table_class! {

@@ -198,6 +198,10 @@ def test_bus_source_and_plugin_settings_have_the_hosts_names_and_defaults() -> N
         1000,
         500,
     )
+    assert repr(BusConfig.from_url("redis://127.0.0.1:6379/0")) == repr(BusConfig(kind="redis", url="redis://127.0.0.1:6379/0"))
+    assert repr(BusConfig.from_url("memory")) == repr(BusConfig())
+    with pytest.raises(ConfigError, match="expected nats://"):
+        BusConfig.from_url("kafka://x")
     bus = BusConfig(kind="nats", url="nats://127.0.0.1:4222", buffer=5)
     assert (bus.kind, bus.url, bus.buffer, bus.history) == ("nats", "nats://127.0.0.1:4222", 5, 100_000)
     assert SubscriptionConfig(bus=bus, sources=[pg]).sources[0].channels == ["orders"]
