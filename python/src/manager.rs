@@ -501,12 +501,19 @@ impl Manager {
         let value = match self.node() {
             Some(node) => node.health(),
             None => {
-                let engine = self.engine()?;
-                let m = engine.metrics();
+                // Asking must not freeze a manager still being declared.
+                let engine = match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+                    State::Frozen(engine) => Some(engine.clone()),
+                    _ => None,
+                };
+                let (connections, subscriptions) = engine.map_or((0, 0), |e| {
+                    let m = e.metrics();
+                    (m.connections.get(), m.subscriptions.get())
+                });
                 serde_json::json!({
                     "status": "closed",
-                    "connections": m.connections.get(),
-                    "subscriptions": m.subscriptions.get(),
+                    "connections": connections,
+                    "subscriptions": subscriptions,
                     "bus": null,
                     "sources": {},
                 })

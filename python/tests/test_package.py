@@ -259,6 +259,8 @@ def test_invalid_bus_source_and_plugin_settings_are_config_errors(build: Any, me
 
 async def test_publishing_before_the_broker_bus_runs_is_a_publish_error() -> None:
     manager = SubscriptionManager(SDL, SubscriptionConfig(bus=BusConfig(kind="nats")))
+    assert manager.health()["status"] == "closed"
+    manager.subscription("orderCreated")(lambda e, v, c: {})  # health() froze nothing
     with pytest.raises(PublishError, match="not running"):
         manager.publish_nowait("orders:1", {})
     assert manager.health()["status"] == "closed"
