@@ -100,6 +100,10 @@ pub struct Server {
     listener: TcpListener,
     shutdown_tx: watch::Sender<bool>,
     tasks_done: mpsc::Receiver<()>,
+    /// SIGHUP, listened to from the bind on (before the binary announces
+    /// that it listens), so an early signal reloads instead of killing it.
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 /// Reads the schema named by the config (or the demo schema).
@@ -174,11 +178,22 @@ impl Server {
             shutdown,
             tasks,
         });
+        #[cfg(unix)]
+        let hup = app.node.plugins().and_then(|_| {
+            use tokio::signal::unix::{signal, SignalKind};
+            signal(SignalKind::hangup())
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP; plugin reload by signal is off")
+                })
+                .ok()
+        });
         Server {
             app,
             listener,
             shutdown_tx,
             tasks_done,
+            #[cfg(unix)]
+            hup,
         }
     }
 
@@ -206,6 +221,8 @@ impl Server {
             listener,
             shutdown_tx,
             mut tasks_done,
+            #[cfg(unix)]
+            hup,
         } = self;
         if app.config.demo.enabled {
             let interval = Duration::from_millis(app.config.demo.interval_ms);
@@ -217,8 +234,8 @@ impl Server {
             });
         }
         #[cfg(unix)]
-        if app.node.plugins().is_some() {
-            spawn_sighup_reload(app.clone());
+        if let Some(hup) = hup {
+            spawn_sighup_reload(app.clone(), hup);
         }
         tokio::pin!(shutdown);
         loop {
@@ -266,15 +283,7 @@ pub(crate) async fn reload_plugins(app: &Arc<App>) -> Option<fanwire_plugins::Re
 
 /// SIGHUP reloads the plugins, as `POST /admin/plugins/reload` does.
 #[cfg(unix)]
-fn spawn_sighup_reload(app: Arc<App>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; plugin reload by signal is off");
-            return;
-        }
-    };
+fn spawn_sighup_reload(app: Arc<App>, mut hup: tokio::signal::unix::Signal) {
     let mut stop = app.shutdown.clone();
     tokio::spawn(async move {
         loop {
