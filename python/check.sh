@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds the fanwire wheel with maturin and checks it in a venv of its own:
 # pytest (warnings are errors), mypy --strict on the package, its tests and
-# the examples, and stubtest of the native module against its stub.
+# the examples, and stubtest of the native module against its stub. The bus,
+# source and plugin tests need PostgreSQL, NATS and Redis (started here by
+# tests/services.sh when down), the `fanwire` binary (built here) and the
+# bundled plugins (`bash plugins/build.sh`, which tests/run.sh runs first);
+# a test fails, never skips, when one is missing.
 #
 #   bash python/check.sh            (tests/run.sh runs this)
 #
@@ -31,6 +35,11 @@ echo "-- stubtest fanwire._native"
 echo "-- mypy --strict: package, tests, examples"
 (cd "$here" && "$venv/bin/mypy" --strict --cache-dir "$cache/mypy" fanwire tests \
   ../examples/subscriptions-fastapi ../examples/subscriptions-starlette ../examples/subscriptions-custom)
+
+echo "-- services and the fanwire binary (a second node for the bus tests)"
+bash "$here/../tests/services.sh"
+(cd "$here/.." && cargo build --quiet --locked -p fanwire-server --bin fanwire)
+export FANWIRE_BIN="${CARGO_TARGET_DIR:-$cache/target}/debug/fanwire"
 
 echo "-- pytest"
 (cd "$here" && "$venv/bin/pytest" -p no:cacheprovider tests)

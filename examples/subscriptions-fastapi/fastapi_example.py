@@ -3,12 +3,17 @@
 The ASGI server (uvicorn) holds the sockets; the Rust engine holds the
 protocol state, the subscriptions and each client's queue. ``POST /orders``
 is an ordinary endpoint that publishes an event, as application code would.
+
+Run several copies as one cluster with ``FANWIRE_BUS=nats://127.0.0.1:4222``
+(or ``redis://127.0.0.1:6379``): an order posted to any copy reaches the
+clients of all of them, and of ``fanwire serve --bus`` nodes too.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from fanwire import Context, SubscriptionConfig, SubscriptionManager
+from fanwire import BusConfig, Context, SubscriptionConfig, SubscriptionManager
 from fanwire.integrations.fastapi import SubscriptionRouterFactory
 
 SCHEMA = """
@@ -28,7 +33,8 @@ type Subscription {
 }
 """
 
-manager = SubscriptionManager(schema=SCHEMA, config=SubscriptionConfig(resolver_timeout_ms=2000))
+bus = BusConfig.from_url(os.environ.get("FANWIRE_BUS", "memory"))
+manager = SubscriptionManager(schema=SCHEMA, config=SubscriptionConfig(resolver_timeout_ms=2000, bus=bus))
 
 
 @manager.subscription("orderCreated", topic="orders:{tenantId}")

@@ -9,7 +9,7 @@ a :class:`WebSocketAdapter` and :class:`GraphQLTransportWSHandler`.
 Layout
 ------
 - ``_native``: the compiled engine (Rust): manager, connections, server,
-  config, context and exception classes. Private; everything public is
+  config (limits, bus, sources, plugins), context and exception classes. Private; everything public is
   re-exported here.
 - ``manager``: :class:`SubscriptionManager`, the resolver decorator,
   publishing and the in-process server.
@@ -24,9 +24,14 @@ Layout
 from __future__ import annotations
 
 from fanwire._native import (
+    BusConfig,
     ConfigError,
     ConnectionRejected,
     Context,
+    JwtAuth,
+    Plugin,
+    PluginRuntime,
+    PostgresSource,
     Principal,
     PublishError,
     RunningServer,
@@ -39,10 +44,15 @@ from fanwire.handler import GraphQLTransportWSHandler, WebSocketAdapter
 from fanwire.manager import Resolver, SubscriptionManager
 
 __all__ = [
+    "BusConfig",
     "ConfigError",
     "ConnectionRejected",
     "Context",
     "GraphQLTransportWSHandler",
+    "JwtAuth",
+    "Plugin",
+    "PluginRuntime",
+    "PostgresSource",
     "Principal",
     "PublishError",
     "Resolver",

@@ -2,13 +2,18 @@
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any, final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypeAlias, final
 
 __all__ = [
     "__version__",
     "Manager",
     "SubscriptionConfig",
+    "BusConfig",
+    "PostgresSource",
+    "Plugin",
+    "PluginRuntime",
+    "JwtAuth",
     "Context",
     "Principal",
     "NativeConnection",
@@ -28,10 +33,185 @@ class SchemaError(ValueError):
     """The SDL does not validate, or a field or topic does not fit the schema."""
 
 class ConfigError(ValueError):
-    """A `SubscriptionConfig` or server setting is out of range."""
+    """A `SubscriptionConfig`, bus, source, plugin or server setting is invalid, or a plugin failed to load."""
 
 class PublishError(ValueError):
-    """An event could not be published: empty topic or data that is not JSON."""
+    """An event could not be published: empty topic, data that is not JSON, or the bus refused it (its buffer is full while the broker is down, or it is not running)."""
+
+_Path: TypeAlias = str | os.PathLike[str]
+_BusKind: TypeAlias = Literal["memory", "nats", "redis"]
+_PluginKind: TypeAlias = Literal["event-filter", "subscription-policy", "connection-policy", "transport-adapter"]
+_JwtAlgorithm: TypeAlias = Literal["HS256", "RS256", "ES256"]
+
+@final
+class BusConfig:
+    """The `[bus]` table: how events travel between nodes."""
+
+    def __new__(
+        cls,
+        *,
+        kind: _BusKind = ...,
+        url: str | None = ...,
+        stream: str = ...,
+        subject: str = ...,
+        history: int = ...,
+        buffer: int = ...,
+        startup_timeout_ms: int = ...,
+        publish_timeout_ms: int = ...,
+    ) -> BusConfig: ...
+    @staticmethod
+    def from_url(url: str) -> BusConfig: ...
+    @property
+    def kind(self) -> _BusKind: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def history(self) -> int: ...
+    @property
+    def buffer(self) -> int: ...
+    @property
+    def startup_timeout_ms(self) -> int: ...
+    @property
+    def publish_timeout_ms(self) -> int: ...
+
+@final
+class PostgresSource:
+    """The `[sources.postgres]` table: LISTEN/NOTIFY channels and an outbox table."""
+
+    def __new__(
+        cls,
+        *,
+        url: str,
+        channels: Sequence[str] = ...,
+        outbox_table: str | None = ...,
+        cursor: str = ...,
+        poll_ms: int = ...,
+        batch: int = ...,
+    ) -> PostgresSource: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def channels(self) -> list[str]: ...
+    @property
+    def outbox_table(self) -> str | None: ...
+    @property
+    def cursor(self) -> str: ...
+    @property
+    def poll_ms(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+
+@final
+class Plugin:
+    """One `[[plugins]]` entry: a WebAssembly component and where it applies."""
+
+    def __new__(
+        cls,
+        path: _Path,
+        kind: _PluginKind,
+        *,
+        name: str | None = ...,
+        order: int = ...,
+        fields: Sequence[str] = ...,
+        topics: Sequence[str] = ...,
+        timeout_ms: int | None = ...,
+        memory_mb: int | None = ...,
+        config: Mapping[str, Any] = ...,
+    ) -> Plugin: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def kind(self) -> _PluginKind: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def order(self) -> int: ...
+    @property
+    def fields(self) -> list[str]: ...
+    @property
+    def topics(self) -> list[str]: ...
+    @property
+    def timeout_ms(self) -> int | None: ...
+    @property
+    def memory_mb(self) -> int | None: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+@final
+class PluginRuntime:
+    """The `[plugin_runtime]` table: limits shared by every plugin, and the folder that relative plugin paths start from."""
+
+    def __new__(
+        cls,
+        *,
+        folder: _Path | None = ...,
+        watch: bool = ...,
+        watch_interval_ms: int = ...,
+        call_timeout_ms: int = ...,
+        memory_mb: int = ...,
+        max_memory_mb: int = ...,
+        warm_instances: int = ...,
+        pool_instances: int = ...,
+        admin_token: str | None = ...,
+    ) -> PluginRuntime: ...
+    @property
+    def folder(self) -> str | None: ...
+    @property
+    def watch(self) -> bool: ...
+    @property
+    def watch_interval_ms(self) -> int: ...
+    @property
+    def call_timeout_ms(self) -> int: ...
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def max_memory_mb(self) -> int: ...
+    @property
+    def warm_instances(self) -> int: ...
+    @property
+    def pool_instances(self) -> int: ...
+    @property
+    def admin_token(self) -> str | None: ...
+
+@final
+class JwtAuth:
+    """The `[auth.jwt]` table: verify a JWT at `connection_init` (HS256, RS256 or ES256); the key is read and checked here."""
+
+    def __new__(
+        cls,
+        *,
+        algorithm: _JwtAlgorithm,
+        secret: str | None = ...,
+        public_key_file: _Path | None = ...,
+        token_field: str = ...,
+        issuer: str | None = ...,
+        audience: str | None = ...,
+        leeway_s: int = ...,
+        tenant_claim: str = ...,
+        roles_claim: str = ...,
+    ) -> JwtAuth: ...
+    @property
+    def algorithm(self) -> _JwtAlgorithm: ...
+    @property
+    def secret(self) -> str | None: ...
+    @property
+    def public_key_file(self) -> str | None: ...
+    @property
+    def token_field(self) -> str: ...
+    @property
+    def issuer(self) -> str | None: ...
+    @property
+    def audience(self) -> str | None: ...
+    @property
+    def leeway_s(self) -> int: ...
+    @property
+    def tenant_claim(self) -> str: ...
+    @property
+    def roles_claim(self) -> str: ...
 
 class ServerError(RuntimeError):
     """The in-process server could not start (for example, the port is taken)."""
@@ -62,7 +242,14 @@ class SubscriptionConfig:
         max_fields: int = ...,
         history_per_topic: int = ...,
         resolver_timeout_ms: int = ...,
+        bus: BusConfig | None = None,
+        sources: Sequence[PostgresSource] = ...,
+        plugins: Sequence[Plugin] = ...,
+        plugin_runtime: PluginRuntime | None = None,
+        jwt: JwtAuth | None = None,
     ) -> SubscriptionConfig: ...
+    @classmethod
+    def from_toml(cls, path: _Path, *, resolver_timeout_ms: int = ...) -> SubscriptionConfig: ...
     @property
     def max_connections(self) -> int: ...
     @property
@@ -95,6 +282,16 @@ class SubscriptionConfig:
     def history_per_topic(self) -> int: ...
     @property
     def resolver_timeout_ms(self) -> int: ...
+    @property
+    def bus(self) -> BusConfig: ...
+    @property
+    def sources(self) -> list[PostgresSource]: ...
+    @property
+    def plugins(self) -> list[Plugin]: ...
+    @property
+    def plugin_runtime(self) -> PluginRuntime: ...
+    @property
+    def jwt(self) -> JwtAuth | None: ...
 
 @final
 class Principal:
@@ -209,6 +406,12 @@ class Manager:
     def set_connection_policy(self, func: Callable[..., Any]) -> None: ...
     def set_event_loop(self, event_loop: asyncio.AbstractEventLoop) -> None: ...
     def publish(self, topic: str, data: Any, id: str | None = None) -> int: ...
+    def publish_async(self, topic: str, data: Any, id: str | None = None) -> int | Awaitable[int]: ...
+    def is_open(self) -> bool: ...
+    def open(self) -> Awaitable[None]: ...
+    def close(self) -> Awaitable[None]: ...
+    def health(self) -> dict[str, Any]: ...
+    def reload_plugins(self) -> Awaitable[dict[str, Any] | None]: ...
     def connect(
         self, offered: str, headers: list[tuple[str, str]] = ...
     ) -> NativeConnection | None: ...

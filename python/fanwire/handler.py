@@ -103,6 +103,8 @@ class GraphQLTransportWSHandler:
         native = self._manager._native
         loop = asyncio.get_running_loop()
         native.set_event_loop(loop)
+        # Plugins (JWT, filters) must be in force before the first client.
+        await self._manager.open()
         offered = list(ws.subprotocols)
         conn = native.connect(",".join(offered), list(ws.headers))
         if conn is None:

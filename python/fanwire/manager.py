@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
 from typing import Any, TypeAlias, TypeVar
 
 from fanwire import _native
@@ -34,6 +35,9 @@ class SubscriptionManager:
 
     Declare resolvers (and a connection policy) first; the engine is built
     when the manager first publishes or serves, and is fixed from then on.
+    The bus, event sources and plugins of its config run while the manager
+    is open: :meth:`open` / :meth:`close`, or ``async with manager:``;
+    serving and ``await publish(...)`` open it themselves.
     """
 
     def __init__(self, schema: str, config: SubscriptionConfig | None = None) -> None:
@@ -78,6 +82,41 @@ class SubscriptionManager:
         self._native.set_connection_policy(policy)
         return policy
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the bus, sources and plugins are running."""
+        return self._native.is_open()
+
+    async def open(self) -> None:
+        """Starts the config's bus, event sources and plugins; idempotent.
+
+        Loads the plugins (``ConfigError`` if one does not load), then
+        connects the bus and waits until it has read the broker's retained
+        history (up to ``BusConfig.startup_timeout_ms``). An unreachable
+        broker or database is not an error: the manager serves degraded,
+        retries with backoff and says so in :meth:`health`.
+        """
+        if not self._native.is_open():
+            self._native.set_event_loop(asyncio.get_running_loop())
+            await self._native.open()
+
+    async def close(self) -> None:
+        """Stops the bus and event sources (closing their connections) and the
+        plugin folder watcher; idempotent. Plugins stay in force."""
+        await self._native.close()
+
+    async def __aenter__(self) -> SubscriptionManager:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
     def bind_event_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Runs async resolvers on ``loop`` (default: the running loop).
 
@@ -87,18 +126,50 @@ class SubscriptionManager:
         self._native.set_event_loop(loop if loop is not None else asyncio.get_running_loop())
 
     async def publish(self, topic: str, data: Mapping[str, Any] | Any, *, id: str | None = None) -> int:
-        """Publishes one event to every subscription on ``topic``.
+        """Publishes one event through the bus, as the host's ``POST /publish`` does.
 
-        Returns the number of frames queued at once (results of async
-        resolvers follow). Raises :class:`fanwire.PublishError` when
-        ``data`` is not JSON-serialisable or the topic is empty.
+        With the in-process bus (the default) the event is dispatched here
+        and the result is the number of frames queued at once (results of
+        async resolvers follow). With NATS or Redis it returns 0 once the
+        broker has stored the event (or, while the broker is down, once this
+        node holds it for later); every node, this one included, then
+        delivers it with the broker's sequence number. ``id`` deduplicates
+        (the broker bus gives one when it is missing). Raises
+        :class:`fanwire.PublishError` when ``data`` is not
+        JSON-serialisable, the topic is empty, or the bus refuses (its
+        buffer is full while the broker is down).
         """
         self._native.set_event_loop(asyncio.get_running_loop())
-        return self._native.publish(topic, data, id)
+        if not self._native.is_open():
+            await self.open()
+        result = self._native.publish_async(topic, data, id)
+        if isinstance(result, int):
+            return result
+        return await result
 
     def publish_nowait(self, topic: str, data: Mapping[str, Any] | Any, *, id: str | None = None) -> int:
-        """:meth:`publish` without awaiting; callable from sync code and other threads."""
+        """:meth:`publish` without awaiting; callable from sync code and other threads.
+
+        Costs no task when the bus answers at once; a broker's
+        acknowledgement is then awaited in the background (a failure there
+        is logged on the ``fanwire`` logger). ``PublishError`` as for
+        :meth:`publish`; with NATS or Redis the manager must be open.
+        """
         return self._native.publish(topic, data, id)
+
+    def health(self) -> dict[str, Any]:
+        """What the host's ``/healthz`` says: ``status`` (``ok``; ``degraded``
+        while the broker or database is unreachable; ``closed`` before
+        :meth:`open`), ``connections``, ``subscriptions``, ``bus`` and
+        ``sources`` (each with its ``state`` and last ``error``)."""
+        return self._native.health()
+
+    async def reload_plugins(self) -> dict[str, Any] | None:
+        """Reloads every plugin from its file now (a changed file is also
+        picked up by the folder watcher, when ``PluginRuntime.watch``); a
+        version that does not load is rejected and the old one stays.
+        ``None`` without plugins or before :meth:`open`."""
+        return await self._native.reload_plugins()
 
     async def start(
         self,
@@ -112,14 +183,16 @@ class SubscriptionManager:
         """Starts the Rust WebSocket server in this process and returns at once.
 
         It serves ``/graphql`` (both subprotocols), ``POST /publish``
-        (bearer ``publish_token`` if set), ``/healthz`` and ``/metrics``.
-        ``port=0`` picks a free port (see ``RunningServer.port``).
-        ``config_file`` is a ``fanwire serve`` TOML file: its ``[server]``,
-        ``[bus]``, ``[sources]``, ``[[plugins]]``, ``[plugin_runtime]`` and
-        ``[auth]`` tables apply (plugins run beside the Python resolvers);
-        its ``[limits]`` do not (``SubscriptionConfig`` does).
+        (bearer ``publish_token`` if set; through the manager's bus),
+        ``/healthz``, ``/metrics`` and, with ``PluginRuntime(admin_token=...)``,
+        ``POST /admin/plugins/reload``. ``port=0`` picks a free port (see
+        ``RunningServer.port``). Opens the manager first (see :meth:`open`);
+        stopping the server leaves it open. ``config_file`` is a ``fanwire
+        serve`` TOML file whose ``[server]`` table applies; its bus, sources,
+        plugins and limits belong in the manager's config
+        (``SubscriptionConfig.from_toml``).
         """
-        self._native.set_event_loop(asyncio.get_running_loop())
+        await self.open()
         return await self._native.start_server(
             host, port, publish_token, shutdown_timeout_ms, None, config_file
         )
@@ -133,7 +206,8 @@ class SubscriptionManager:
         shutdown_timeout_ms: int | None = None,
         config_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Serves until cancelled, then closes every client with 1001 (see :meth:`start`)."""
+        """Serves until cancelled, then closes every client with 1001 and closes
+        the manager (see :meth:`start`)."""
         server = await self.start(
             host,
             port,
@@ -145,6 +219,7 @@ class SubscriptionManager:
             await asyncio.Event().wait()
         finally:
             await server.stop()
+            await self.close()
 
     def serve(
         self,
@@ -170,12 +245,13 @@ class SubscriptionManager:
                 await asyncio.Event().wait()
             finally:
                 await server.stop()
+                await self.close()
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(main())
 
     def metrics(self) -> str:
-        """The engine's metrics in the Prometheus text format."""
+        """The engine's metrics (and the bus's, while open) in the Prometheus text format."""
         return self._native.metrics()
 
     def stats(self) -> dict[str, int]:

@@ -1,13 +1,18 @@
-//! `SubscriptionConfig`: every engine limit, with the host's defaults, plus
-//! the resolver timeout.
+//! `SubscriptionConfig`: every engine limit, with the host's defaults, the
+//! resolver timeout, and the node's bus, sources and plugins (the host's
+//! `[bus]`, `[sources]`, `[[plugins]]`, `[plugin_runtime]` and `[auth]`).
 
 use fanwire_core::Limits;
+use fanwire_plugins::Kind;
+use fanwire_server::Config;
 use pyo3::prelude::*;
 
 use crate::errors::ConfigError;
+use crate::settings::{cwd, BusConfig, JwtAuth, Plugin, PluginRuntime, PostgresSource};
 
-/// Every limit of the engine (defaults as in the host's `fanwire.toml`) and
-/// the resolver timeout; validated when built.
+/// Every limit of the engine (defaults as in the host's `fanwire.toml`),
+/// the resolver timeout, and the bus, sources and plugins; validated when
+/// built.
 #[pyclass(frozen, module = "fanwire._native")]
 #[derive(Debug, Clone)]
 pub struct SubscriptionConfig {
@@ -60,6 +65,9 @@ pub struct SubscriptionConfig {
     #[pyo3(get)]
     resolver_timeout_ms: i64,
     limits: Limits,
+    /// The node's tables (`bus`, `sources`, `plugin_runtime`, `plugins`,
+    /// `auth`); the rest of it is unused.
+    node: Config,
 }
 
 /// The default resolver timeout: long enough for a database round trip.
@@ -103,6 +111,11 @@ impl SubscriptionConfig {
         max_fields = Limits::default().max_fields as i64,
         history_per_topic = Limits::default().history_per_topic as i64,
         resolver_timeout_ms = DEFAULT_RESOLVER_TIMEOUT_MS,
+        bus = None,
+        sources = Vec::new(),
+        plugins = Vec::new(),
+        plugin_runtime = None,
+        jwt = None,
     ))]
     fn new(
         max_connections: i64,
@@ -121,6 +134,11 @@ impl SubscriptionConfig {
         max_fields: i64,
         history_per_topic: i64,
         resolver_timeout_ms: i64,
+        bus: Option<PyRef<'_, BusConfig>>,
+        sources: Vec<PyRef<'_, PostgresSource>>,
+        plugins: Vec<PyRef<'_, Plugin>>,
+        plugin_runtime: Option<PyRef<'_, PluginRuntime>>,
+        jwt: Option<PyRef<'_, JwtAuth>>,
     ) -> PyResult<Self> {
         let limits = Limits {
             max_connections: count("max_connections", max_connections)?,
@@ -142,39 +160,90 @@ impl SubscriptionConfig {
             max_fields: count("max_fields", max_fields)?,
             history_per_topic: count("history_per_topic", history_per_topic)?,
         };
-        limits
-            .validate()
-            .map_err(|e| ConfigError::new_err(e.to_string()))?;
-        if resolver_timeout_ms < 1 {
-            return Err(ConfigError::new_err(format!(
-                "invalid limit `resolver_timeout_ms`: must be at least 1, got {resolver_timeout_ms}"
-            )));
+        if sources.len() > 1 {
+            return Err(ConfigError::new_err(
+                "one PostgresSource at most: list every channel in it",
+            ));
         }
-        Ok(SubscriptionConfig {
-            max_connections,
-            connections_per_second,
-            connection_burst,
-            max_subscriptions_per_connection,
-            subscribes_per_second,
-            subscribe_burst,
-            max_message_bytes,
-            queue_depth,
-            init_timeout_ms,
-            keep_alive_ms,
-            max_document_bytes,
-            max_depth,
-            max_aliases,
-            max_fields,
-            history_per_topic,
-            resolver_timeout_ms,
-            limits,
-        })
+        let mut node = Config::default();
+        if let Some(bus) = bus {
+            node.bus = bus.inner.clone();
+        }
+        if let Some(pg) = sources.first() {
+            node.sources.postgres = pg.inner.clone();
+        }
+        node.plugins = plugins.iter().map(|p| p.inner.clone()).collect();
+        if let Some(runtime) = plugin_runtime {
+            node.plugin_runtime = runtime.inner.clone();
+        }
+        node.auth.jwt = jwt.map(|j| j.inner.clone());
+        // Relative plugin paths start at the plugin folder, else here.
+        node.resolve_plugin_paths(&cwd()?);
+        Self::from_parts(limits, resolver_timeout_ms, node)
+    }
+
+    /// Reads a `fanwire serve` TOML file: its `[limits]`, `[bus]`,
+    /// `[sources]`, `[[plugins]]`, `[plugin_runtime]` and `[auth]` (relative
+    /// paths start at the file's folder); `[server]` is for `start()`.
+    #[classmethod]
+    #[pyo3(signature = (path, *, resolver_timeout_ms = DEFAULT_RESOLVER_TIMEOUT_MS))]
+    fn from_toml(
+        _cls: &Bound<'_, pyo3::types::PyType>,
+        path: std::path::PathBuf,
+        resolver_timeout_ms: i64,
+    ) -> PyResult<Self> {
+        let config = Config::load(&path).map_err(|e| ConfigError::new_err(e.to_string()))?;
+        Self::from_parts(config.limits.clone(), resolver_timeout_ms, config)
+    }
+
+    /// The bus (`[bus]`).
+    #[getter]
+    fn bus(&self) -> BusConfig {
+        BusConfig {
+            inner: self.node.bus.clone(),
+        }
+    }
+
+    /// The event sources (`[sources.postgres]`): none or one.
+    #[getter]
+    fn sources(&self) -> Vec<PostgresSource> {
+        let pg = &self.node.sources.postgres;
+        pg.url
+            .is_some()
+            .then(|| PostgresSource { inner: pg.clone() })
+            .into_iter()
+            .collect()
+    }
+
+    /// The plugins, in the order given (`[[plugins]]`), with absolute paths.
+    #[getter]
+    fn plugins(&self) -> Vec<Plugin> {
+        self.node
+            .plugins
+            .iter()
+            .map(|p| Plugin { inner: p.clone() })
+            .collect()
+    }
+
+    /// The plugin runtime's limits (`[plugin_runtime]`).
+    #[getter]
+    fn plugin_runtime(&self) -> PluginRuntime {
+        PluginRuntime {
+            inner: self.node.plugin_runtime.clone(),
+        }
+    }
+
+    /// JWT authentication of connections (`[auth.jwt]`), if configured.
+    #[getter]
+    fn jwt(&self) -> Option<JwtAuth> {
+        self.node.auth.jwt.clone().map(|inner| JwtAuth { inner })
     }
 
     fn __repr__(&self) -> String {
         format!(
-            "SubscriptionConfig(max_connections={}, queue_depth={}, init_timeout_ms={}, keep_alive_ms={}, resolver_timeout_ms={}, ...)",
-            self.max_connections, self.queue_depth, self.init_timeout_ms, self.keep_alive_ms, self.resolver_timeout_ms
+            "SubscriptionConfig(max_connections={}, queue_depth={}, init_timeout_ms={}, keep_alive_ms={}, resolver_timeout_ms={}, bus={:?}, plugins={}, ...)",
+            self.max_connections, self.queue_depth, self.init_timeout_ms, self.keep_alive_ms, self.resolver_timeout_ms,
+            self.node.bus.kind, self.node.plugins.len()
         )
     }
 }
@@ -192,24 +261,86 @@ impl SubscriptionConfig {
 
     /// The defaults.
     pub fn default_config() -> PyResult<Self> {
-        let d = Limits::default();
-        Self::new(
-            d.max_connections as i64,
-            d.connections_per_second,
-            d.connection_burst,
-            d.max_subscriptions_per_connection as i64,
-            d.subscribes_per_second,
-            d.subscribe_burst,
-            d.max_message_bytes as i64,
-            d.queue_depth as i64,
-            d.init_timeout_ms as i64,
-            d.keep_alive_ms as i64,
-            d.max_document_bytes as i64,
-            d.max_depth as i64,
-            d.max_aliases as i64,
-            d.max_fields as i64,
-            d.history_per_topic as i64,
+        Self::from_parts(
+            Limits::default(),
             DEFAULT_RESOLVER_TIMEOUT_MS,
+            Config::default(),
         )
+    }
+
+    /// The node's tables: bus, sources, plugins, plugin runtime, auth.
+    pub fn node(&self) -> &Config {
+        &self.node
+    }
+
+    /// Whether the node has plugins or JWT authentication, which must be
+    /// loaded before any client connects.
+    pub fn has_plugins(&self) -> bool {
+        !self.node.plugins.is_empty() || self.node.auth.jwt.is_some()
+    }
+
+    /// Whether something besides the Python connection policy decides
+    /// `connection_init` (JWT or a connection-policy plugin).
+    pub fn has_connection_policy(&self) -> bool {
+        self.node.auth.jwt.is_some()
+            || self
+                .node
+                .plugins
+                .iter()
+                .any(|p| p.kind == Kind::ConnectionPolicy)
+    }
+
+    /// Validates everything and builds the value.
+    fn from_parts(limits: Limits, resolver_timeout_ms: i64, node: Config) -> PyResult<Self> {
+        limits
+            .validate()
+            .map_err(|e| ConfigError::new_err(e.to_string()))?;
+        if resolver_timeout_ms < 1 {
+            return Err(ConfigError::new_err(format!(
+                "invalid limit `resolver_timeout_ms`: must be at least 1, got {resolver_timeout_ms}"
+            )));
+        }
+        node.validate_node()
+            .map_err(|e| ConfigError::new_err(e.to_string()))?;
+        let connection_plugins = node
+            .plugins
+            .iter()
+            .filter(|p| p.kind == Kind::ConnectionPolicy)
+            .count();
+        if connection_plugins + usize::from(node.auth.jwt.is_some()) > 1 {
+            return Err(ConfigError::new_err(
+                "at most one connection policy: jwt or one connection-policy plugin",
+            ));
+        }
+        for plugin in &node.plugins {
+            if !plugin.path.is_file() {
+                return Err(ConfigError::new_err(format!(
+                    "plugin {}: no such file {}",
+                    plugin.name(),
+                    plugin.path.display()
+                )));
+            }
+        }
+        let n = |v: usize| v as i64;
+        Ok(SubscriptionConfig {
+            max_connections: n(limits.max_connections),
+            connections_per_second: limits.connections_per_second,
+            connection_burst: limits.connection_burst,
+            max_subscriptions_per_connection: n(limits.max_subscriptions_per_connection),
+            subscribes_per_second: limits.subscribes_per_second,
+            subscribe_burst: limits.subscribe_burst,
+            max_message_bytes: n(limits.max_message_bytes),
+            queue_depth: n(limits.queue_depth),
+            init_timeout_ms: limits.init_timeout_ms as i64,
+            keep_alive_ms: limits.keep_alive_ms as i64,
+            max_document_bytes: n(limits.max_document_bytes),
+            max_depth: n(limits.max_depth),
+            max_aliases: n(limits.max_aliases),
+            max_fields: n(limits.max_fields),
+            history_per_topic: n(limits.history_per_topic),
+            resolver_timeout_ms,
+            limits,
+            node,
+        })
     }
 }

@@ -13,13 +13,13 @@ create_exception!(
     fanwire,
     ConfigError,
     PyValueError,
-    "A `SubscriptionConfig` or server setting is out of range."
+    "A `SubscriptionConfig`, bus, source, plugin or server setting is invalid, or a plugin failed to load."
 );
 create_exception!(
     fanwire,
     PublishError,
     PyValueError,
-    "An event could not be published: empty topic or data that is not JSON."
+    "An event could not be published: empty topic, data that is not JSON, or the bus refused it (its buffer is full while the broker is down, or it is not running)."
 );
 create_exception!(
     fanwire,

@@ -12,7 +12,11 @@
 //!   that a Python framework holds.
 //! - [`server`]: `RunningServer`, the Rust server inside the process.
 //! - [`executor`]: runs Rust futures on the application's asyncio loop.
-//! - [`config`]: `SubscriptionConfig`, every limit with its default.
+//! - [`config`]: `SubscriptionConfig`, every limit with its default, and
+//!   the node's tables.
+//! - [`settings`]: `BusConfig`, `PostgresSource`, `Plugin`, `PluginRuntime`,
+//!   `JwtAuth`: the host's TOML tables as Python classes (the same serde
+//!   types, defaults and validation).
 //! - [`convert`]: JSON values to Python objects and back.
 //! - [`errors`]: the exception classes.
 
@@ -26,6 +30,7 @@ mod manager;
 mod policy;
 mod resolver;
 mod server;
+mod settings;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -53,6 +58,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<manager::Manager>()?;
     m.add_class::<config::SubscriptionConfig>()?;
+    m.add_class::<settings::BusConfig>()?;
+    m.add_class::<settings::PostgresSource>()?;
+    m.add_class::<settings::Plugin>()?;
+    m.add_class::<settings::PluginRuntime>()?;
+    m.add_class::<settings::JwtAuth>()?;
     m.add_class::<context::Context>()?;
     m.add_class::<context::Principal>()?;
     m.add_class::<connection::NativeConnection>()?;

@@ -1,20 +1,27 @@
 //! The native side of `SubscriptionManager`: the schema and resolvers while
-//! the application declares them, then the engine they are frozen into.
+//! the application declares them, then the engine they are frozen into, and
+//! the node around it (bus, sources, plugins) while the manager is open.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
+use fanwire_bus::{BusError, BusKind, Published};
 use fanwire_core::hooks::{ConnectionPolicy, Hooks, Resolver, Spawner};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::{Engine, Event, Schema};
-use fanwire_server::Config;
+use fanwire_server::{Config, Node};
+use futures_util::future::BoxFuture;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
 
 use crate::config::SubscriptionConfig;
 use crate::connection::NativeConnection;
-use crate::convert::from_py;
+use crate::convert::{from_py, to_py};
 use crate::errors::{ConfigError, PublishError, SchemaError};
 use crate::executor::{Executor, Spawn};
 use crate::policy::PyPolicy;
@@ -42,9 +49,173 @@ pub struct Manager {
     event_loop: Arc<LoopSlot>,
     executor: Py<Executor>,
     stats: Arc<ResolverStats>,
+    /// The bus, sources and plugins while the manager is open. A std mutex:
+    /// held to clone or swap the `Arc`, never across an await.
+    node: Mutex<Option<Arc<Node>>>,
+    /// Serialises `open` and `close`; a tokio mutex because starting a node
+    /// awaits the broker.
+    opening: tokio::sync::Mutex<()>,
+    /// Set once plugins were loaded: they register their metrics with the
+    /// engine, which a second load would repeat.
+    plugins_loaded: std::sync::atomic::AtomicBool,
+}
+
+/// What a plugin reload did, as a dict.
+#[derive(IntoPyObject)]
+struct ReloadReport {
+    reloaded: Vec<String>,
+    rejected: Vec<(String, String)>,
+    revoked: usize,
+}
+
+/// A bus error as the exception a publisher handles.
+fn publish_error(e: BusError) -> PyErr {
+    PublishError::new_err(e.to_string())
+}
+
+/// Frames queued at once in this process (a broker delivers later, to
+/// every node, this one included).
+fn deliveries(published: Published) -> usize {
+    match published {
+        Published::Delivered { deliveries } => deliveries,
+        Published::Stored | Published::Queued => 0,
+    }
+}
+
+/// Reports a publish that failed after `publish_nowait` returned, on the
+/// `fanwire` logger (nobody is left to raise it to).
+fn log_late_failure(error: &BusError) {
+    if !crate::python_alive() {
+        return;
+    }
+    Python::attach(|py| {
+        let logged = py.import("logging").and_then(|logging| {
+            logging
+                .call_method1("getLogger", ("fanwire",))?
+                .call_method1("error", (format!("publish_nowait: {error}"),))
+        });
+        if let Err(e) = logged {
+            e.print(py);
+        }
+    });
 }
 
 impl Manager {
+    /// The running node, if the manager is open.
+    fn node(&self) -> Option<Arc<Node>> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Starts publishing `event`: dispatched here with the in-process bus,
+    /// else handed to the broker bus and polled once, which is all it takes
+    /// when the bus answers at once (it queues while the broker is down, or
+    /// refuses when that queue is full). `Err(future)` is the rest of a
+    /// publish that waits for the broker's acknowledgement.
+    #[allow(clippy::type_complexity)]
+    fn start_publish(
+        &self,
+        py: Python<'_>,
+        topic: String,
+        data: &Bound<'_, PyAny>,
+        id: Option<String>,
+    ) -> PyResult<Result<usize, BoxFuture<'static, Result<Published, BusError>>>> {
+        if topic.is_empty() {
+            return Err(PublishError::new_err("the topic must not be empty"));
+        }
+        let data = from_py(data).map_err(|e| PublishError::new_err(e.value(py).to_string()))?;
+        let engine = self.engine()?;
+        let event = Event {
+            topic,
+            data,
+            id,
+            seq: None,
+        };
+        let bus = match self.node() {
+            Some(node) if node.bus().kind() != "memory" => node.bus().clone(),
+            // The in-process bus is dispatch: skip the future.
+            _ if self.config.node().bus.kind == BusKind::Memory => {
+                // Dispatch takes registry locks; resolvers take the GIL inside them.
+                return Ok(Ok(py.detach(|| engine.publish(&event)).deliveries));
+            }
+            _ => {
+                return Err(PublishError::new_err(format!(
+                    "the {:?} bus is not running: `await manager.open()` (serving does it) before publishing",
+                    self.config.node().bus.kind
+                )))
+            }
+        };
+        // While the broker is down, the bus's forwarder may hold it for a
+        // while: refuse here what the bus would refuse once it is free, so
+        // the caller gets the error rather than a log line.
+        let status = bus.status();
+        if status.state != fanwire_bus::State::Up {
+            let queued = status.queued.unwrap_or(0);
+            if queued >= self.config.node().bus.buffer {
+                return Err(publish_error(BusError::Unavailable {
+                    kind: bus.kind(),
+                    queued,
+                }));
+            }
+        }
+        let mut publish: BoxFuture<'static, Result<Published, BusError>> =
+            Box::pin(async move { bus.publish(vec![event]).await });
+        let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let first = py.detach(|| {
+            let _in_runtime = runtime.enter();
+            // Polled again by whoever takes the future over, so a wake-up
+            // sent to this no-op waker is not lost.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            Pin::new(&mut publish).poll(&mut cx)
+        });
+        match first {
+            Poll::Ready(result) => result.map(|p| Ok(deliveries(p))).map_err(publish_error),
+            Poll::Pending => Ok(Err(publish)),
+        }
+    }
+
+    /// The configured tables for an in-process server: `config_file`'s
+    /// `[server]`, and the manager's node tables (a file that sets them
+    /// differently is refused rather than silently ignored).
+    fn server_config(&self, config_file: Option<&std::path::Path>) -> PyResult<Config> {
+        let mine = self.config.node();
+        let mut config = match config_file {
+            Some(path) => Config::load(path).map_err(|e| ConfigError::new_err(e.to_string()))?,
+            None => Config::default(),
+        };
+        let default = Config::default();
+        let differs = [
+            ("[bus]", config.bus != default.bus && config.bus != mine.bus),
+            (
+                "[sources]",
+                config.sources != default.sources && config.sources != mine.sources,
+            ),
+            (
+                "[[plugins]]",
+                config.plugins != default.plugins && config.plugins != mine.plugins,
+            ),
+            (
+                "[plugin_runtime]",
+                config.plugin_runtime != default.plugin_runtime
+                    && config.plugin_runtime != mine.plugin_runtime,
+            ),
+            (
+                "[auth]",
+                config.auth != default.auth && config.auth != mine.auth,
+            ),
+        ];
+        if let Some((table, _)) = differs.iter().find(|(_, d)| *d) {
+            return Err(ConfigError::new_err(format!(
+                "config_file sets {table}, which belongs to the manager: pass SubscriptionConfig.from_toml(path) to the manager (or set it in SubscriptionConfig)"
+            )));
+        }
+        config.bus = mine.bus.clone();
+        config.sources = mine.sources.clone();
+        config.plugins = mine.plugins.clone();
+        config.plugin_runtime = mine.plugin_runtime.clone();
+        config.auth = mine.auth.clone();
+        Ok(config)
+    }
+
     fn spawn(&self) -> Spawn {
         Spawn(self.executor.get().shared.clone())
     }
@@ -59,7 +230,13 @@ impl Manager {
                     "the subscription engine failed to start earlier",
                 ))
             }
-            State::Building { .. } => {}
+            State::Building { policy, .. } => {
+                if policy.is_some() && self.config.has_connection_policy() {
+                    return Err(ConfigError::new_err(
+                        "both a Python connection policy and the config's JWT or connection-policy plugin decide connection_init: keep one",
+                    ));
+                }
+            }
         }
         let State::Building {
             schema,
@@ -143,6 +320,9 @@ impl Manager {
             event_loop: Arc::default(),
             executor: Py::new(py, Executor::new()?)?,
             stats: Arc::default(),
+            node: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            plugins_loaded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -218,8 +398,11 @@ impl Manager {
         Executor::attach(self.executor.bind(py), event_loop)
     }
 
-    /// Publishes one event; returns how many frames were queued now (async
-    /// resolvers deliver later).
+    /// Publishes one event through the bus without waiting for a broker's
+    /// acknowledgement; returns how many frames were queued in this process
+    /// now (async resolvers deliver later; with a broker, 0: every node
+    /// delivers once the broker has it). Raises `PublishError` when the bus
+    /// refuses at once; a later failure is logged.
     #[pyo3(signature = (topic, data, id=None))]
     fn publish(
         &self,
@@ -228,19 +411,133 @@ impl Manager {
         data: &Bound<'_, PyAny>,
         id: Option<String>,
     ) -> PyResult<usize> {
-        if topic.is_empty() {
-            return Err(PublishError::new_err("the topic must not be empty"));
+        match self.start_publish(py, topic, data, id)? {
+            Ok(n) => Ok(n),
+            Err(rest) => {
+                pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+                    if let Err(e) = rest.await {
+                        log_late_failure(&e);
+                    }
+                });
+                Ok(0)
+            }
         }
-        let data = from_py(data).map_err(|e| PublishError::new_err(e.value(py).to_string()))?;
-        let engine = self.engine()?;
-        let event = Event {
-            topic,
-            data,
-            id,
-            seq: None,
+    }
+
+    /// As `publish`, but a broker's acknowledgement is awaited: returns the
+    /// count, or an awaitable of it when the bus did not answer at once.
+    #[pyo3(signature = (topic, data, id=None))]
+    fn publish_async<'py>(
+        &self,
+        py: Python<'py>,
+        topic: String,
+        data: &Bound<'py, PyAny>,
+        id: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.start_publish(py, topic, data, id)? {
+            Ok(n) => n.into_bound_py_any(py),
+            Err(rest) => pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                rest.await.map(deliveries).map_err(publish_error)
+            }),
+        }
+    }
+
+    /// Whether the bus, sources and plugins are running.
+    fn is_open(&self) -> bool {
+        self.node().is_some()
+    }
+
+    /// Starts the bus, sources and plugins (idempotent); resolves once the
+    /// bus has caught up with the broker's history, or its startup timeout
+    /// passed with the broker unreachable (the node then serves degraded and
+    /// retries: see `health()`).
+    fn open<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = slf.get().engine()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let manager = slf.get();
+            let _one = manager.opening.lock().await;
+            if manager.node().is_some() {
+                return Ok(());
+            }
+            if manager.plugins_loaded.load(Ordering::Acquire) {
+                return Err(PyRuntimeError::new_err(
+                    "a manager with plugins opens once: create a new manager after close()",
+                ));
+            }
+            let node = Node::start(engine, manager.config.node())
+                .await
+                .map_err(crate::server::start_error)?;
+            if node.plugins().is_some() {
+                manager.plugins_loaded.store(true, Ordering::Release);
+            }
+            *manager.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(node));
+            Ok(())
+        })
+    }
+
+    /// Stops the bus and sources (their connections close) and the plugin
+    /// watcher; the plugins stay in force on the engine. Idempotent; `open`
+    /// starts them again.
+    fn close<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let manager = slf.get();
+            let _one = manager.opening.lock().await;
+            let node = manager
+                .node
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(node) = node {
+                node.stop();
+            }
+            Ok(())
+        })
+    }
+
+    /// What the host's `/healthz` reports: `status` (`ok`, `degraded` while
+    /// the broker or database is unreachable, `closed` before `open`),
+    /// `connections`, `subscriptions`, `bus` and `sources`.
+    fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let value = match self.node() {
+            Some(node) => node.health(),
+            None => {
+                // Asking must not freeze a manager still being declared.
+                let engine = match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+                    State::Frozen(engine) => Some(engine.clone()),
+                    _ => None,
+                };
+                let (connections, subscriptions) = engine.map_or((0, 0), |e| {
+                    let m = e.metrics();
+                    (m.connections.get(), m.subscriptions.get())
+                });
+                serde_json::json!({
+                    "status": "closed",
+                    "connections": connections,
+                    "subscriptions": subscriptions,
+                    "bus": null,
+                    "sources": {},
+                })
+            }
         };
-        // Dispatch takes registry locks; resolvers take the GIL inside them.
-        Ok(py.detach(|| engine.publish(&event)).deliveries)
+        to_py(py, &value)
+    }
+
+    /// Reloads every plugin file (compiling off the event path); resolves to
+    /// `{"reloaded": [...], "rejected": [(name, reason)], "revoked": n}`, or
+    /// `None` when no plugins are configured or the manager is not open.
+    fn reload_plugins<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let node = self.node();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let Some(node) = node else { return Ok(None) };
+            let Some(report) = node.reload_plugins(true).await else {
+                return Ok(None);
+            };
+            Ok(Some(ReloadReport {
+                reloaded: report.reloaded,
+                rejected: report.rejected,
+                revoked: report.revoked,
+            }))
+        })
     }
 
     /// Opens a connection for a framework-held socket; `None` when the
@@ -252,6 +549,13 @@ impl Manager {
         headers: Vec<(String, String)>,
     ) -> PyResult<Option<NativeConnection>> {
         let engine = self.engine()?;
+        if self.config.has_plugins() && self.node().is_none() {
+            // Serving before the plugins load would skip authentication
+            // and filters.
+            return Err(PyRuntimeError::new_err(
+                "the configured plugins are not loaded: `await manager.open()` first (serving does it)",
+            ));
+        }
         let Some(protocol) = Protocol::negotiate(offered) else {
             return Ok(None);
         };
@@ -268,11 +572,11 @@ impl Manager {
         )))
     }
 
-    /// Starts the Rust WebSocket server in this process; resolves to a
-    /// `RunningServer`. `config_file` is a `fanwire serve` TOML file whose
-    /// `[server]`, `[bus]`, `[sources]`, `[[plugins]]`, `[plugin_runtime]`
-    /// and `[auth]` tables apply (its `[limits]` do not: the manager's
-    /// `SubscriptionConfig` does); the other arguments override it.
+    /// Starts the Rust WebSocket server in this process around the open
+    /// manager's node; resolves to a `RunningServer`. `config_file` is a
+    /// `fanwire serve` TOML file whose `[server]` table applies (the other
+    /// arguments override it); the bus, sources, plugins and limits are the
+    /// manager's, and a file that sets them differently is refused.
     #[pyo3(signature = (host, port, publish_token=None, shutdown_timeout_ms=None, max_publish_bytes=None, config_file=None))]
     #[allow(clippy::too_many_arguments)]
     fn start_server<'py>(
@@ -297,10 +601,7 @@ impl Manager {
             .map_err(|_| {
                 ConfigError::new_err(format!("host must be an IP address, got {host:?}"))
             })?;
-        let mut config = match &config_file {
-            Some(path) => Config::load(path).map_err(|e| ConfigError::new_err(e.to_string()))?,
-            None => Config::default(),
-        };
+        let mut config = self.server_config(config_file.as_deref())?;
         config.server.listen = std::net::SocketAddr::new(ip, port);
         // The schema comes from the manager, not a file.
         config.server.schema = None;
@@ -313,13 +614,19 @@ impl Manager {
         if let Some(bytes) = max_publish_bytes {
             config.server.max_publish_bytes = bytes;
         }
-        let engine = self.engine()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, crate::server::start(engine, config))
+        let node = self.node().ok_or_else(|| {
+            PyRuntimeError::new_err("the manager is not open: `await manager.open()` first")
+        })?;
+        pyo3_async_runtimes::tokio::future_into_py(py, crate::server::start(node, config))
     }
 
-    /// The Prometheus text exposition of the engine's metrics.
+    /// The Prometheus text exposition of the engine's metrics (and the
+    /// bus's, while open).
     fn metrics(&self) -> PyResult<String> {
-        Ok(self.engine()?.metrics().encode())
+        Ok(match self.node() {
+            Some(node) => node.metrics(),
+            None => self.engine()?.metrics().encode(),
+        })
     }
 
     /// Live counts and resolver outcomes, as a dict of ints.

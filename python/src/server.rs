@@ -3,8 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use fanwire_core::Engine;
-use fanwire_server::{Config, Server};
+use fanwire_server::{Config, Node, Server, StartError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -20,14 +19,20 @@ pub struct RunningServer {
     done: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Binds and starts serving on the shared runtime.
-pub async fn start(engine: Arc<Engine>, config: Config) -> PyResult<RunningServer> {
-    let bound = Server::bind_engine(engine, config)
-        .await
-        .map_err(|e| match e {
-            fanwire_server::StartError::Config(e) => ConfigError::new_err(e.to_string()),
-            other => ServerError::new_err(other.to_string()),
-        })?;
+/// A start error as the exception the caller handles: a configuration,
+/// bus or plugin problem is a `ConfigError`, a port in use a `ServerError`.
+pub fn start_error(e: StartError) -> PyErr {
+    match e {
+        StartError::Bind { .. } | StartError::SchemaFile { .. } => {
+            ServerError::new_err(e.to_string())
+        }
+        other => ConfigError::new_err(other.to_string()),
+    }
+}
+
+/// Binds and starts serving, around `node`, on the shared runtime.
+pub async fn start(node: Arc<Node>, config: Config) -> PyResult<RunningServer> {
+    let bound = Server::bind_node(node, config).await.map_err(start_error)?;
     let addr = bound
         .local_addr()
         .map_err(|e| ServerError::new_err(e.to_string()))?;

@@ -73,7 +73,7 @@ class Served:
 
 async def _uvicorn(app: Any, stack: AsyncExitStack) -> int:
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio", lifespan="off"
+        app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio", lifespan="on"
     )
     server = uvicorn.Server(config)
     # Serving on the test's own loop: async resolvers run where the app runs.
@@ -93,7 +93,9 @@ async def _uvicorn(app: Any, stack: AsyncExitStack) -> int:
 
 
 async def serve(manager: SubscriptionManager, mode: str, stack: AsyncExitStack) -> Served:
-    """Serves `manager` in `mode` until `stack` closes."""
+    """Serves `manager` in `mode` until `stack` closes, then closes the
+    manager (its bus, sources and plugin watcher)."""
+    stack.push_async_callback(manager.close)
     if mode == "rust":
         running = await manager.start("127.0.0.1", 0)
         stack.push_async_callback(running.stop)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import fanwire
 from fanwire import (
+    BusConfig,
     ConfigError,
+    JwtAuth,
+    Plugin,
+    PluginRuntime,
+    PostgresSource,
     PublishError,
     SchemaError,
     SubscriptionConfig,
@@ -166,3 +173,108 @@ async def test_the_in_process_server_reads_a_host_config_file(tmp_path: Path) ->
     bad.write_text("[server]\nlisen = 1\n")
     with pytest.raises(ConfigError, match="lisen"):
         await SubscriptionManager(SDL).start("127.0.0.1", 0, config_file=bad)
+
+
+def test_bus_source_and_plugin_settings_have_the_hosts_names_and_defaults() -> None:
+    toml = tomllib.loads((ROOT / "examples/standalone/fanwire.toml").read_text())
+    for key, value in toml["bus"].items():
+        assert getattr(BusConfig(), key) == value, key
+    for key, value in toml["plugin_runtime"].items():
+        assert getattr(PluginRuntime(), key) == value, key
+    config = SubscriptionConfig()
+    assert repr(config.bus) == repr(BusConfig())
+    assert config.sources == [] and config.plugins == [] and config.jwt is None
+    # The host's own file reads into the same values.
+    from_file = SubscriptionConfig.from_toml(ROOT / "examples/standalone/fanwire.toml")
+    assert repr(from_file.bus) == repr(BusConfig())
+    assert repr(from_file.plugin_runtime) == repr(PluginRuntime())
+    assert from_file.queue_depth == config.queue_depth
+
+    pg = PostgresSource(url="postgres://x@127.0.0.1/db", channels=("orders",), outbox_table="fanwire_events")
+    assert (pg.channels, pg.outbox_table, pg.cursor, pg.poll_ms, pg.batch) == (
+        ["orders"],
+        "fanwire_events",
+        "fanwire",
+        1000,
+        500,
+    )
+    assert repr(BusConfig.from_url("redis://127.0.0.1:6379/0")) == repr(BusConfig(kind="redis", url="redis://127.0.0.1:6379/0"))
+    assert repr(BusConfig.from_url("memory")) == repr(BusConfig())
+    with pytest.raises(ConfigError, match="expected nats://"):
+        BusConfig.from_url("kafka://x")
+    bus = BusConfig(kind="nats", url="nats://127.0.0.1:4222", buffer=5)
+    assert (bus.kind, bus.url, bus.buffer, bus.history) == ("nats", "nats://127.0.0.1:4222", 5, 100_000)
+    assert SubscriptionConfig(bus=bus, sources=[pg]).sources[0].channels == ["orders"]
+
+
+def test_plugin_paths_resolve_against_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "f.wasm").write_bytes(b"\x00asm")
+    config = SubscriptionConfig(
+        plugins=[Plugin("f.wasm", "event-filter", topics=["orders:*"], config={"field": "tenant"})],
+        plugin_runtime=PluginRuntime(folder=tmp_path),
+    )
+    (spec,) = config.plugins
+    assert (spec.path, spec.kind, spec.topics, spec.config, spec.order) == (
+        str(tmp_path / "f.wasm"),
+        "event-filter",
+        ["orders:*"],
+        {"field": "tenant"},
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: BusConfig(kind="kafka"),  # type: ignore[arg-type]
+         "unknown variant `kafka`"),
+        (lambda: BusConfig(strem="x"),  # type: ignore[call-arg]
+         "unknown field `strem`"),
+        (lambda: BusConfig(stream="a.b"), "bus.stream"),
+        (lambda: BusConfig(buffer=0), "bus.buffer"),
+        (lambda: BusConfig(history=-1), "BusConfig.history: invalid value: integer `-1`"),
+        (lambda: PostgresSource(channels=["x"]),  # type: ignore[call-arg]
+         "url is required"),
+        (lambda: PostgresSource(url="postgres://x"), "nothing to read"),
+        (lambda: PostgresSource(url="postgres://x", channels=["x"], poll_ms=1), "poll_ms"),
+        (lambda: Plugin("x.wasm", "filter"),  # type: ignore[arg-type]
+         "unknown variant `filter`"),
+        (lambda: PluginRuntime(admin_token=""), "admin_token"),
+        (lambda: PluginRuntime(memory_mb=512), "memory_mb"),
+        (lambda: JwtAuth(algorithm="HS256"), "non-empty secret"),
+        (lambda: JwtAuth(algorithm="RS256", public_key_file="/nonexistent.pem"), "nonexistent.pem"),
+        (lambda: JwtAuth(algorithm="none", secret="x"),  # type: ignore[arg-type]
+         "unknown variant `none`"),
+        (lambda: SubscriptionConfig(plugins=[Plugin("/nonexistent.wasm", "event-filter")]), "no such file"),
+        (
+            lambda: SubscriptionConfig(sources=[PostgresSource(url="postgres://x", channels=["a"])] * 2),
+            "one PostgresSource",
+        ),
+    ],
+)
+def test_invalid_bus_source_and_plugin_settings_are_config_errors(build: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build()
+
+
+async def test_publishing_before_the_broker_bus_runs_is_a_publish_error() -> None:
+    manager = SubscriptionManager(SDL, SubscriptionConfig(bus=BusConfig(kind="nats")))
+    assert manager.health()["status"] == "closed"
+    manager.subscription("orderCreated")(lambda e, v, c: {})  # health() froze nothing
+    with pytest.raises(PublishError, match="not running"):
+        manager.publish_nowait("orders:1", {})
+    assert manager.health()["status"] == "closed"
+
+
+async def test_a_config_file_may_not_override_the_managers_bus(tmp_path: Path) -> None:
+    config = tmp_path / "fanwire.toml"
+    config.write_text('[bus]\nkind = "redis"\n')
+    manager = SubscriptionManager(SDL)
+    try:
+        with pytest.raises(ConfigError, match=re.escape("config_file sets [bus]")):
+            await manager.start("127.0.0.1", 0, config_file=config)
+        # The same file given to the manager is fine.
+        same = SubscriptionConfig.from_toml(config)
+        assert same.bus.kind == "redis"
+    finally:
+        await manager.close()

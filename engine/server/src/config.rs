@@ -175,12 +175,9 @@ impl Config {
         }
     }
 
-    /// Checks every value; the host refuses to start on the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.limits
-            .validate()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        self.server.validate()?;
+    /// Checks what a [`crate::Node`] reads: `[bus]`, `[sources]` and
+    /// `[plugin_runtime]` (plugins and keys are checked when they load).
+    pub fn validate_node(&self) -> Result<(), ConfigError> {
         self.bus
             .validate()
             .and_then(|()| self.sources.validate())
@@ -191,6 +188,16 @@ impl Config {
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks every value; the host refuses to start on the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.server.validate()?;
+        self.validate_node()?;
         if self.demo.enabled && self.demo.interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "demo.interval_ms must be at least 1".into(),

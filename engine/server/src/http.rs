@@ -57,18 +57,11 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, "/publish") => publish(app, req).await,
         (&Method::POST, "/admin/plugins/reload") => reload_plugins(app, req).await,
         (&Method::GET, "/healthz") => health(&app),
-        (&Method::GET, "/metrics") => {
-            // One exposition: the engine's metrics, then the bus's, one EOF.
-            let engine = app.engine.metrics().encode();
-            let mut text = engine.strip_suffix("# EOF\n").unwrap_or(&engine).to_owned();
-            text.push_str(&app.io.metrics.encode());
-            text.push_str("# EOF\n");
-            respond(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                text,
-            )
-        }
+        (&Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            app.node.metrics(),
+        ),
         (&Method::GET, "/") => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -87,25 +80,11 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 /// Liveness and counts; `degraded` (still 200: the node serves its clients)
 /// while the bus or a source is not connected.
 fn health(app: &App) -> Response<Body> {
-    let m = app.engine.metrics();
-    let bus = app.io.bus.status();
-    let sources: serde_json::Map<String, serde_json::Value> = app
-        .io
-        .sources
-        .iter()
-        .map(|s| (s.name().to_owned(), json!(s.status())))
-        .collect();
-    let up = std::iter::once(bus.state)
-        .chain(app.io.sources.iter().map(|s| s.status().state))
-        .all(|s| s == fanwire_bus::State::Up);
-    let body = json!({
-        "status": if up { "ok" } else { "degraded" },
-        "connections": m.connections.get(),
-        "subscriptions": m.subscriptions.get(),
-        "bus": bus,
-        "sources": sources,
-    });
-    respond(StatusCode::OK, "application/json", body.to_string())
+    respond(
+        StatusCode::OK,
+        "application/json",
+        app.node.health().to_string(),
+    )
 }
 
 fn respond(
@@ -164,7 +143,7 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     let accepted = events.len();
-    let (status, body) = match app.io.bus.publish(events).await {
+    let (status, body) = match app.node.bus().publish(events).await {
         Ok(Published::Delivered { deliveries }) => (
             StatusCode::OK,
             json!({ "accepted": accepted, "deliveries": deliveries }),
@@ -294,7 +273,7 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
             .flat_map(|o| o.split(','))
             .map(str::trim)
             .collect();
-        adapter = app.plugins.as_ref().and_then(|p| {
+        adapter = app.node.plugins().and_then(|p| {
             p.transports()
                 .into_iter()
                 .find(|t| names.contains(&t.subprotocol()))

@@ -8,8 +8,10 @@
 //! - `ws`: the only module that touches a WebSocket: feeds frames to the
 //!   core's `Connection`, writes its outbox, runs its timers.
 //! - [`publish`]: parsing publish bodies.
-//! - The bus and sources (`[bus]`, `[sources.postgres]`) live in
-//!   `fanwire-bus`; `POST /publish` goes through the bus.
+//! - [`node`]: the bus, sources and plugins around an engine (`[bus]`,
+//!   `[sources.postgres]` from `fanwire-bus`, `[[plugins]]` and `[auth]`
+//!   from `fanwire-plugins`); `POST /publish` goes through its bus. An
+//!   embedding program starts one and shares it with its server.
 //! - [`demo`]: the demo schema, event generator and page.
 //!
 //! Errors here are `thiserror` enums ([`StartError`]); `anyhow` is used only
@@ -18,11 +20,12 @@
 pub mod config;
 pub mod demo;
 mod http;
+pub mod node;
 pub mod publish;
 mod ws;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 pub use config::Config;
+pub use node::Node;
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +83,11 @@ struct App {
     config: Config,
     // A std mutex: taken once per upgrade for a few instructions, never across an await.
     connection_bucket: Mutex<TokenBucket>,
-    /// The bus publishes go through, the running sources, their metrics.
-    io: fanwire_bus::Io,
-    /// The configured plugins and JWT policy, when there are any.
-    plugins: Option<Arc<fanwire_plugins::PluginHost>>,
-    /// Stops the plugin folder watcher with the server.
-    _watch: Option<fanwire_plugins::set::WatchGuard>,
+    /// The bus publishes go through, the sources, the plugins.
+    node: Arc<Node>,
+    /// Whether the node is this server's, to stop when the server does
+    /// (not when an embedding program shares its node).
+    owns_node: bool,
     shutdown: watch::Receiver<bool>,
     /// Each task holds a clone; shutdown waits until every clone is dropped.
     tasks: mpsc::Sender<()>,
@@ -97,6 +100,10 @@ pub struct Server {
     listener: TcpListener,
     shutdown_tx: watch::Sender<bool>,
     tasks_done: mpsc::Receiver<()>,
+    /// SIGHUP, listened to from the bind on (before the binary announces
+    /// that it listens), so an early signal reloads instead of killing it.
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 /// Reads the schema named by the config (or the demo schema).
@@ -125,59 +132,69 @@ impl Server {
     }
 
     /// Binds a listener around an engine built by the embedding program (the
-    /// Python package builds one with its resolvers). `config.limits` is
-    /// replaced by the engine's and `config.server.schema` is not read.
-    pub async fn bind_engine(
-        engine: Arc<Engine>,
-        mut config: Config,
-    ) -> Result<Server, StartError> {
-        config.limits = engine.limits().clone();
+    /// Python package builds one with its resolvers), and starts the node's
+    /// bus, sources and plugins. `config.limits` is replaced by the engine's
+    /// and `config.server.schema` is not read.
+    pub async fn bind_engine(engine: Arc<Engine>, config: Config) -> Result<Server, StartError> {
         config.server.validate()?;
-        let plugins = plugin_host(&config, &engine)?;
-        let watch = plugins
-            .as_ref()
-            .filter(|_| config.plugin_runtime.watch)
-            .map(|host| {
-                let interval =
-                    Duration::from_millis(config.plugin_runtime.watch_interval_ms.max(10));
-                host.watch(engine.clone(), interval)
-            });
-        let addr = config.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let (shutdown_tx, shutdown) = watch::channel(false);
-        let (tasks, tasks_done) = mpsc::channel(1);
+        config.validate_node()?;
+        let listener = bind(&config).await?;
         // Waits until the node has caught up with the broker's history, so
         // the first resume it serves is complete.
-        let io = fanwire_bus::start(
-            &config.bus,
-            &config.sources,
-            engine.clone(),
-            shutdown.clone(),
-        )
-        .await?;
+        let node = Node::start(engine, &config).await?;
+        Ok(Self::with_node(listener, Arc::new(node), true, config))
+    }
+
+    /// Binds a listener around a node that the embedding program started
+    /// and keeps (its bus, sources and plugins outlive this server). The
+    /// `[server]` table and `plugin_runtime.admin_token` of `config` apply;
+    /// its limits are replaced by the engine's.
+    pub async fn bind_node(node: Arc<Node>, config: Config) -> Result<Server, StartError> {
+        config.server.validate()?;
+        let listener = bind(&config).await?;
+        Ok(Self::with_node(listener, node, false, config))
+    }
+
+    fn with_node(
+        listener: TcpListener,
+        node: Arc<Node>,
+        owns_node: bool,
+        mut config: Config,
+    ) -> Server {
+        config.limits = node.engine().limits().clone();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (tasks, tasks_done) = mpsc::channel(1);
         let bucket = TokenBucket::new(
             config.limits.connections_per_second,
             config.limits.connection_burst,
             Instant::now(),
         );
         let app = Arc::new(App {
-            engine,
+            engine: node.engine().clone(),
             config,
             connection_bucket: Mutex::new(bucket),
-            io,
-            plugins,
-            _watch: watch,
+            node,
+            owns_node,
             shutdown,
             tasks,
         });
-        Ok(Server {
+        #[cfg(unix)]
+        let hup = app.node.plugins().and_then(|_| {
+            use tokio::signal::unix::{signal, SignalKind};
+            signal(SignalKind::hangup())
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP; plugin reload by signal is off")
+                })
+                .ok()
+        });
+        Server {
             app,
             listener,
             shutdown_tx,
             tasks_done,
-        })
+            #[cfg(unix)]
+            hup,
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -192,7 +209,7 @@ impl Server {
 
     /// The bus, to publish from the embedding process to every node.
     pub fn bus(&self) -> &Arc<dyn fanwire_bus::Bus> {
-        &self.app.io.bus
+        self.app.node.bus()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, closes every
@@ -204,6 +221,8 @@ impl Server {
             listener,
             shutdown_tx,
             mut tasks_done,
+            #[cfg(unix)]
+            hup,
         } = self;
         if app.config.demo.enabled {
             let interval = Duration::from_millis(app.config.demo.interval_ms);
@@ -215,8 +234,8 @@ impl Server {
             });
         }
         #[cfg(unix)]
-        if app.plugins.is_some() {
-            spawn_sighup_reload(app.clone());
+        if let Some(hup) = hup {
+            spawn_sighup_reload(app.clone(), hup);
         }
         tokio::pin!(shutdown);
         loop {
@@ -235,6 +254,9 @@ impl Server {
         drop(listener);
         tracing::info!("shutting down: closing clients");
         let _ = shutdown_tx.send(true);
+        if app.owns_node {
+            app.node.stop();
+        }
         let timeout = Duration::from_millis(app.config.server.shutdown_timeout_ms);
         drop(app);
         if tokio::time::timeout(timeout, tasks_done.recv())
@@ -246,59 +268,22 @@ impl Server {
     }
 }
 
-/// Loads the configured plugins and JWT policy and puts them in force on
-/// `engine`; `None` when the config names neither.
-fn plugin_host(
-    config: &Config,
-    engine: &Arc<Engine>,
-) -> Result<Option<Arc<fanwire_plugins::PluginHost>>, StartError> {
-    if config.plugins.is_empty() && config.auth.jwt.is_none() {
-        return Ok(None);
-    }
-    // Paths were made absolute when the file was loaded; a config built in
-    // code resolves them against the working directory.
-    let mut runtime = config.plugin_runtime.clone();
-    // Plugin paths already include the folder (`Config::resolve_plugin_paths`).
-    runtime.folder = None;
-    let host = fanwire_plugins::PluginHost::new(
-        runtime,
-        &config.plugins,
-        config.auth.jwt.as_ref(),
-        Path::new("."),
-        engine.metrics(),
-    )?;
-    host.install(engine);
-    Ok(Some(Arc::new(host)))
+/// Binds the configured listening address.
+async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+    let addr = config.server.listen;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Reloads changed plugins on a blocking thread (compiling takes a while);
-/// the answer for the admin API and the SIGHUP log.
+/// Reloads changed plugins; the answer for the admin API and the SIGHUP log.
 pub(crate) async fn reload_plugins(app: &Arc<App>) -> Option<fanwire_plugins::ReloadReport> {
-    let host = app.plugins.clone()?;
-    let engine = app.engine.clone();
-    let report = tokio::task::spawn_blocking(move || host.reload(&engine, true))
-        .await
-        .ok()?;
-    tracing::info!(
-        reloaded = ?report.reloaded,
-        rejected = ?report.rejected,
-        revoked = report.revoked,
-        "plugin reload"
-    );
-    Some(report)
+    app.node.reload_plugins(true).await
 }
 
 /// SIGHUP reloads the plugins, as `POST /admin/plugins/reload` does.
 #[cfg(unix)]
-fn spawn_sighup_reload(app: Arc<App>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; plugin reload by signal is off");
-            return;
-        }
-    };
+fn spawn_sighup_reload(app: Arc<App>, mut hup: tokio::signal::unix::Signal) {
     let mut stop = app.shutdown.clone();
     tokio::spawn(async move {
         loop {

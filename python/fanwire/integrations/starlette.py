@@ -1,12 +1,14 @@
 """Starlette: the ASGI server holds the socket, the Rust engine the protocol.
 
 ``create_subscription_app(app, manager)`` adds a WebSocket route serving
-``graphql-transport-ws`` and legacy ``graphql-ws`` to a Starlette app.
+``graphql-transport-ws`` and legacy ``graphql-ws`` to a Starlette app, and
+opens the manager (bus, sources, plugins) for the app's lifespan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 try:
@@ -23,7 +25,7 @@ import json
 from fanwire.handler import GraphQLTransportWSHandler, WebSocketAdapter, WebSocketClosed
 from fanwire.manager import SubscriptionManager
 
-__all__ = ["StarletteWebSocketAdapter", "create_subscription_app", "subscription_endpoint"]
+__all__ = ["StarletteWebSocketAdapter", "create_subscription_app", "manager_lifespan", "subscription_endpoint"]
 
 
 class StarletteWebSocketAdapter(WebSocketAdapter):
@@ -82,11 +84,32 @@ def subscription_endpoint(manager: SubscriptionManager) -> Any:
     return endpoint
 
 
+def manager_lifespan(
+    manager: SubscriptionManager,
+    inner: Callable[[Any], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
+    """An ASGI lifespan that opens ``manager`` at startup (its bus, sources
+    and plugins) and closes it at shutdown, around ``inner`` if given."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with manager:
+            if inner is None:
+                yield None
+            else:
+                async with inner(app) as state:
+                    yield state
+
+    return lifespan
+
+
 def create_subscription_app(
     app: Starlette | None, manager: SubscriptionManager, path: str = "/graphql"
 ) -> Starlette:
-    """Adds the subscription endpoint at ``path`` to ``app`` (a new app if None) and returns it."""
+    """Adds the subscription endpoint at ``path`` to ``app`` (a new app if None)
+    and the manager to its lifespan, and returns it."""
     if app is None:
         app = Starlette()
     app.router.routes.append(WebSocketRoute(path, subscription_endpoint(manager)))
+    app.router.lifespan_context = manager_lifespan(manager, app.router.lifespan_context)
     return app
