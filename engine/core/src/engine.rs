@@ -169,8 +169,9 @@ impl Engine {
     }
 
     /// Adds a prepared subscription to its group. With `resume_from`, the
-    /// events after that sequence number are queued for this member first,
-    /// atomically with joining, so none is missed or repeated.
+    /// events after that sequence number are replayed to this member
+    /// (through the filters and resolver in force) atomically with joining,
+    /// so none is missed or repeated.
     pub fn join(
         &self,
         prepared: Prepared,
@@ -186,13 +187,20 @@ impl Engine {
         }
         let log = self.history.log(&prepared.topic);
         let log = History::lock(&log);
-        for event in log.since(from)? {
-            let payload = prepared.plan.execute_event(&event.data, event.seq);
-            member
-                .outbox
-                .push_next(member.prefix.clone(), Arc::from(payload));
-        }
+        let missed = log.since(from)?;
+        // The replay delivers everything up to the last missed event; live
+        // resolutions of those events still pending in the group must skip
+        // this member, or it would receive them twice.
+        let mut member = member;
+        member.seen_through = missed
+            .iter()
+            .filter_map(|e| e.seq)
+            .fold(from.max(member.seen_through), u64::max);
         let handle = self.registry.insert(prepared, info, member, &self.metrics);
+        // Under the topic's log lock: no live event of the topic is
+        // dispatched until the replay is queued.
+        self.registry
+            .replay(&handle, &missed, &self.hooks(), &self.metrics);
         drop(log);
         Ok(handle)
     }

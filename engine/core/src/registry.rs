@@ -35,6 +35,15 @@ pub struct Member {
     pub seen_through: u64,
 }
 
+/// Who receives a group's result for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// Every member that does not already have the event.
+    All,
+    /// One member (by token), catching up on history it missed.
+    Only(u64),
+}
+
 /// The hooks in force, with a version that changes on every swap.
 #[derive(Debug, Default)]
 pub struct ActiveHooks {
@@ -123,24 +132,33 @@ impl Group {
         verdicts
     }
 
-    /// Queues the same payload bytes for every member.
-    fn fan_out(&self, payload: Arc<[u8]>, seq: Option<u64>, done: &mut Dispatched) {
+    /// Queues the same payload bytes for the audience.
+    fn fan_out(
+        &self,
+        payload: Arc<[u8]>,
+        seq: Option<u64>,
+        audience: Audience,
+        done: &mut Dispatched,
+    ) {
         done.groups += 1;
-        for member in self.members().values() {
-            if seq.is_some_and(|seq| seq <= member.seen_through) {
-                continue;
+        let members = self.members();
+        let push = |member: &Member| match member
+            .outbox
+            .push_next(member.prefix.clone(), payload.clone())
+        {
+            Pushed::Queued => done.deliveries += 1,
+            Pushed::DroppedOldest => {
+                done.deliveries += 1;
+                done.dropped += 1;
             }
-            match member
-                .outbox
-                .push_next(member.prefix.clone(), payload.clone())
-            {
-                Pushed::Queued => done.deliveries += 1,
-                Pushed::DroppedOldest => {
-                    done.deliveries += 1;
-                    done.dropped += 1;
-                }
-                Pushed::Closed => {}
-            }
+            Pushed::Closed => {}
+        };
+        match audience {
+            Audience::All => members
+                .values()
+                .filter(|m| seq.is_none_or(|seq| seq > m.seen_through))
+                .for_each(push),
+            Audience::Only(token) => members.get(&token).into_iter().for_each(push),
         }
     }
 
@@ -300,6 +318,7 @@ impl Registry {
                 group.fan_out(
                     Arc::from(group.plan.execute_event(&event.data, event.seq)),
                     event.seq,
+                    Audience::All,
                     &mut done,
                 );
             }
@@ -308,14 +327,57 @@ impl Registry {
             let outcomes = filter(event, &groups, active, metrics);
             for (group, data) in groups.into_iter().zip(outcomes) {
                 match data {
-                    Some(data) => {
-                        resolve_and_fan_out(event, data, group, hooks, &mut done, metrics)
-                    }
+                    Some(data) => resolve_and_fan_out(
+                        event,
+                        data,
+                        group,
+                        Audience::All,
+                        hooks,
+                        &mut done,
+                        metrics,
+                    ),
                     None => done.filtered += 1,
                 }
             }
         }
         drop(topic);
+        done.record(metrics);
+        done
+    }
+
+    /// Catches one subscription up on events it missed (a resume), through
+    /// the same filters and resolver as live events, and in order with them:
+    /// async resolutions take their turn in the group's turnstile.
+    pub fn replay(
+        &self,
+        handle: &SubscriptionHandle,
+        events: &[Arc<Event>],
+        active: &ActiveHooks,
+        metrics: &Arc<Metrics>,
+    ) -> Dispatched {
+        let mut done = Dispatched::default();
+        let group = match self.topics.get(&handle.topic) {
+            Some(topic) => topic.groups.get(&handle.group_key).cloned(),
+            None => None,
+        };
+        let Some(group) = group else {
+            return done;
+        };
+        let audience = Audience::Only(handle.token);
+        for event in events {
+            match filter(event, &[&group], active, metrics).pop().flatten() {
+                Some(data) => resolve_and_fan_out(
+                    event,
+                    data,
+                    &group,
+                    audience,
+                    &active.hooks,
+                    &mut done,
+                    metrics,
+                ),
+                None => done.filtered += 1,
+            }
+        }
         done.record(metrics);
         done
     }
@@ -423,6 +485,7 @@ fn resolve_and_fan_out(
     event: &Event,
     data: Cow<'_, Value>,
     group: &Arc<Group>,
+    audience: Audience,
     hooks: &Hooks,
     done: &mut Dispatched,
     metrics: &Arc<Metrics>,
@@ -431,6 +494,7 @@ fn resolve_and_fan_out(
         group.fan_out(
             Arc::from(group.plan.execute_event(&data, event.seq)),
             event.seq,
+            audience,
             done,
         );
         return;
@@ -442,34 +506,60 @@ fn resolve_and_fan_out(
             group.fan_out(
                 Arc::from(project(&group.plan, result, seq, metrics)),
                 seq,
+                audience,
                 done,
             );
             group.turnstile.done(ticket);
         }
         Resolution::Ready(result) => spawn_delivery(
-            hooks,
-            group,
-            ticket,
-            seq,
+            Delivery {
+                hooks,
+                group,
+                ticket,
+                seq,
+                audience,
+            },
             async move { result },
             done,
             metrics,
         ),
-        Resolution::Pending(future) => {
-            spawn_delivery(hooks, group, ticket, seq, future, done, metrics)
-        }
+        Resolution::Pending(future) => spawn_delivery(
+            Delivery {
+                hooks,
+                group,
+                ticket,
+                seq,
+                audience,
+            },
+            future,
+            done,
+            metrics,
+        ),
     }
 }
 
-fn spawn_delivery(
-    hooks: &Hooks,
-    group: &Arc<Group>,
+/// Where a resolution that completes later goes: its group's turn and audience.
+struct Delivery<'a> {
+    hooks: &'a Hooks,
+    group: &'a Arc<Group>,
     ticket: u64,
     seq: Option<u64>,
+    audience: Audience,
+}
+
+fn spawn_delivery(
+    delivery: Delivery<'_>,
     result: impl std::future::Future<Output = Result<Value, GraphQLError>> + Send + 'static,
     done: &mut Dispatched,
     metrics: &Arc<Metrics>,
 ) {
+    let Delivery {
+        hooks,
+        group,
+        ticket,
+        seq,
+        audience,
+    } = delivery;
     let Some(spawner) = hooks.spawner.clone() else {
         let error = GraphQLError::new(
             "an async resolver needs a host that can run it",
@@ -478,6 +568,7 @@ fn spawn_delivery(
         group.fan_out(
             Arc::from(group.plan.execute_field_error(&error, seq)),
             seq,
+            audience,
             done,
         );
         group.turnstile.done(ticket);
@@ -503,6 +594,7 @@ fn spawn_delivery(
         group.fan_out(
             Arc::from(project(&group.plan, result, seq, &metrics)),
             seq,
+            audience,
             &mut later,
         );
         later.record(&metrics);
