@@ -501,6 +501,13 @@ fn resolve_and_fan_out(
     };
     let ticket = group.turnstile.ticket();
     let seq = event.seq;
+    let later = Delivery {
+        hooks,
+        group,
+        ticket,
+        seq,
+        audience,
+    };
     match resolver.resolve(event, &data, &group.info) {
         Resolution::Ready(result) if group.turnstile.is_turn(ticket) => {
             group.fan_out(
@@ -511,30 +518,8 @@ fn resolve_and_fan_out(
             );
             group.turnstile.done(ticket);
         }
-        Resolution::Ready(result) => spawn_delivery(
-            Delivery {
-                hooks,
-                group,
-                ticket,
-                seq,
-                audience,
-            },
-            async move { result },
-            done,
-            metrics,
-        ),
-        Resolution::Pending(future) => spawn_delivery(
-            Delivery {
-                hooks,
-                group,
-                ticket,
-                seq,
-                audience,
-            },
-            future,
-            done,
-            metrics,
-        ),
+        Resolution::Ready(result) => spawn_delivery(later, async move { result }, done, metrics),
+        Resolution::Pending(future) => spawn_delivery(later, future, done, metrics),
     }
 }
 

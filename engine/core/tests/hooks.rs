@@ -431,6 +431,27 @@ impl Resolver for Slow {
     }
 }
 
+/// Runs the spawned resolutions, opening their gates newest first; returns
+/// how many there were.
+fn release_in_reverse(tasks: &Mutex<Vec<Task>>, slow: &Slow) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let handles: Vec<_> = tasks.lock().unwrap().drain(..).map(tokio::spawn).collect();
+        let gates: Vec<_> = slow.gates.lock().unwrap().drain(..).collect();
+        for gate in gates.into_iter().rev() {
+            let _ = gate.send(());
+            tokio::task::yield_now().await;
+        }
+        let count = handles.len();
+        for h in handles {
+            h.await.unwrap();
+        }
+        count
+    })
+}
+
 #[test]
 fn async_resolutions_finishing_out_of_order_are_delivered_in_event_order() {
     let slow = Arc::new(Slow::default());
@@ -450,20 +471,7 @@ fn async_resolutions_finishing_out_of_order_are_delivered_in_event_order() {
     for id in 1..=3 {
         engine.publish(&order("u", id));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let handles: Vec<_> = tasks.lock().unwrap().drain(..).map(tokio::spawn).collect();
-        let gates: Vec<_> = slow.gates.lock().unwrap().drain(..).collect();
-        for gate in gates.into_iter().rev() {
-            let _ = gate.send(());
-            tokio::task::yield_now().await;
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-    });
+    assert_eq!(release_in_reverse(&tasks, &slow), 3);
     let ids: Vec<Value> = frames(&conn)
         .iter()
         .map(|f| f["payload"]["data"]["orders"]["id"].clone())
@@ -623,21 +631,11 @@ fn a_resume_during_pending_resolutions_gets_each_event_once_in_order() {
     // are still pending; the replay resolves them again for this member.
     let resumed = resume(&engine, "u", query, 0);
     engine.publish(&order("u", 3));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let handles: Vec<_> = tasks.lock().unwrap().drain(..).map(tokio::spawn).collect();
-        assert_eq!(handles.len(), 5, "1, 2 and 3 live, 1 and 2 replayed");
-        let gates: Vec<_> = slow.gates.lock().unwrap().drain(..).collect();
-        for gate in gates.into_iter().rev() {
-            let _ = gate.send(());
-            tokio::task::yield_now().await;
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-    });
+    assert_eq!(
+        release_in_reverse(&tasks, &slow),
+        5,
+        "1, 2 and 3 live, 1 and 2 replayed"
+    );
     let ids = |conn: &Connection| -> Vec<Value> {
         frames(conn)
             .iter()
