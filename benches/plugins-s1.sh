@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
 # S1 (100 subscribers, 10,000 events of ~200 B back-to-back) against the
-# release `fanwire` without plugins and with five WASM plugins, alternating,
-# REPEAT times each; prints the loadgen result lines and the median
-# deliveries/s of each. The load generator's clients are anonymous (empty
-# connection_init), which the security modules would (rightly) deny, so the
-# five plugins here are ones that let anonymous events through while doing
-# per-event work: two subscription policies (scope-validator, rbac) and
-# three per-event filters (template, redact-fields redacting a field, and a
-# second template). Loopback only, bounded in time.
+# release `fanwire`, REPEAT times each, alternating:
+#
+#   plain    no authentication, no plugins (the standard S1);
+#   jwt      the native JWT policy only (HS256), no plugins;
+#   secured  the JWT policy and the five security modules: scope-validator
+#            and rbac (subscription policies), tenant-isolation, row-filter
+#            and federation (event filters, three WASM calls per event);
+#   spread   `secured` with the clients spread over 10 principals (10
+#            groups): each tick belongs to one principal, so the filters
+#            must pass it to that principal's 10 clients and drop it for the
+#            other 90.
+#
+# The load generator signs a token per client (`--jwt-secret`) and stamps
+# each tick with its owner's `user_id`, `tenant_id` and `federation_id`. In
+# plain, jwt and secured every client is the same principal, so every tick
+# is every client's own and the three deliver the same 1,000,000 frames:
+# their deliveries/s compare directly, and `lost=0` means nothing was lost.
+# In spread each client expects only its principal's ticks (`expected` is
+# 100,000) and counts any other it receives as `leaked`; its deliveries/s is
+# not comparable with the others (a tenth of the frames) and shows that the
+# filters are right under load. Prints the loadgen result lines, then the
+# median deliveries/s of each and secured / plain. Loopback only, bounded in time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
 REPEAT="${REPEAT:-3}"
+KINDS="${KINDS:-plain jwt secured spread}"
+SECRET="plugins-s1-bench-secret"
 bash plugins/build.sh >/dev/null
 cargo build --release --locked -p fanwire-server --bin fanwire -p fanwire-benches --bin loadgen
 OUT="$(mktemp -d)"
@@ -20,9 +36,19 @@ cat >"$OUT/plain.toml" <<'TOML'
 [limits]
 queue_depth = 16384
 TOML
-cat >"$OUT/plugins.toml" <<TOML
+cat >"$OUT/jwt.toml" <<TOML
 [limits]
 queue_depth = 16384
+[auth.jwt]
+algorithm = "HS256"
+secret = "$SECRET"
+TOML
+cat >"$OUT/secured.toml" <<TOML
+[limits]
+queue_depth = 16384
+[auth.jwt]
+algorithm = "HS256"
+secret = "$SECRET"
 [plugin_runtime]
 folder = "$ROOT/plugins/dist"
 watch = false
@@ -32,21 +58,25 @@ kind = "subscription-policy"
 [[plugins]]
 path = "rbac.wasm"
 kind = "subscription-policy"
+config = { permissions = { tick = "tick:read" } }
 [[plugins]]
-path = "template.wasm"
+path = "tenant-isolation.wasm"
 kind = "event-filter"
 [[plugins]]
-name = "redact"
-path = "redact-fields.wasm"
+path = "row-filter.wasm"
 kind = "event-filter"
-config = { fields = { "secret" = "pii:read" } }
 [[plugins]]
-name = "template-2"
-path = "template.wasm"
+path = "federation.wasm"
 kind = "event-filter"
 TOML
+cp "$OUT/secured.toml" "$OUT/spread.toml"
 for run in $(seq "$REPEAT"); do
-  for kind in plain plugins; do
+  for kind in $KINDS; do
+    case "$kind" in
+      plain) auth=() ;;
+      spread) auth=(--jwt-secret "$SECRET" --principals 10) ;;
+      *) auth=(--jwt-secret "$SECRET" --principals 1) ;;
+    esac
     log="$OUT/$kind-$run.log"
     "$CARGO_TARGET_DIR/release/fanwire" serve --schema benches/schema.graphql --listen 127.0.0.1:0 --config "$OUT/$kind.toml" >"$log" 2>&1 &
     pid=$!
@@ -58,12 +88,24 @@ for run in $(seq "$REPEAT"); do
     done
     [ -n "$url" ] || { cat "$log" >&2; kill "$pid"; exit 1; }
     timeout 300 "$CARGO_TARGET_DIR/release/loadgen" --url "ws://${url#http://}/graphql" --publish-url "$url/publish" \
-      --server-pid "$pid" --label "S1/$kind/$run" --connections 100 --events 10000 --rate 0 --payload-bytes 200 | tee -a "$OUT/results.txt"
+      --server-pid "$pid" --label "S1/$kind/$run" --connections 100 --events 10000 --rate 0 --payload-bytes 200 \
+      "${auth[@]}" | tee -a "$OUT/results.txt"
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
-for kind in plain plugins; do
-  printf '%s: median deliveries/s ' "$kind"
-  grep "label=S1/$kind/" "$OUT/results.txt" | tr ' ' '\n' | sed -n 's/^deliveries_per_s=//p' | sort -g |
-    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+median() {
+  grep "label=S1/$1/" "$OUT/results.txt" | tr ' ' '\n' | sed -n "s/^$2=//p" | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR == 0) print "na"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+for kind in $KINDS; do
+  printf '%-8s median deliveries/s %s (runs: %s); lost %s, leaked %s in all runs\n' "$kind" "$(median "$kind" deliveries_per_s)" \
+    "$(grep "label=S1/$kind/" "$OUT/results.txt" | tr ' ' '\n' | sed -n 's/^deliveries_per_s=//p' | paste -sd/ -)" \
+    "$(grep "label=S1/$kind/" "$OUT/results.txt" | tr ' ' '\n' | sed -n 's/^lost=//p' | awk '{ s += $1 } END { print s + 0 }')" \
+    "$(grep "label=S1/$kind/" "$OUT/results.txt" | tr ' ' '\n' | sed -n 's/^leaked=//p' | awk '{ s += $1 } END { print s + 0 }')"
 done
+plain="$(median plain deliveries_per_s)"
+secured="$(median secured deliveries_per_s)"
+if [[ "$plain" != na && "$secured" != na ]]; then
+  awk -v s="$secured" -v p="$plain" 'BEGIN { printf "secured / plain: %.0f%% (target >= 80%%)\n", 100 * s / p }'
+fi
+echo "raw results and server logs: $OUT"

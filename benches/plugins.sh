@@ -7,4 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
 bash plugins/build.sh >/dev/null
-cargo bench --locked -p fanwire-plugins --bench plugins
+# The release profile: the same artefacts as the release `fanwire` binary
+# (the bench profile would build wasmtime a second time).
+cargo bench --locked --profile release -p fanwire-plugins --bench plugins

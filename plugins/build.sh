@@ -25,7 +25,8 @@ done
 
 # The Python event filter. componentize-py works offline; --stub-wasi
 # replaces the WASI imports of the Python runtime with traps, since the host
-# offers plugins no WASI.
+# offers plugins no WASI. It stays built against wit/v0.1.0: the host loads
+# 0.1 and 0.2 side by side, and a real 0.1 component keeps that tested.
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r python-filter/requirements.txt
 python_out="$dist/python-filter.wasm"
 if [[ ! -f "$python_out" || -n "$(find python-filter ../wit/v0.1.0 -newer "$python_out" -type f -print -quit)" ]]; then

@@ -38,14 +38,89 @@ pub fn pad_for(payload_bytes: usize) -> String {
     "x".repeat(payload_bytes.saturating_sub(BARE))
 }
 
-/// Appends one event object (`{"topic","data"}`) to `out`.
-pub fn write_event(out: &mut String, topic: &str, seq: i64, ts_us: u64, pad: &str) {
+/// Appends one event object (`{"topic","data"}`) to `out`. With `owner`,
+/// the data names its owner the way the security filters read it
+/// (`user_id`, `tenant_id`, `federation_id` of [`Principal::of`]).
+pub fn write_event(
+    out: &mut String,
+    topic: &str,
+    seq: i64,
+    ts_us: u64,
+    pad: &str,
+    owner: Option<&Principal>,
+) {
     use std::fmt::Write;
-    // `topic` and `pad` are ours: plain ASCII with nothing to escape.
+    // `topic`, `pad` and the principal's names are ours: plain ASCII with
+    // nothing to escape.
     let _ = write!(
         out,
-        r#"{{"topic":"{topic}","data":{{"seq":{seq},"ts":{ts_us},"pad":"{pad}"}}}}"#
+        r#"{{"topic":"{topic}","data":{{"seq":{seq},"ts":{ts_us},"pad":"{pad}""#
     );
+    if let Some(p) = owner {
+        let _ = write!(
+            out,
+            r#","user_id":"{}","tenant_id":"{}","federation_id":"{}""#,
+            p.subject, p.tenant, p.federation
+        );
+    }
+    out.push_str("}}");
+}
+
+/// Who a client is when the load generator authenticates (`--jwt-secret`):
+/// client `i` is principal `i % principals`, and tick `n` belongs to
+/// principal `owner_of(n)`, so the security filters pass each tick to the
+/// clients of exactly one principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The JWT `sub`, and the ticks' `user_id`.
+    pub subject: String,
+    /// The `tenant_id` claim, and the ticks' `tenant_id`.
+    pub tenant: String,
+    /// The `federation_id` claim, and the ticks' `federation_id`.
+    pub federation: String,
+}
+
+impl Principal {
+    /// Principal number `index`.
+    pub fn of(index: usize) -> Principal {
+        Principal {
+            subject: format!("user-{index}"),
+            tenant: format!("tenant-{index}"),
+            federation: format!("fed-{index}"),
+        }
+    }
+
+    /// The JWT claims of this principal, valid for `ttl_s` seconds from
+    /// `now_s` (Unix seconds), with the role the tick field needs.
+    pub fn claims(&self, now_s: u64, ttl_s: u64) -> serde_json::Value {
+        json!({
+            "sub": self.subject,
+            "tenant_id": self.tenant,
+            "federation_id": self.federation,
+            "roles": ["tick:read"],
+            "iat": now_s,
+            "exp": now_s + ttl_s,
+        })
+    }
+}
+
+/// The principal (of `principals`) tick `seq` belongs to: measured ticks
+/// round-robin, warm-up tick `-1 - k` to `k % principals`.
+pub fn owner_of(seq: i64, principals: usize) -> usize {
+    let principals = principals.max(1) as u64;
+    let n = if seq >= 0 {
+        seq as u64
+    } else {
+        (-1 - seq) as u64
+    };
+    (n % principals) as usize
+}
+
+/// How many of the measured ticks `0..events` belong to principal `index`.
+pub fn ticks_of(index: usize, events: u64, principals: usize) -> u64 {
+    let principals = principals.max(1) as u64;
+    let index = index as u64 % principals;
+    events / principals + u64::from(index < events % principals)
 }
 
 #[cfg(test)]
@@ -56,11 +131,43 @@ mod tests {
     fn events_are_valid_json_of_about_the_requested_size() {
         let pad = pad_for(200);
         let mut body = String::new();
-        write_event(&mut body, "bench", 1234, 1_700_000_000_000_000, &pad);
+        write_event(&mut body, "bench", 1234, 1_700_000_000_000_000, &pad, None);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["data"]["seq"], 1234);
         let data_len = v["data"].to_string().len();
         assert!((195..=205).contains(&data_len), "{data_len}");
+    }
+
+    #[test]
+    fn owned_events_name_their_principal_as_the_filters_read_it() {
+        let mut body = String::new();
+        let p = Principal::of(owner_of(7, 3));
+        write_event(&mut body, "bench", 7, 1, "", Some(&p));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["data"]["user_id"], "user-1");
+        assert_eq!(v["data"]["tenant_id"], "tenant-1");
+        assert_eq!(v["data"]["federation_id"], "fed-1");
+        let claims = p.claims(100, 60);
+        assert_eq!(claims["sub"], v["data"]["user_id"]);
+        assert_eq!(claims["tenant_id"], v["data"]["tenant_id"]);
+        assert_eq!(claims["exp"], 160);
+    }
+
+    #[test]
+    fn ticks_are_spread_over_principals_and_counted_per_principal() {
+        // Warm-up ticks -1, -2, -3 reach principals 0, 1, 2.
+        let warm: Vec<usize> = (1..=3).map(|k| owner_of(-k, 3)).collect();
+        assert_eq!(warm, [0, 1, 2]);
+        let mut counts = [0u64; 3];
+        for n in 0..10 {
+            counts[owner_of(n, 3)] += 1;
+        }
+        assert_eq!(
+            counts,
+            [ticks_of(0, 10, 3), ticks_of(1, 10, 3), ticks_of(2, 10, 3)]
+        );
+        assert_eq!(counts, [4, 3, 3]);
+        assert_eq!(ticks_of(5, 10, 1), 10);
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! through `POST /publish`. Each tick carries its sequence number and its
 //! wall-clock publish time; clients record publish-to-receive latency and
 //! count gaps and duplicates. With `--idle` it stops after the warm-up and
-//! reports the server's memory per connection instead.
+//! reports the server's memory per connection instead. With `--jwt-secret`
+//! the clients authenticate (an HS256 token per principal) and each tick
+//! names the principal it belongs to, so a server running the security
+//! filters can be measured, and checked: each client expects exactly its
+//! principal's ticks, and counts any other as leaked.
 //!
 //! Everything is bounded: connects and acks time out, warm-up gives up after
 //! `--live-timeout`, and the drain after `--drain-timeout` without progress.
@@ -23,7 +27,9 @@ use clap::Parser;
 use fanwire_benches::frame::{classify, Incoming};
 use fanwire_benches::http::Poster;
 use fanwire_benches::stats::{cpu_seconds, machine_ticks, quantile, rss_kb, Seen};
-use fanwire_benches::workload::{pad_for, subscribe_message, write_event};
+use fanwire_benches::workload::{
+    owner_of, pad_for, subscribe_message, ticks_of, write_event, Principal,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
@@ -88,6 +94,19 @@ struct Args {
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Authenticate: each client sends an HS256 JWT signed with this secret
+    /// as `connection_init`'s `token` (subject, tenant, federation and the
+    /// role `tick:read`), and each tick names its owner (`user_id`,
+    /// `tenant_id`, `federation_id`), so a server running the security
+    /// filters passes a tick to its owner's clients only.
+    #[arg(long)]
+    jwt_secret: Option<String>,
+    /// With `--jwt-secret`: distinct principals; client `i` is principal
+    /// `i % K` and tick `n` belongs to principal `n % K`. Each client then
+    /// expects only its principal's ticks; any other one it receives counts
+    /// as `leaked`.
+    #[arg(long, default_value_t = 1)]
+    principals: usize,
 }
 
 /// A per-client counter on its own cache line, so clients on different
@@ -105,6 +124,11 @@ struct Shared {
     done: AtomicUsize,
     closed: AtomicUsize,
     unexpected: AtomicU64,
+    leaked: AtomicU64,
+    /// Principals the ticks are spread over (1 without authentication).
+    principals: usize,
+    /// The `connection_init` payload of each principal.
+    inits: Vec<String>,
     progress: Vec<Counter>,
     first_problem: Mutex<Option<String>>,
 }
@@ -125,6 +149,9 @@ impl Shared {
 
 /// What one client saw of the measured ticks.
 struct ClientStats {
+    connected: bool,
+    /// The measured ticks this client should receive.
+    expected: u64,
     seen: Seen,
     latencies_us: Vec<u32>,
     last_receive_us: u64,
@@ -139,7 +166,7 @@ fn now_us() -> u64 {
 type Ws = WebSocketStream<TcpStream>;
 
 /// Opens one client: handshake, `connection_init`, ack, `subscribe`.
-async fn open(url: &str, subscribe: String, read_buffer: usize) -> anyhow::Result<Ws> {
+async fn open(url: &str, init: &str, subscribe: String, read_buffer: usize) -> anyhow::Result<Ws> {
     let authority = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
@@ -154,8 +181,7 @@ async fn open(url: &str, subscribe: String, read_buffer: usize) -> anyhow::Resul
     let config = WebSocketConfig::default().read_buffer_size(read_buffer);
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await?;
-    ws.send(Message::text(r#"{"type":"connection_init","payload":{}}"#))
-        .await?;
+    ws.send(Message::text(init)).await?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => match classify(text.as_bytes()) {
@@ -181,7 +207,10 @@ async fn client(
     gate: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> ClientStats {
+    let principal = index % shared.principals;
     let mut stats = ClientStats {
+        connected: false,
+        expected: ticks_of(principal, shared.events, shared.principals),
         seen: Seen::new(shared.events),
         latencies_us: Vec::new(),
         last_receive_us: 0,
@@ -194,7 +223,7 @@ async fn client(
         let _permit = gate.acquire().await;
         timeout(
             Duration::from_secs(20),
-            open(&args.url, subscribe, read_buffer),
+            open(&args.url, &shared.inits[principal], subscribe, read_buffer),
         )
         .await
         .unwrap_or_else(|_| Err(anyhow!("timed out connecting")))
@@ -208,6 +237,7 @@ async fn client(
         }
     };
     shared.connected.fetch_add(1, Ordering::Relaxed);
+    stats.connected = true;
     if !args.idle {
         stats.latencies_us.reserve(shared.events as usize);
     }
@@ -244,6 +274,10 @@ async fn client(
                     shared.live.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Incoming::Tick { seq, .. } if owner_of(seq, shared.principals) != principal => {
+                // Another principal's tick: a filter let it through.
+                shared.leaked.fetch_add(1, Ordering::Relaxed);
+            }
             Incoming::Tick { seq, ts_us } => {
                 let now = now_us();
                 if stats.seen.record(seq as u64) {
@@ -252,7 +286,7 @@ async fn client(
                     stats.last_receive_us = now;
                     let unique = stats.seen.unique();
                     shared.progress[index].0.store(unique, Ordering::Relaxed);
-                    if unique == shared.events {
+                    if unique == stats.expected {
                         shared.done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -275,13 +309,15 @@ async fn client(
 }
 
 /// Publishes ticks `seqs` as one request (a JSON array when more than one),
-/// stamped `ts_us`, or the current time when `None`.
+/// stamped `ts_us`, or the current time when `None`; each names its owner
+/// among `owners` when there are any.
 async fn publish(
     poster: &mut Poster,
     topic: &str,
     seqs: std::ops::Range<i64>,
     ts_us: Option<u64>,
     pad: &str,
+    owners: &[Principal],
 ) -> anyhow::Result<u64> {
     let many = seqs.end - seqs.start > 1;
     let mut body = String::with_capacity((seqs.end - seqs.start) as usize * (pad.len() + 80));
@@ -292,7 +328,15 @@ async fn publish(
         if many && body.len() > 1 {
             body.push(',');
         }
-        write_event(&mut body, topic, seq, ts_us.unwrap_or_else(now_us), pad);
+        let owner = (!owners.is_empty()).then(|| &owners[owner_of(seq, owners.len())]);
+        write_event(
+            &mut body,
+            topic,
+            seq,
+            ts_us.unwrap_or_else(now_us),
+            pad,
+            owner,
+        );
     }
     if many {
         body.push(']');
@@ -315,12 +359,39 @@ fn secs(value: Option<f64>) -> String {
     value.map_or_else(|| "na".into(), |v| format!("{v:.2}"))
 }
 
+/// The principals and, for each, a `connection_init` carrying its HS256
+/// token (valid for an hour).
+fn authenticated(secret: &str, principals: usize) -> anyhow::Result<(Vec<Principal>, Vec<String>)> {
+    let owners: Vec<Principal> = (0..principals).map(Principal::of).collect();
+    let now_s = now_us() / 1_000_000;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let mut inits = Vec::with_capacity(principals);
+    for p in &owners {
+        let token = jsonwebtoken::encode(&header, &p.claims(now_s, 3600), &key)?;
+        let init = serde_json::json!({"type": "connection_init", "payload": {"token": token}});
+        inits.push(init.to_string());
+    }
+    Ok((owners, inits))
+}
+
 async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let n = args.connections;
     let pid = args.server_pid.map(|p| p.to_string());
     let rss_base = pid.as_deref().and_then(rss_kb);
+    let (owners, inits) = match &args.jwt_secret {
+        Some(secret) => authenticated(secret, args.principals.max(1))?,
+        None => (
+            Vec::new(),
+            vec![r#"{"type":"connection_init","payload":{}}"#.to_owned()],
+        ),
+    };
+    let principals = inits.len();
     let shared = Arc::new(Shared {
         events: if args.idle { 0 } else { args.events },
+        leaked: AtomicU64::new(0),
+        principals,
+        inits,
         connected: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
@@ -356,12 +427,21 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     }
 
     let mut poster = Poster::new(&args.publish_url, args.publish_token.as_deref())?;
-    let pad = pad_for(args.payload_bytes);
+    // Owner fields take part of the payload size.
+    let owned = r#","user_id":"user-0","tenant_id":"tenant-0","federation_id":"fed-0""#.len();
+    let pad = pad_for(if owners.is_empty() {
+        args.payload_bytes
+    } else {
+        args.payload_bytes.saturating_sub(owned)
+    });
     let live_deadline = Instant::now() + Duration::from_secs_f64(args.live_timeout);
     let mut warmups = 0i64;
     while shared.live.load(Ordering::Relaxed) < connected && Instant::now() < live_deadline {
+        // One warm-up tick per principal per round.
         warmups += 1;
-        publish(&mut poster, &args.topic, -warmups..-warmups + 1, None, &pad).await?;
+        let k = principals as i64;
+        let round = -warmups * k..-(warmups - 1) * k;
+        publish(&mut poster, &args.topic, round, None, &pad, &owners).await?;
         let wait_until = Instant::now() + Duration::from_millis(250);
         while shared.live.load(Ordering::Relaxed) < connected && Instant::now() < wait_until {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -390,8 +470,15 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
                 // server holds up the (sequential) publisher, the delay shows
                 // as latency instead of quietly lowering the rate.
                 let due_us = start_us + due.as_micros() as u64;
-                server_deliveries +=
-                    publish(&mut poster, &args.topic, seq..seq + 1, Some(due_us), &pad).await?;
+                server_deliveries += publish(
+                    &mut poster,
+                    &args.topic,
+                    seq..seq + 1,
+                    Some(due_us),
+                    &pad,
+                    &owners,
+                )
+                .await?;
             }
         } else {
             let batch = args.batch.max(1) as i64;
@@ -399,7 +486,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
             while seq < events {
                 let end = (seq + batch).min(events);
                 server_deliveries +=
-                    publish(&mut poster, &args.topic, seq..end, None, &pad).await?;
+                    publish(&mut poster, &args.topic, seq..end, None, &pad, &owners).await?;
                 seq = end;
             }
         }
@@ -431,15 +518,18 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let mut latencies = Vec::new();
     let (mut unique, mut duplicates, mut last_receive_us) = (0u64, 0u64, start_us);
+    let mut expected = 0u64;
     for handle in clients {
         let stats = handle.await?;
+        if stats.connected {
+            expected += stats.expected;
+        }
         unique += stats.seen.unique();
         duplicates += stats.seen.duplicates();
         last_receive_us = last_receive_us.max(stats.last_receive_us);
         latencies.extend_from_slice(&stats.latencies_us);
     }
     latencies.sort_unstable();
-    let expected = connected as u64 * shared.events;
     let elapsed_s = (last_receive_us - start_us) as f64 / 1e6;
     let per_s = if elapsed_s > 0.0 {
         unique as f64 / elapsed_s
@@ -465,9 +555,9 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     };
     println!(
         "RESULT label={} mode={mode} conns={n} connected={connected} live={live} connect_s={connect_s:.2} \
-         distinct={} events={} rate={} payload_bytes={} deliveries={unique} expected={expected} \
+         distinct={} events={} rate={} payload_bytes={} principals={principals} deliveries={unique} expected={expected} \
          publish_s={publish_s:.3} publish_rate={publish_rate:.0} elapsed_s={elapsed_s:.3} deliveries_per_s={per_s:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
-         lost={} dup={duplicates} closed={} unexpected={} server_deliveries={server_deliveries} \
+         lost={} dup={duplicates} leaked={} closed={} unexpected={} server_deliveries={server_deliveries} \
          server_cpu_s={} loadgen_cpu_s={} machine_busy_pct={machine_busy} rss_kb={} rss_base_kb={} rss_per_conn_kb={per_conn}",
         args.label,
         args.distinct,
@@ -478,6 +568,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         ms(0.99),
         ms(1.0),
         expected.saturating_sub(unique),
+        shared.leaked.load(Ordering::Relaxed),
         shared.closed.load(Ordering::Relaxed),
         shared.unexpected.load(Ordering::Relaxed),
         secs(server_cpu),

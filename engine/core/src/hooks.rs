@@ -90,8 +90,24 @@ pub enum Verdict {
     AllowAll,
     /// No event passes: the group's subscriptions are ended with this reason.
     DenyAll(String),
-    /// `decide` is called for each event.
-    PerEvent,
+    /// `decide` is called for each event, with this context.
+    PerEvent(GroupContext),
+}
+
+/// What a filter keeps from a group's `prepare` for its `decide` calls, e.g.
+/// the subject a row filter compares with: the engine stores it with the
+/// group's verdict and hands it back with every event, so the filter needs
+/// neither the whole group per event nor a table of its own. `None` when it
+/// keeps nothing.
+pub type GroupContext = Option<Arc<str>>;
+
+/// One group a filter is asked to decide an event for.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// The group.
+    pub group: &'a GroupInfo,
+    /// The context the filter's `prepare` gave it.
+    pub context: Option<&'a str>,
 }
 
 /// A filter's decision about one event for one group.
@@ -116,7 +132,7 @@ pub trait EventFilter: Send + Sync + Debug {
     /// One decision per group, in order, for one event. Called once per
     /// event with every group whose verdict was `PerEvent`. A reply of the
     /// wrong length denies the event for all of them (fail closed).
-    fn decide(&self, event: &Event, groups: &[&GroupInfo]) -> Vec<Decision>;
+    fn decide(&self, event: &Event, groups: &[Asked<'_>]) -> Vec<Decision>;
 }
 
 /// A future producing a resolved value.

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::error::{codes, GraphQLError};
 use crate::event::Event;
-use crate::hooks::{redact, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict};
+use crate::hooks::{redact, Asked, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict};
 use crate::metrics::{Metrics, Reason};
 use crate::operation::Prepared;
 use crate::outbox::{Frame, Outbox, Pushed};
@@ -440,14 +440,20 @@ fn filter<'e>(
             match verdict.get(i) {
                 Some(Verdict::AllowAll) => {}
                 Some(Verdict::DenyAll(_)) | None => data[g] = None,
-                Some(Verdict::PerEvent) => asking.push(g),
+                Some(Verdict::PerEvent(context)) => asking.push((g, context.as_deref())),
             }
         }
         if asking.is_empty() {
             continue;
         }
-        let infos: Vec<&GroupInfo> = asking.iter().map(|g| groups[*g].info.as_ref()).collect();
-        let decisions = filter.decide(event, &infos);
+        let asked: Vec<Asked<'_>> = asking
+            .iter()
+            .map(|(g, context)| Asked {
+                group: groups[*g].info.as_ref(),
+                context: *context,
+            })
+            .collect();
+        let decisions = filter.decide(event, &asked);
         if decisions.len() != asking.len() {
             // Fail closed: a filter that cannot answer for a group denies it.
             metrics
@@ -456,10 +462,10 @@ fn filter<'e>(
                     reason: "filter_error",
                 })
                 .inc();
-            asking.iter().for_each(|g| data[*g] = None);
+            asking.iter().for_each(|(g, _)| data[*g] = None);
             continue;
         }
-        for (g, decision) in asking.into_iter().zip(decisions) {
+        for ((g, _), decision) in asking.into_iter().zip(decisions) {
             match decision {
                 Decision::Allow => {}
                 Decision::Deny(_) => data[g] = None,

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use fanwire_core::error::{codes, GraphQLError};
 use fanwire_core::hooks::{
-    Accepted, ConnectionRequest, Decision, EventFilter, GroupInfo, Resolution, Resolver, Spawner,
-    SubscriptionPolicy, Verdict,
+    Accepted, Asked, ConnectionRequest, Decision, EventFilter, GroupInfo, Resolution, Resolver,
+    Spawner, SubscriptionPolicy, Verdict,
 };
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::{assemble_next, Protocol};
@@ -65,18 +65,17 @@ impl EventFilter for RowFilter {
         match group.principal.subject.as_deref() {
             Some("admin") => Verdict::AllowAll,
             Some("banned") => Verdict::DenyAll("banned users get nothing".into()),
-            _ => Verdict::PerEvent,
+            // The subject is all `decide` needs: it comes back as the context.
+            subject => Verdict::PerEvent(subject.map(Arc::from)),
         }
     }
-    fn decide(&self, event: &Event, groups: &[&GroupInfo]) -> Vec<Decision> {
+    fn decide(&self, event: &Event, groups: &[Asked<'_>]) -> Vec<Decision> {
         self.decide_calls.fetch_add(1, Ordering::SeqCst);
         self.groups_seen.fetch_add(groups.len(), Ordering::SeqCst);
         groups
             .iter()
             .map(|g| {
-                if event.data.get("user_id").and_then(Value::as_str)
-                    == g.principal.subject.as_deref()
-                {
+                if event.data.get("user_id").and_then(Value::as_str) == g.context {
                     Decision::Allow
                 } else {
                     Decision::Deny("not yours".into())
@@ -95,12 +94,12 @@ impl EventFilter for Redactor {
         "redact"
     }
     fn prepare(&self, _: &GroupInfo) -> Verdict {
-        Verdict::PerEvent
+        Verdict::PerEvent(None)
     }
-    fn decide(&self, _: &Event, groups: &[&GroupInfo]) -> Vec<Decision> {
+    fn decide(&self, _: &Event, groups: &[Asked<'_>]) -> Vec<Decision> {
         groups
             .iter()
-            .map(|g| match g.principal.subject.as_deref() {
+            .map(|g| match g.group.principal.subject.as_deref() {
                 Some("r") => Decision::Replace(json!({"id": "replaced"})),
                 _ => Decision::Redact(vec!["secret".into()]),
             })
@@ -117,9 +116,9 @@ impl EventFilter for Mute {
         "mute"
     }
     fn prepare(&self, _: &GroupInfo) -> Verdict {
-        Verdict::PerEvent
+        Verdict::PerEvent(None)
     }
-    fn decide(&self, _: &Event, _: &[&GroupInfo]) -> Vec<Decision> {
+    fn decide(&self, _: &Event, _: &[Asked<'_>]) -> Vec<Decision> {
         Vec::new()
     }
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fanwire_core::hooks::{
-    Accepted, ConnectionPolicy, ConnectionRequest, EventFilter, GroupInfo, Hooks,
+    Accepted, Asked, ConnectionPolicy, ConnectionRequest, Decision, EventFilter, GroupInfo, Hooks,
+    Verdict,
 };
 use fanwire_core::protocol::Protocol;
 use fanwire_core::{Engine, Event, Limits, Principal, Schema};
@@ -77,6 +78,26 @@ fn group(principal: Principal) -> GroupInfo {
     }
 }
 
+/// `groups` prepared by `filter`, as the engine hands them to `decide`
+/// (the verdicts own the contexts).
+fn prepared(filter: &dyn EventFilter, groups: &[&GroupInfo]) -> Vec<Verdict> {
+    groups.iter().map(|g| filter.prepare(g)).collect()
+}
+
+fn asked<'a>(groups: &[&'a GroupInfo], verdicts: &'a [Verdict]) -> Vec<Asked<'a>> {
+    groups
+        .iter()
+        .zip(verdicts)
+        .map(|(group, v)| Asked {
+            group,
+            context: match v {
+                Verdict::PerEvent(context) => context.as_deref(),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
 /// A native filter that asks about every event and allows it: the core's
 /// own cost of running a filter, without WebAssembly.
 #[derive(Debug)]
@@ -86,11 +107,11 @@ impl EventFilter for NativeAllow {
     fn name(&self) -> &str {
         "native-allow"
     }
-    fn prepare(&self, _: &GroupInfo) -> fanwire_core::hooks::Verdict {
-        fanwire_core::hooks::Verdict::PerEvent
+    fn prepare(&self, _: &GroupInfo) -> Verdict {
+        Verdict::PerEvent(None)
     }
-    fn decide(&self, _: &Event, groups: &[&GroupInfo]) -> Vec<fanwire_core::hooks::Decision> {
-        vec![fanwire_core::hooks::Decision::Allow; groups.len()]
+    fn decide(&self, _: &Event, groups: &[Asked<'_>]) -> Vec<Decision> {
+        vec![Decision::Allow; groups.len()]
     }
 }
 
@@ -167,24 +188,52 @@ fn main() {
         subject: Some("u1".into()),
         ..Principal::default()
     });
-    filter.prepare(&g);
     let event = Event::new(
         "orders:t1",
-        json!({"id": 1, "cents": 100, "status": "live"}),
+        json!({"id": 1, "cents": 100, "status": "live", "user_id": "u1"}),
     );
+    let one = prepared(&filter, &[&g]);
+    let one = asked(&[&g], &one);
     let per_call = time(11, 20_000, || {
-        std::hint::black_box(filter.decide(&event, &[&g]));
+        std::hint::black_box(filter.decide(&event, &one));
     });
     println!("| trivial filter (template), one `decide` with 1 group, host -> guest -> host | {:.2} us |", per_call.as_secs_f64() * 1e6);
     let groups: Vec<GroupInfo> = (0..10).map(|_| g.clone()).collect();
     let refs: Vec<&GroupInfo> = groups.iter().collect();
+    let ten = prepared(&filter, &refs);
+    let ten = asked(&refs, &ten);
     let per_call10 = time(11, 5_000, || {
-        std::hint::black_box(filter.decide(&event, &refs));
+        std::hint::black_box(filter.decide(&event, &ten));
     });
     println!(
-        "| same, one `decide` with 10 groups | {:.2} us |",
+        "| same, 10 groups (one context: one decision crosses) | {:.2} us |",
         per_call10.as_secs_f64() * 1e6
     );
+    // The row filter at both interface versions, 10 groups of 10 subjects:
+    // 0.1 lowers 10 `subscription` records, 0.2 10 short contexts.
+    let subjects: Vec<GroupInfo> = (0..10)
+        .map(|n| {
+            group(Principal {
+                subject: Some(format!("u{n}")),
+                ..Principal::default()
+            })
+        })
+        .collect();
+    let subject_refs: Vec<&GroupInfo> = subjects.iter().collect();
+    for (name, label) in [("legacy-filter", "0.1"), ("row-filter", "0.2")] {
+        let bytes = std::fs::read(dist().join(format!("{name}.wasm"))).unwrap();
+        let p = Arc::new(Plugin::load(&pooled, &bytes, options(name)).unwrap());
+        let f = WasmFilter::new(p, spec(name, Kind::EventFilter));
+        let verdicts = prepared(&f, &subject_refs);
+        let a = asked(&subject_refs, &verdicts);
+        let t = time(11, 5_000, || {
+            std::hint::black_box(f.decide(&event, &a));
+        });
+        println!(
+            "| row filter at {label} ({name}), one `decide` with 10 groups of 10 subjects | {:.2} us |",
+            t.as_secs_f64() * 1e6
+        );
+    }
 
     // 2. Instantiation.
     let unpooled_plugin = Plugin::load(&unpooled, &template, options("template")).unwrap();
@@ -255,7 +304,7 @@ fn main() {
         t_native.as_secs_f64() * 1e6
     );
     println!(
-        "| same, with the 5 security plugins (3 filters run per event) | {:.1} us |",
+        "| same, with the 5 security plugins at 0.2 (3 filters run per event) | {:.1} us |",
         t_secured.as_secs_f64() * 1e6
     );
     println!(
@@ -280,9 +329,10 @@ fn main() {
             start.elapsed().as_secs_f64() * 1e3
         );
         let f = WasmFilter::new(Arc::new(p), spec("python-filter", Kind::EventFilter));
-        f.prepare(&g);
+        let verdicts = prepared(&f, &[&g]);
+        let a = asked(&[&g], &verdicts);
         let py_call = time(5, 500, || {
-            std::hint::black_box(f.decide(&event, &[&g]));
+            std::hint::black_box(f.decide(&event, &a));
         });
         println!(
             "| Python filter, one `decide` with 1 group | {:.1} us |",

@@ -1,15 +1,21 @@
-//! A WASM `event-filter` plugin as the core's [`EventFilter`].
+//! A WASM `event-filter` plugin as the core's [`EventFilter`], for every
+//! interface version: a 0.2 plugin's per-group contexts live in the core's
+//! verdicts and each distinct one crosses once per event; a 0.1 plugin gets
+//! whole groups.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use fanwire_core::hooks::{Decision, EventFilter, GroupInfo, Verdict};
+use fanwire_core::hooks::{Asked, Decision, EventFilter, GroupInfo, Verdict};
 use fanwire_core::Event;
 
-use crate::bindings::v0_1::filter::exports::fanwire::plugin::filter as wit;
+use crate::bindings::v0_1::filter::exports::fanwire::plugin::filter as wit01;
+use crate::bindings::v0_1::types;
+use crate::bindings::v0_2::filter::exports::fanwire::plugin::filter as wit02;
 use crate::config::PluginSpec;
 use crate::convert;
-use crate::plugin::{Bindings, Plugin};
+use crate::metrics::FaultKind;
+use crate::plugin::{Bindings, Plugin, Version};
 
 /// Which parts of an event's data the plugin has asked for, over all groups.
 #[derive(Debug, Clone)]
@@ -60,36 +66,158 @@ impl WasmFilter {
         }
     }
 
-    fn call_decide(
-        &self,
-        event: &fanwire_core::Event,
-        groups: &[&GroupInfo],
-    ) -> Result<Vec<wit::Decision>, String> {
-        let wit_event = {
-            let needs = self.needs.read().unwrap_or_else(|p| p.into_inner());
-            match &needs.0 {
-                Needs::All => convert::event(event, None),
-                Needs::Paths(_) => convert::event(event, Some(&needs.1)),
-            }
-        };
-        let subs: Vec<_> = groups.iter().map(|g| convert::subscription(g)).collect();
-        self.plugin
+    fn wit_event(&self, event: &Event) -> types::Event {
+        let needs = self.needs.read().unwrap_or_else(|p| p.into_inner());
+        match &needs.0 {
+            Needs::All => convert::event(event, None),
+            Needs::Paths(_) => convert::event(event, Some(&needs.1)),
+        }
+    }
+
+    fn failed(&self, fault: FaultKind) -> String {
+        format!(
+            "filter plugin {} failed ({})",
+            self.plugin.name(),
+            fault.label()
+        )
+    }
+
+    /// 0.1: every group crosses as a whole `subscription` record.
+    fn decide_v0_1(&self, event: &Event, groups: &[Asked<'_>]) -> Result<Vec<Decision>, String> {
+        let wit_event = self.wit_event(event);
+        let subs: Vec<_> = groups
+            .iter()
+            .map(|g| convert::subscription(g.group))
+            .collect();
+        let decisions = self
+            .plugin
             .call("decide", |slot| match &slot.bindings {
-                Bindings::Filter(b) => {
+                Bindings::Filter01(b) => {
                     b.fanwire_plugin_filter()
                         .call_decide(&mut slot.store, &wit_event, &subs)
                 }
-                _ => unreachable!("a filter plugin is loaded with the event-filter world"),
+                _ => unreachable!("a 0.1 filter plugin is loaded with the 0.1 event-filter world"),
             })
-            .map_err(|fault| {
-                format!(
-                    "filter plugin {} failed ({})",
+            .map_err(|f| self.failed(f))?;
+        Ok(decisions
+            .into_iter()
+            .map(|d| self.decision_v0_1(d))
+            .collect())
+    }
+
+    /// 0.2: each distinct context crosses once; its decision goes to every
+    /// group that has it.
+    fn decide_v0_2(&self, event: &Event, groups: &[Asked<'_>]) -> Result<Vec<Decision>, String> {
+        let mut contexts: Vec<String> = Vec::new();
+        let mut slots: Vec<Slot> = Vec::with_capacity(groups.len());
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for g in groups {
+            let Some(context) = g.context else {
+                // `prepare` failed for this group when it formed: ask again
+                // (once per event, only while it fails).
+                slots.push(match self.prepare(g.group) {
+                    Verdict::PerEvent(Some(late)) => {
+                        contexts.push(late.to_string());
+                        Slot::Shared(contexts.len() - 1)
+                    }
+                    Verdict::AllowAll => Slot::Now(Decision::Allow),
+                    Verdict::DenyAll(reason) => Slot::Now(Decision::Deny(reason)),
+                    Verdict::PerEvent(None) => Slot::Now(Decision::Deny(format!(
+                        "filter plugin {} cannot prepare this subscription",
+                        self.plugin.name()
+                    ))),
+                });
+                continue;
+            };
+            let index = if groups.len() <= LINEAR_DEDUP {
+                contexts.iter().position(|c| c == context)
+            } else {
+                seen.get(context).copied()
+            };
+            let index = index.unwrap_or_else(|| {
+                contexts.push(context.to_owned());
+                if groups.len() > LINEAR_DEDUP {
+                    seen.insert(context, contexts.len() - 1);
+                }
+                contexts.len() - 1
+            });
+            slots.push(Slot::Shared(index));
+        }
+        let mut decided: Vec<Decision> = Vec::new();
+        if !contexts.is_empty() {
+            let wit_event = self.wit_event(event);
+            let decisions = self
+                .plugin
+                .call("decide", |slot| match &slot.bindings {
+                    Bindings::Filter02(b) => b.fanwire_plugin_filter().call_decide(
+                        &mut slot.store,
+                        &wit_event,
+                        &contexts,
+                    ),
+                    _ => unreachable!(
+                        "a 0.2 filter plugin is loaded with the 0.2 event-filter world"
+                    ),
+                })
+                .map_err(|f| self.failed(f))?;
+            if decisions.len() != contexts.len() {
+                return Err(format!(
+                    "filter plugin {} answered {} decisions for {} contexts",
                     self.plugin.name(),
-                    fault.label()
-                )
+                    decisions.len(),
+                    contexts.len()
+                ));
+            }
+            decided = decisions.into_iter().map(|d| self.decision(d)).collect();
+        }
+        Ok(slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Shared(i) => decided[i].clone(),
+                Slot::Now(d) => d,
             })
+            .collect())
+    }
+
+    fn decision_v0_1(&self, d: wit01::Decision) -> Decision {
+        self.decision(match d {
+            wit01::Decision::Allow => wit02::Decision::Allow,
+            wit01::Decision::Deny(r) => wit02::Decision::Deny(r),
+            wit01::Decision::Redact(p) => wit02::Decision::Redact(p),
+            wit01::Decision::Replace(j) => wit02::Decision::Replace(j),
+        })
+    }
+
+    /// The core's decision (both versions' decisions have one shape).
+    fn decision(&self, d: wit02::Decision) -> Decision {
+        match d {
+            wit02::Decision::Allow => Decision::Allow,
+            wit02::Decision::Deny(reason) => Decision::Deny(reason),
+            wit02::Decision::Redact(paths) => Decision::Redact(paths),
+            wit02::Decision::Replace(text) => match serde_json::from_str(&text) {
+                Ok(value) => Decision::Replace(value),
+                Err(e) => Decision::Deny(format!("replacement is not JSON: {e}")),
+            },
+        }
+    }
+
+    fn verdict(&self, paths: Option<Vec<String>>, context: Option<Arc<str>>) -> Verdict {
+        self.plugin.metrics.decision("per_event", 1);
+        self.need(paths);
+        Verdict::PerEvent(context)
     }
 }
+
+/// Where a group's decision comes from.
+enum Slot {
+    /// The decision for the context at this index.
+    Shared(usize),
+    /// Decided apart (its `prepare` had failed).
+    Now(Decision),
+}
+
+/// Up to this many groups, contexts are deduplicated by a linear scan
+/// (cheaper than hashing for the few groups a topic usually has).
+const LINEAR_DEDUP: usize = 16;
 
 impl EventFilter for WasmFilter {
     fn name(&self) -> &str {
@@ -101,80 +229,90 @@ impl EventFilter for WasmFilter {
             return Verdict::AllowAll;
         }
         let sub = convert::subscription(group);
+        let m = &self.plugin.metrics;
         let verdict = self.plugin.call("prepare", |slot| match &slot.bindings {
-            Bindings::Filter(b) => b
+            Bindings::Filter01(b) => b
+                .fanwire_plugin_filter()
+                .call_prepare(&mut slot.store, &sub)
+                .map(|v| match v {
+                    wit01::Verdict::AllowAll => wit02::Verdict::AllowAll,
+                    wit01::Verdict::DenyAll(r) => wit02::Verdict::DenyAll(r),
+                    // 0.1 has no contexts: its `decide` gets whole groups.
+                    wit01::Verdict::PerEvent(fields) => wit02::Verdict::PerEvent(wit02::PerEvent {
+                        fields,
+                        context: String::new(),
+                    }),
+                }),
+            Bindings::Filter02(b) => b
                 .fanwire_plugin_filter()
                 .call_prepare(&mut slot.store, &sub),
             _ => unreachable!("a filter plugin is loaded with the event-filter world"),
         });
-        let m = &self.plugin.metrics;
         match verdict {
-            Ok(wit::Verdict::AllowAll) => {
+            Ok(wit02::Verdict::AllowAll) => {
                 m.decision("allow_all", 1);
                 Verdict::AllowAll
             }
-            Ok(wit::Verdict::DenyAll(reason)) => {
+            Ok(wit02::Verdict::DenyAll(reason)) => {
                 m.decision("deny_all", 1);
                 Verdict::DenyAll(reason)
             }
-            Ok(wit::Verdict::PerEvent(paths)) => {
-                m.decision("per_event", 1);
-                self.need(paths);
-                Verdict::PerEvent
+            Ok(wit02::Verdict::PerEvent(p)) => {
+                let context = match self.plugin.version() {
+                    Version::V0_1 => None,
+                    Version::V0_2 => Some(Arc::from(p.context)),
+                };
+                self.verdict(p.fields, context)
             }
             // A failed prepare is not a reason to end subscriptions: each
-            // event is then asked about, and denied while the plugin fails.
+            // event is then asked about (0.2 prepares the group again), and
+            // denied while the plugin fails.
             Err(_) => {
                 self.need(None);
-                Verdict::PerEvent
+                Verdict::PerEvent(None)
             }
         }
     }
 
-    fn decide(&self, event: &Event, groups: &[&GroupInfo]) -> Vec<Decision> {
-        let m = &self.plugin.metrics;
-        let denied = |reason: String| {
-            m.decision("deny", groups.len() as u64);
-            vec![Decision::Deny(reason); groups.len()]
+    fn decide(&self, event: &Event, groups: &[Asked<'_>]) -> Vec<Decision> {
+        let decided = match self.plugin.version() {
+            Version::V0_1 => self.decide_v0_1(event, groups),
+            Version::V0_2 => self.decide_v0_2(event, groups),
         };
-        let decisions = match self.call_decide(event, groups) {
-            Ok(d) if d.len() == groups.len() => d,
+        match decided {
+            Ok(d) if d.len() == groups.len() => {
+                // Counted per group, whether or not groups shared a context.
+                let m = &self.plugin.metrics;
+                for decision in &d {
+                    m.decision(
+                        match decision {
+                            Decision::Allow => "allow",
+                            Decision::Deny(_) => "deny",
+                            Decision::Redact(_) => "redact",
+                            Decision::Replace(_) => "replace",
+                        },
+                        1,
+                    );
+                }
+                d
+            }
             Ok(d) => {
-                return denied(format!(
+                let reason = format!(
                     "filter plugin {} answered {} decisions for {} groups",
                     self.plugin.name(),
                     d.len(),
                     groups.len()
-                ))
+                );
+                self.deny_all(groups.len(), reason)
             }
-            Err(reason) => return denied(reason),
-        };
-        decisions
-            .into_iter()
-            .map(|d| match d {
-                wit::Decision::Allow => {
-                    m.decision("allow", 1);
-                    Decision::Allow
-                }
-                wit::Decision::Deny(reason) => {
-                    m.decision("deny", 1);
-                    Decision::Deny(reason)
-                }
-                wit::Decision::Redact(paths) => {
-                    m.decision("redact", 1);
-                    Decision::Redact(paths)
-                }
-                wit::Decision::Replace(text) => match serde_json::from_str(&text) {
-                    Ok(value) => {
-                        m.decision("replace", 1);
-                        Decision::Replace(value)
-                    }
-                    Err(e) => {
-                        m.decision("deny", 1);
-                        Decision::Deny(format!("replacement is not JSON: {e}"))
-                    }
-                },
-            })
-            .collect()
+            Err(reason) => self.deny_all(groups.len(), reason),
+        }
+    }
+}
+
+impl WasmFilter {
+    fn deny_all(&self, groups: usize, reason: String) -> Vec<Decision> {
+        self.plugin.metrics.decision("deny", groups as u64);
+        vec![Decision::Deny(reason); groups]
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::bindings::v0_1::{host, types};
+use crate::bindings::v0_1::types;
 
 /// The data of one plugin instance's store.
 #[derive(Debug)]
@@ -65,8 +65,8 @@ impl wasmtime::ResourceLimiter for HostState {
     }
 }
 
-impl host::Host for HostState {
-    fn log(&mut self, level: host::Level, message: String, fields: Vec<(String, String)>) {
+impl HostState {
+    fn log(&self, level: tracing::Level, message: &str, fields: &[(String, String)]) {
         let plugin = &*self.plugin;
         // Fields are rendered as `k=v` pairs: tracing needs static field names.
         let fields: String = fields
@@ -75,24 +75,59 @@ impl host::Host for HostState {
             .collect::<Vec<_>>()
             .join(" ");
         match level {
-            host::Level::Trace => tracing::trace!(plugin, %fields, "{message}"),
-            host::Level::Debug => tracing::debug!(plugin, %fields, "{message}"),
-            host::Level::Info => tracing::info!(plugin, %fields, "{message}"),
-            host::Level::Warn => tracing::warn!(plugin, %fields, "{message}"),
-            host::Level::Error => tracing::error!(plugin, %fields, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, %fields, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, %fields, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, %fields, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, %fields, "{message}"),
+            _ => tracing::error!(plugin, %fields, "{message}"),
         }
     }
 
-    fn now_ms(&mut self) -> u64 {
+    fn now_ms() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
+}
 
-    fn config(&mut self) -> String {
-        self.config.to_string()
-    }
+/// The `host` interface of one WIT version, served by the same `HostState`
+/// methods (each version's `level` enum is its own Rust type).
+macro_rules! host_interface {
+    ($host:path) => {
+        impl $host for HostState {
+            fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                HostState::log(self, level, &message, &fields);
+            }
+
+            fn now_ms(&mut self) -> u64 {
+                HostState::now_ms()
+            }
+
+            fn config(&mut self) -> String {
+                self.config.to_string()
+            }
+        }
+    };
+}
+
+mod v0_1_host {
+    use super::HostState;
+    use crate::bindings::v0_1::host::Level;
+    host_interface!(crate::bindings::v0_1::host::Host);
+}
+
+mod v0_2_host {
+    use super::HostState;
+    use crate::bindings::v0_2::host::Level;
+    host_interface!(crate::bindings::v0_2::host::Host);
 }
 
 impl types::Host for HostState {}

@@ -35,7 +35,7 @@ pub mod transport;
 
 pub use config::{Kind, PluginSpec, RuntimeConfig};
 pub use metrics::PluginMetrics;
-pub use plugin::{LoadOptions, Plugin};
+pub use plugin::{LoadOptions, Plugin, Version};
 pub use runtime::Runtime;
 pub use set::{PluginHost, ReloadReport};
 

@@ -12,7 +12,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
-use crate::bindings::v0_1;
+use crate::bindings::{v0_1, v0_2};
 use crate::config::Kind;
 use crate::host::HostState;
 use crate::metrics::{FaultKind, Handles};
@@ -21,10 +21,38 @@ use crate::LoadError;
 
 /// The WIT package every plugin speaks.
 pub const PACKAGE: &str = "fanwire:plugin";
-/// The interface versions this host loads: `0.1.x`. (When the interface
-/// grows to 0.2, `bindings::v0_2` joins and [`Pre`] gains its variants, so
-/// plugins built for 0.1 keep loading.)
-pub const SUPPORTED: &[(u64, u64)] = &[(0, 1)];
+
+/// A version of the `fanwire:plugin` interfaces (major.minor; patch
+/// releases are compatible and load alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    /// `0.1.x`: `filter.decide` receives whole `subscription` records.
+    V0_1,
+    /// `0.2.x`: `filter.prepare` names a context per group and
+    /// `filter.decide` receives the distinct contexts.
+    V0_2,
+}
+
+impl Version {
+    /// `major.minor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V0_1 => "0.1",
+            Version::V0_2 => "0.2",
+        }
+    }
+
+    fn of(major: u64, minor: u64) -> Option<Version> {
+        SUPPORTED
+            .iter()
+            .copied()
+            .find(|v| v.as_str() == format!("{major}.{minor}"))
+    }
+}
+
+/// The interface versions this host loads, side by side: a plugin built
+/// for an older minor version keeps loading when the interface grows.
+pub const SUPPORTED: &[Version] = &[Version::V0_1, Version::V0_2];
 
 /// The deadline of an instantiation, in epoch ticks (one second).
 const INSTANTIATE_TICKS: u64 = 1000;
@@ -46,18 +74,26 @@ pub struct LoadOptions {
 
 /// A component pre-linked for its world, by WIT version.
 enum Pre {
-    Filter(v0_1::filter::EventFilterPre<HostState>),
-    Subscription(v0_1::subscription::SubscriptionPolicyPre<HostState>),
-    Connection(v0_1::connection::ConnectionPolicyPre<HostState>),
-    Transport(v0_1::transport::TransportAdapterPre<HostState>),
+    Filter01(v0_1::filter::EventFilterPre<HostState>),
+    Filter02(v0_2::filter::EventFilterPre<HostState>),
+    Subscription01(v0_1::subscription::SubscriptionPolicyPre<HostState>),
+    Subscription02(v0_2::subscription::SubscriptionPolicyPre<HostState>),
+    Connection01(v0_1::connection::ConnectionPolicyPre<HostState>),
+    Connection02(v0_2::connection::ConnectionPolicyPre<HostState>),
+    Transport01(v0_1::transport::TransportAdapterPre<HostState>),
+    Transport02(v0_2::transport::TransportAdapterPre<HostState>),
 }
 
-/// The bindings of one live instance.
+/// The bindings of one live instance, by world and WIT version.
 pub(crate) enum Bindings {
-    Filter(v0_1::filter::EventFilter),
-    Subscription(v0_1::subscription::SubscriptionPolicy),
-    Connection(v0_1::connection::ConnectionPolicy),
-    Transport(v0_1::transport::TransportAdapter),
+    Filter01(v0_1::filter::EventFilter),
+    Filter02(v0_2::filter::EventFilter),
+    Subscription01(v0_1::subscription::SubscriptionPolicy),
+    Subscription02(v0_2::subscription::SubscriptionPolicy),
+    Connection01(v0_1::connection::ConnectionPolicy),
+    Connection02(v0_2::connection::ConnectionPolicy),
+    Transport01(v0_1::transport::TransportAdapter),
+    Transport02(v0_2::transport::TransportAdapter),
 }
 
 /// One instance with its store.
@@ -70,6 +106,7 @@ pub(crate) struct Slot {
 pub struct Plugin {
     name: Arc<str>,
     kind: Kind,
+    version: Version,
     digest: String,
     runtime: Runtime,
     pre: Pre,
@@ -87,6 +124,7 @@ impl std::fmt::Debug for Plugin {
         f.debug_struct("Plugin")
             .field("name", &self.name)
             .field("kind", &self.kind)
+            .field("version", &self.version)
             .field("digest", &self.digest)
             .finish()
     }
@@ -101,7 +139,11 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// Finds the `fanwire:plugin` interface a component exports and checks it
 /// is the one `kind` needs, in a version this host loads.
-fn check_exports(component: &Component, runtime: &Runtime, kind: Kind) -> Result<(), LoadError> {
+fn check_exports(
+    component: &Component,
+    runtime: &Runtime,
+    kind: Kind,
+) -> Result<Version, LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(runtime.engine())
@@ -122,18 +164,18 @@ fn check_exports(component: &Component, runtime: &Runtime, kind: Kind) -> Result
     };
     let version = &found[wanted.len()..];
     let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
-    let major_minor = (parts.next().flatten(), parts.next().flatten());
-    match major_minor {
-        (Some(major), Some(minor)) if SUPPORTED.contains(&(major, minor)) => Ok(()),
-        _ => Err(LoadError::UnsupportedVersion {
-            found: found.clone(),
-            supported: SUPPORTED
-                .iter()
-                .map(|(a, b)| format!("{a}.{b}.x"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => Version::of(major, minor),
+        _ => None,
     }
+    .ok_or_else(|| LoadError::UnsupportedVersion {
+        found: found.clone(),
+        supported: SUPPORTED
+            .iter()
+            .map(|v| format!("{}.x", v.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 impl Plugin {
@@ -149,7 +191,7 @@ impl Plugin {
         }
         let component = Component::new(runtime.engine(), bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        check_exports(&component, runtime, options.kind)?;
+        let version = check_exports(&component, runtime, options.kind)?;
         let mut linker = runtime.linker().clone();
         // A guest built with a standard library may import WASI functions it
         // never calls; they trap if called. Plugins get no WASI.
@@ -160,25 +202,39 @@ impl Plugin {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
-        let pre = match options.kind {
-            Kind::EventFilter => {
-                Pre::Filter(v0_1::filter::EventFilterPre::new(instance_pre).map_err(link)?)
+        let ip = instance_pre;
+        let pre = match (options.kind, version) {
+            (Kind::EventFilter, Version::V0_1) => {
+                Pre::Filter01(v0_1::filter::EventFilterPre::new(ip).map_err(link)?)
             }
-            Kind::SubscriptionPolicy => Pre::Subscription(
-                v0_1::subscription::SubscriptionPolicyPre::new(instance_pre).map_err(link)?,
+            (Kind::EventFilter, Version::V0_2) => {
+                Pre::Filter02(v0_2::filter::EventFilterPre::new(ip).map_err(link)?)
+            }
+            (Kind::SubscriptionPolicy, Version::V0_1) => Pre::Subscription01(
+                v0_1::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
             ),
-            Kind::ConnectionPolicy => Pre::Connection(
-                v0_1::connection::ConnectionPolicyPre::new(instance_pre).map_err(link)?,
+            (Kind::SubscriptionPolicy, Version::V0_2) => Pre::Subscription02(
+                v0_2::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
             ),
-            Kind::TransportAdapter => Pre::Transport(
-                v0_1::transport::TransportAdapterPre::new(instance_pre).map_err(link)?,
-            ),
+            (Kind::ConnectionPolicy, Version::V0_1) => {
+                Pre::Connection01(v0_1::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
+            }
+            (Kind::ConnectionPolicy, Version::V0_2) => {
+                Pre::Connection02(v0_2::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
+            }
+            (Kind::TransportAdapter, Version::V0_1) => {
+                Pre::Transport01(v0_1::transport::TransportAdapterPre::new(ip).map_err(link)?)
+            }
+            (Kind::TransportAdapter, Version::V0_2) => {
+                Pre::Transport02(v0_2::transport::TransportAdapterPre::new(ip).map_err(link)?)
+            }
         };
         let timeout = std::time::Duration::from_millis(options.timeout_ms.max(1));
         let plugin = Plugin {
             metrics: runtime.metrics().for_plugin(&options.name),
             name: Arc::from(options.name.as_str()),
             kind: options.kind,
+            version,
             digest: digest(bytes),
             runtime: runtime.clone(),
             pre,
@@ -204,6 +260,11 @@ impl Plugin {
     /// The world it implements.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The interface version it was built against.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// A digest of the component's bytes.
@@ -235,10 +296,14 @@ impl Plugin {
         // heap): bounded too, but by a longer deadline than a call.
         store.set_epoch_deadline(self.deadline_ticks.max(INSTANTIATE_TICKS));
         let bindings = match &self.pre {
-            Pre::Filter(p) => Bindings::Filter(p.instantiate(&mut store)?),
-            Pre::Subscription(p) => Bindings::Subscription(p.instantiate(&mut store)?),
-            Pre::Connection(p) => Bindings::Connection(p.instantiate(&mut store)?),
-            Pre::Transport(p) => Bindings::Transport(p.instantiate(&mut store)?),
+            Pre::Filter01(p) => Bindings::Filter01(p.instantiate(&mut store)?),
+            Pre::Filter02(p) => Bindings::Filter02(p.instantiate(&mut store)?),
+            Pre::Subscription01(p) => Bindings::Subscription01(p.instantiate(&mut store)?),
+            Pre::Subscription02(p) => Bindings::Subscription02(p.instantiate(&mut store)?),
+            Pre::Connection01(p) => Bindings::Connection01(p.instantiate(&mut store)?),
+            Pre::Connection02(p) => Bindings::Connection02(p.instantiate(&mut store)?),
+            Pre::Transport01(p) => Bindings::Transport01(p.instantiate(&mut store)?),
+            Pre::Transport02(p) => Bindings::Transport02(p.instantiate(&mut store)?),
         };
         Ok(Slot { store, bindings })
     }

@@ -10,7 +10,6 @@ use fanwire_core::hooks::{
 use fanwire_core::GraphQLError;
 use serde_json::Value;
 
-use crate::bindings::v0_1::connection::exports::fanwire::plugin::connection as wit_conn;
 use crate::bindings::v0_1::types;
 use crate::config::PluginSpec;
 use crate::convert;
@@ -36,8 +35,12 @@ impl SubscriptionPolicy for WasmSubscriptionPolicy {
             return Ok(());
         }
         let sub = convert::subscription(group);
+        // Both versions share the `types` records: the same call either way.
         let answer = self.plugin.call("check", |slot| match &slot.bindings {
-            Bindings::Subscription(b) => b
+            Bindings::Subscription01(b) => b
+                .fanwire_plugin_subscription()
+                .call_check(&mut slot.store, &sub),
+            Bindings::Subscription02(b) => b
                 .fanwire_plugin_subscription()
                 .call_check(&mut slot.store, &sub),
             _ => unreachable!("a subscription policy is loaded with its world"),
@@ -83,33 +86,50 @@ impl WasmConnectionPolicy {
 
 impl ConnectionPolicy for WasmConnectionPolicy {
     fn check(&self, request: &ConnectionRequest<'_>) -> Result<Accepted, String> {
-        let wit_request = wit_conn::Request {
-            init_payload: serde_json::to_string(request.init_payload)
-                .unwrap_or_else(|_| "{}".into()),
-            headers: request
-                .headers
-                .iter()
-                .map(|(name, value)| types::Header {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-        };
+        let init_payload =
+            serde_json::to_string(request.init_payload).unwrap_or_else(|_| "{}".into());
+        let headers: Vec<types::Header> = request
+            .headers
+            .iter()
+            .map(|(name, value)| types::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        // The `request` and `accepted` records are declared in each
+        // version's own `connection` interface: one Rust type per version.
+        macro_rules! check {
+            ($wit:path, $b:expr, $store:expr) => {{
+                use $wit as w;
+                let request = w::Request {
+                    init_payload: init_payload.clone(),
+                    headers: headers.clone(),
+                };
+                $b.fanwire_plugin_connection()
+                    .call_check($store, &request)
+                    .map(|r| r.map(|a| (a.principal, a.ack)))
+            }};
+        }
         let answer = self.plugin.call("check", |slot| match &slot.bindings {
-            Bindings::Connection(b) => b
-                .fanwire_plugin_connection()
-                .call_check(&mut slot.store, &wit_request),
+            Bindings::Connection01(b) => check!(
+                crate::bindings::v0_1::connection::exports::fanwire::plugin::connection,
+                b,
+                &mut slot.store
+            ),
+            Bindings::Connection02(b) => check!(
+                crate::bindings::v0_2::connection::exports::fanwire::plugin::connection,
+                b,
+                &mut slot.store
+            ),
             _ => unreachable!("a connection policy is loaded with its world"),
         });
         let m = &self.plugin.metrics;
         match answer {
-            Ok(Ok(accepted)) => {
+            Ok(Ok((principal, ack))) => {
                 m.decision("accept", 1);
                 Ok(Accepted {
-                    principal: convert::principal_from(accepted.principal),
-                    ack: accepted
-                        .ack
-                        .and_then(|a| serde_json::from_str::<Value>(&a).ok()),
+                    principal: convert::principal_from(principal),
+                    ack: ack.and_then(|a| serde_json::from_str::<Value>(&a).ok()),
                 })
             }
             Ok(Err(reason)) => {

@@ -128,7 +128,7 @@ impl PluginHost {
                 LoadError::Config(format!("plugin {} ({}): {e}", spec.name(), path.display()))
             })?;
             runtime.metrics().reload(&spec.name(), "loaded");
-            tracing::info!(plugin = %spec.name(), kind = spec.kind.world(), version = %plugin.digest(), path = %path.display(), "plugin loaded");
+            tracing::info!(plugin = %spec.name(), kind = spec.kind.world(), interface = plugin.version().as_str(), version = %plugin.digest(), path = %path.display(), "plugin loaded");
             entries.push(Entry {
                 spec: spec.clone(),
                 path,
@@ -192,6 +192,14 @@ impl PluginHost {
             filters,
             ..base
         }
+    }
+
+    /// The version in force of the plugin named `name`.
+    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.entries()
+            .iter()
+            .find(|e| e.spec.name() == name)
+            .map(|e| e.plugin.clone())
     }
 
     /// The transport adapters in force; a connection keeps the version it
@@ -258,7 +266,7 @@ impl PluginHost {
                             continue;
                         }
                     };
-                    tracing::info!(plugin = %name, from = %e.plugin.digest(), to = %plugin.digest(), "plugin reloaded");
+                    tracing::info!(plugin = %name, from = %e.plugin.digest(), to = %plugin.digest(), interface = plugin.version().as_str(), "plugin reloaded");
                     self.metrics().reload(&name, "loaded");
                     e.plugin = plugin;
                     e.transport = transport;

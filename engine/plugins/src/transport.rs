@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::bindings::v0_1::transport::exports::fanwire::plugin::transport as wit;
 use crate::plugin::{Bindings, Plugin};
 use crate::LoadError;
 
@@ -31,15 +30,36 @@ fn object(text: &str) -> Value {
     }
 }
 
+/// Runs `$body` with `$b` bound to the instance's bindings and `$w` to its
+/// version's `transport` interface module: the message records are declared
+/// there, so each version has its own Rust types (of the same shape).
+macro_rules! with_transport {
+    ($slot:ident, |$b:ident, $w:tt| $body:expr) => {
+        match &$slot.bindings {
+            Bindings::Transport01($b) => {
+                // Unused where the body needs no message type (`_`).
+                #[allow(unused_imports)]
+                use crate::bindings::v0_1::transport::exports::fanwire::plugin::transport as $w;
+                $body
+            }
+            Bindings::Transport02($b) => {
+                #[allow(unused_imports)]
+                use crate::bindings::v0_2::transport::exports::fanwire::plugin::transport as $w;
+                $body
+            }
+            _ => unreachable!("a transport adapter is loaded with its world"),
+        }
+    };
+}
+
 impl WasmTransport {
     /// Wraps a plugin loaded as a `transport-adapter` and asks its subprotocol name.
     pub fn new(plugin: Arc<Plugin>) -> Result<WasmTransport, LoadError> {
         let subprotocol = plugin
-            .call("template", |slot| match &slot.bindings {
-                Bindings::Transport(b) => b
+            .call("template", |slot| {
+                with_transport!(slot, |b, _| b
                     .fanwire_plugin_transport()
-                    .call_subprotocol(&mut slot.store),
-                _ => unreachable!("a transport adapter is loaded with its world"),
+                    .call_subprotocol(&mut slot.store))
             })
             .map_err(|f| LoadError::Instantiate(format!("subprotocol() failed ({})", f.label())))?;
         if subprotocol.is_empty() || subprotocol.contains([',', ' ']) {
@@ -64,11 +84,31 @@ impl WasmTransport {
         let frame = frame.to_owned();
         let message = self
             .plugin
-            .call("decode", |slot| match &slot.bindings {
-                Bindings::Transport(b) => b
+            .call("decode", |slot| {
+                with_transport!(slot, |b, w| b
                     .fanwire_plugin_transport()
-                    .call_decode(&mut slot.store, &frame),
-                _ => unreachable!("a transport adapter is loaded with its world"),
+                    .call_decode(&mut slot.store, &frame)
+                    .map(|decoded| decoded.map(|m| match m {
+                        w::ClientMessage::Init(payload) => {
+                            json!({"type": "connection_init", "payload": object(&payload)})
+                        }
+                        w::ClientMessage::Ping(payload) => match payload {
+                            Some(p) => json!({"type": "ping", "payload": object(&p)}),
+                            None => json!({"type": "ping"}),
+                        },
+                        w::ClientMessage::Pong => json!({"type": "pong"}),
+                        w::ClientMessage::Subscribe(r) => json!({
+                            "id": r.id,
+                            "type": "subscribe",
+                            "payload": {
+                                "query": r.query,
+                                "operationName": r.operation_name,
+                                "variables": object(&r.variables),
+                                "extensions": object(&r.extensions),
+                            },
+                        }),
+                        w::ClientMessage::Complete(id) => json!({"id": id, "type": "complete"}),
+                    })))
             })
             .map_err(|f| {
                 format!(
@@ -77,28 +117,7 @@ impl WasmTransport {
                     f.label()
                 )
             })??;
-        Ok(match message {
-            wit::ClientMessage::Init(payload) => {
-                json!({"type": "connection_init", "payload": object(&payload)})
-            }
-            wit::ClientMessage::Ping(payload) => match payload {
-                Some(p) => json!({"type": "ping", "payload": object(&p)}),
-                None => json!({"type": "ping"}),
-            },
-            wit::ClientMessage::Pong => json!({"type": "pong"}),
-            wit::ClientMessage::Subscribe(r) => json!({
-                "id": r.id,
-                "type": "subscribe",
-                "payload": {
-                    "query": r.query,
-                    "operationName": r.operation_name,
-                    "variables": object(&r.variables),
-                    "extensions": object(&r.extensions),
-                },
-            }),
-            wit::ClientMessage::Complete(id) => json!({"id": id, "type": "complete"}),
-        }
-        .to_string())
+        Ok(message.to_string())
     }
 
     /// Encodes a graphql-transport-ws control message for the client;
@@ -111,22 +130,25 @@ impl WasmTransport {
             .unwrap_or_default()
             .to_owned();
         let payload = v.get("payload").map(Value::to_string);
-        let message = match v.get("type").and_then(Value::as_str)? {
-            "connection_ack" => wit::ServerMessage::Ack(payload),
-            "pong" => wit::ServerMessage::Pong(payload),
-            "error" => wit::ServerMessage::Error(wit::SubscriptionError {
-                id,
-                errors: payload.unwrap_or_else(|| "[]".into()),
-            }),
-            "complete" => wit::ServerMessage::Complete(id),
-            _ => return None,
-        };
+        let kind = v.get("type").and_then(Value::as_str)?;
+        if !matches!(kind, "connection_ack" | "pong" | "error" | "complete") {
+            return None;
+        }
         self.plugin
-            .call("encode", |slot| match &slot.bindings {
-                Bindings::Transport(b) => b
-                    .fanwire_plugin_transport()
-                    .call_encode(&mut slot.store, &message),
-                _ => unreachable!("a transport adapter is loaded with its world"),
+            .call("encode", |slot| {
+                with_transport!(slot, |b, w| {
+                    let message = match kind {
+                        "connection_ack" => w::ServerMessage::Ack(payload.clone()),
+                        "pong" => w::ServerMessage::Pong(payload.clone()),
+                        "error" => w::ServerMessage::Error(w::SubscriptionError {
+                            id: id.clone(),
+                            errors: payload.clone().unwrap_or_else(|| "[]".into()),
+                        }),
+                        _ => w::ServerMessage::Complete(id.clone()),
+                    };
+                    b.fanwire_plugin_transport()
+                        .call_encode(&mut slot.store, &message)
+                })
             })
             .ok()
             .flatten()
@@ -137,13 +159,12 @@ impl WasmTransport {
     pub fn template(&self, id: &str) -> Option<(String, String)> {
         let id = id.to_owned();
         self.plugin
-            .call("template", |slot| match &slot.bindings {
-                Bindings::Transport(b) => b
+            .call("template", |slot| {
+                with_transport!(slot, |b, _| b
                     .fanwire_plugin_transport()
-                    .call_result_template(&mut slot.store, &id),
-                _ => unreachable!("a transport adapter is loaded with its world"),
+                    .call_result_template(&mut slot.store, &id)
+                    .map(|t| (t.prefix, t.suffix)))
             })
             .ok()
-            .map(|t| (t.prefix, t.suffix))
     }
 }

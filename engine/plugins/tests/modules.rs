@@ -23,6 +23,10 @@ fn policy(name: &str, config: serde_json::Value) -> WasmSubscriptionPolicy {
     WasmSubscriptionPolicy::new(load(&rt, &spec), spec)
 }
 
+fn per_event(context: &str) -> Verdict {
+    Verdict::PerEvent(Some(context.into()))
+}
+
 fn deny(d: &Decision) -> bool {
     matches!(d, Decision::Deny(_))
 }
@@ -54,17 +58,18 @@ fn row_filter_passes_only_the_subscribers_own_rows() {
         &[],
         principal(None, None, &[], json!({})),
     );
-    assert_eq!(f.prepare(&alice), Verdict::PerEvent);
+    assert_eq!(f.prepare(&alice), per_event("alice"));
     assert!(matches!(f.prepare(&anon), Verdict::DenyAll(_)));
     let groups = [&alice, &bob];
-    let d = f.decide(
+    let d = decide(
+        &f,
         &Event::new("orders", json!({"user_id": "alice", "x": 1})),
         &groups,
     );
     assert_eq!(d[0], Decision::Allow);
     assert!(deny(&d[1]));
     // Numbers and strings name the same user.
-    let d = f.decide(&Event::new("orders", json!({"user_id": 42})), &groups);
+    let d = decide(&f, &Event::new("orders", json!({"user_id": 42})), &groups);
     assert!(deny(&d[0]));
     assert_eq!(d[1], Decision::Allow);
     for data in [
@@ -72,7 +77,7 @@ fn row_filter_passes_only_the_subscribers_own_rows() {
         json!({"user_id": null}),
         json!("not an object"),
     ] {
-        let d = f.decide(&Event::new("orders", data), &groups);
+        let d = decide(&f, &Event::new("orders", data), &groups);
         assert!(d.iter().all(deny), "{d:?}");
     }
 }
@@ -89,7 +94,8 @@ fn row_filter_reads_a_configured_field() {
         principal(Some("alice"), None, &[], json!({})),
     );
     f.prepare(&alice);
-    let d = f.decide(
+    let d = decide(
+        &f,
         &Event::new("orders", json!({"owner": {"id": "alice"}})),
         &[&alice],
     );
@@ -123,16 +129,17 @@ fn tenant_isolation_keeps_events_in_their_tenant() {
         &[],
         principal(Some("c"), None, &[], json!({})),
     );
-    assert_eq!(f.prepare(&t5), Verdict::PerEvent);
+    assert_eq!(f.prepare(&t5), per_event("5"));
     assert!(matches!(f.prepare(&none), Verdict::DenyAll(_)));
-    let d = f.decide(
+    let d = decide(
+        &f,
         &Event::new("orders:5", json!({"tenant_id": 5, "id": 1})),
         &[&t5, &t6],
     );
     assert_eq!(d[0], Decision::Allow);
     assert!(deny(&d[1]));
     // Missing tenant = drop, for everyone.
-    let d = f.decide(&Event::new("orders:5", json!({"id": 1})), &[&t5, &t6]);
+    let d = decide(&f, &Event::new("orders:5", json!({"id": 1})), &[&t5, &t6]);
     assert!(d.iter().all(deny), "{d:?}");
 }
 
@@ -305,17 +312,19 @@ fn federation_context_must_match_the_subscription() {
         &[],
         principal(Some("u"), None, &[], json!({})),
     );
-    assert_eq!(f.prepare(&by_argument), Verdict::PerEvent);
-    assert_eq!(f.prepare(&by_claim), Verdict::PerEvent);
+    assert_eq!(f.prepare(&by_argument), per_event(r#"["fed-a",null]"#));
+    assert_eq!(f.prepare(&by_claim), per_event(r#"["fed-b","billing"]"#));
     assert!(matches!(f.prepare(&none), Verdict::DenyAll(_)));
     let groups = [&by_argument, &by_claim];
-    let d = f.decide(
+    let d = decide(
+        &f,
         &Event::new("orders", json!({"federation_id": "fed-a"})),
         &groups,
     );
     assert_eq!(d[0], Decision::Allow);
     assert!(deny(&d[1]));
-    let d = f.decide(
+    let d = decide(
+        &f,
         &Event::new(
             "orders",
             json!({"federation_id": "fed-b", "service": "billing"}),
@@ -325,7 +334,8 @@ fn federation_context_must_match_the_subscription() {
     assert!(deny(&d[0]));
     assert_eq!(d[1], Decision::Allow);
     // The claim names a service: another service's event is dropped.
-    let d = f.decide(
+    let d = decide(
+        &f,
         &Event::new(
             "orders",
             json!({"federation_id": "fed-b", "service": "shipping"}),
@@ -333,7 +343,7 @@ fn federation_context_must_match_the_subscription() {
         &groups,
     );
     assert!(d.iter().all(deny), "{d:?}");
-    let d = f.decide(&Event::new("orders", json!({"x": 1})), &groups);
+    let d = decide(&f, &Event::new("orders", json!({"x": 1})), &groups);
     assert!(d.iter().all(deny), "{d:?}");
 }
 
@@ -360,8 +370,9 @@ fn redaction_filter_hides_fields_the_principal_may_not_see() {
         principal(Some("v"), None, &[], json!({})),
     );
     assert_eq!(f.prepare(&allowed), Verdict::AllowAll);
-    assert_eq!(f.prepare(&other), Verdict::PerEvent);
-    let d = f.decide(
+    assert_eq!(f.prepare(&other), per_event("customer.email"));
+    let d = decide(
+        &f,
         &Event::new("orders", json!({"customer": {"email": "x@y", "name": "n"}})),
         &[&other],
     );
@@ -379,10 +390,10 @@ fn the_template_drops_drafts() {
         &[],
         principal(None, None, &[], json!({})),
     );
-    assert_eq!(f.prepare(&g), Verdict::PerEvent);
-    let d = f.decide(&Event::new("posts", json!({"status": "draft"})), &[&g]);
+    assert_eq!(f.prepare(&g), per_event(""));
+    let d = decide(&f, &Event::new("posts", json!({"status": "draft"})), &[&g]);
     assert!(deny(&d[0]));
-    let d = f.decide(&Event::new("posts", json!({"status": "live"})), &[&g]);
+    let d = decide(&f, &Event::new("posts", json!({"status": "live"})), &[&g]);
     assert_eq!(d, vec![Decision::Allow]);
 }
 
@@ -405,8 +416,10 @@ fn a_python_plugin_filters_through_the_same_runtime() {
         &[],
         principal(Some("u"), None, &[], json!({})),
     );
-    assert_eq!(f.prepare(&staff), Verdict::PerEvent);
-    let d = f.decide(
+    // 0.1 has no contexts.
+    assert_eq!(f.prepare(&staff), Verdict::PerEvent(None));
+    let d = decide(
+        &f,
         &Event::new("alerts", json!({"severity": 3, "internal_notes": "n"})),
         &[&staff, &user],
     );
@@ -417,7 +430,8 @@ fn a_python_plugin_filters_through_the_same_runtime() {
             Decision::Redact(vec!["internal_notes".into()])
         ]
     );
-    let d = f.decide(
+    let d = decide(
+        &f,
         &Event::new("alerts", json!({"severity": 1})),
         &[&staff, &user],
     );

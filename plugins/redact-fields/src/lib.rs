@@ -27,16 +27,19 @@ struct RedactFields;
 
 impl EventFilter for RedactFields {
     fn prepare(group: &Subscription) -> Verdict {
-        if hidden(group).is_empty() {
+        let hidden = hidden(group);
+        if hidden.is_empty() {
             Verdict::AllowAll
         } else {
-            // The decision does not read the event: ask for none of its data.
-            Verdict::per_event::<[&str; 0], &str>([])
+            // The decision does not read the event (ask for none of its
+            // data) and depends only on what is hidden: one decision per
+            // distinct set of hidden fields.
+            Verdict::per_event::<[&str; 0], &str>([]).with_context(hidden.join("\n"))
         }
     }
 
-    fn decide(_: &Event, group: &Subscription) -> Decision {
-        Decision::Redact(hidden(group))
+    fn decide(_: &Event, hidden: &str) -> Decision {
+        Decision::Redact(hidden.split('\n').map(str::to_owned).collect())
     }
 }
 

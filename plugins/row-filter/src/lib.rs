@@ -18,17 +18,18 @@ struct RowFilter;
 
 impl EventFilter for RowFilter {
     fn prepare(group: &Subscription) -> Verdict {
-        match group.principal.subject {
-            Some(_) => Verdict::per_event([field()]),
+        match &group.principal.subject {
+            // The subject is all a decision depends on: groups of one user
+            // share one decision per event.
+            Some(me) => Verdict::per_event([field()]).with_context(me),
             None => Verdict::deny_all("row filter: an anonymous subscriber owns no rows"),
         }
     }
 
-    fn decide(event: &Event, group: &Subscription) -> Decision {
-        let owner = event.get(field()).and_then(id_text);
-        match (owner, group.principal.subject.as_deref()) {
-            (Some(owner), Some(me)) if owner == me => Decision::Allow,
-            (None, _) => Decision::deny("row filter: the event names no owner"),
+    fn decide(event: &Event, me: &str) -> Decision {
+        match event.get(field()).and_then(id_text) {
+            Some(owner) if owner == me => Decision::Allow,
+            None => Decision::deny("row filter: the event names no owner"),
             _ => Decision::deny("row filter: another user's event"),
         }
     }

@@ -15,17 +15,41 @@
 //! A filter is one function:
 //!
 //! ```ignore
-//! use fanwire_sdk::{Decision, Event, Subscription};
+//! use fanwire_sdk::{Decision, Event};
 //!
 //! fanwire_sdk::filter! {
-//!     /// Only events of the subscriber's own user pass.
-//!     fn decide(event: &Event, group: &Subscription) -> Decision {
-//!         match (event.data.get("user_id").and_then(|v| v.as_str()), group.principal.subject.as_deref()) {
-//!             (Some(owner), Some(me)) if owner == me => Decision::Allow,
-//!             _ => Decision::deny("not your event"),
+//!     /// Drafts are not published.
+//!     fn decide(event: &Event) -> Decision {
+//!         match event.get("status").and_then(|s| s.as_str()) {
+//!             Some("draft") => Decision::deny("drafts are private"),
+//!             _ => Decision::Allow,
 //!         }
 //!     }
 //! }
+//! ```
+//!
+//! A filter whose decision depends on the subscriber gives each group a
+//! context in `prepare` (here the subject) and decides per context:
+//!
+//! ```ignore
+//! use fanwire_sdk::{id_text, Decision, Event, EventFilter, Subscription, Verdict};
+//!
+//! struct Own;
+//! impl EventFilter for Own {
+//!     fn prepare(group: &Subscription) -> Verdict {
+//!         match &group.principal.subject {
+//!             Some(me) => Verdict::per_event(["user_id"]).with_context(me),
+//!             None => Verdict::deny_all("anonymous"),
+//!         }
+//!     }
+//!     fn decide(event: &Event, me: &str) -> Decision {
+//!         match event.get("user_id").and_then(id_text) {
+//!             Some(owner) if owner == me => Decision::Allow,
+//!             _ => Decision::deny("not yours"),
+//!         }
+//!     }
+//! }
+//! fanwire_sdk::export_filter!(Own);
 //! ```
 //!
 //! Enable exactly one of the features `event-filter`, `subscription-policy`,
@@ -124,7 +148,8 @@ impl Principal {
     }
 }
 
-/// A subscription (for a filter: a group of identical subscriptions of one principal).
+/// A subscription (for a filter's `prepare`: a group of identical
+/// subscriptions of one principal).
 #[derive(Debug, Default)]
 pub struct Subscription {
     /// The root subscription field, e.g. `orderCreated`.
@@ -170,21 +195,46 @@ pub enum Verdict {
     AllowAll,
     /// No event passes; the group's subscriptions end with this reason.
     DenyAll(String),
-    /// `decide` is asked about each event. `Some(paths)`: the event carries
-    /// only these dotted paths of its data (none for an empty list);
-    /// `None`: all of it.
-    PerEvent(Option<Vec<String>>),
+    /// `decide` is asked about each event, with `context`.
+    PerEvent {
+        /// `Some(paths)`: the event carries only these dotted paths of its
+        /// data (none for an empty list); `None`: all of it.
+        fields: Option<Vec<String>>,
+        /// What `decide` receives for this group: what the decision depends
+        /// on (a subject, a tenant, JSON for several values). Groups with
+        /// equal contexts share one decision per event.
+        context: String,
+    },
 }
 
 impl Verdict {
-    /// Per-event decisions that read only `fields` of the data.
+    /// Per-event decisions that read only `fields` of the data, with an
+    /// empty context (set one with [`Verdict::with_context`]).
     pub fn per_event<I: IntoIterator<Item = S>, S: Into<String>>(fields: I) -> Verdict {
-        Verdict::PerEvent(Some(fields.into_iter().map(Into::into).collect()))
+        Verdict::PerEvent {
+            fields: Some(fields.into_iter().map(Into::into).collect()),
+            context: String::new(),
+        }
     }
 
-    /// Per-event decisions that read all of the data.
+    /// Per-event decisions that read all of the data, with an empty context.
     pub fn per_event_all() -> Verdict {
-        Verdict::PerEvent(None)
+        Verdict::PerEvent {
+            fields: None,
+            context: String::new(),
+        }
+    }
+
+    /// The same verdict with the context `decide` receives for this group
+    /// (no effect on `AllowAll` and `DenyAll`).
+    pub fn with_context(self, context: impl Into<String>) -> Verdict {
+        match self {
+            Verdict::PerEvent { fields, .. } => Verdict::PerEvent {
+                fields,
+                context: context.into(),
+            },
+            other => other,
+        }
     }
 
     /// Every event is denied, for this reason.
@@ -193,12 +243,12 @@ impl Verdict {
     }
 }
 
-/// The decision about one event for one group.
+/// The decision about one event for one context (every group that has it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Deliver the event.
     Allow,
-    /// Drop it for this group.
+    /// Drop it for these groups.
     Deny(String),
     /// Deliver it without these dotted paths of the data.
     Redact(Vec<String>),

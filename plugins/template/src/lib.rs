@@ -5,12 +5,15 @@
 //!
 //! This one drops events whose `status` is `draft`. Its config, if any, is
 //! `fanwire_sdk::host::config()`.
+//!
+//! A decision that depends on the subscriber needs a `prepare` too: see
+//! `row-filter/` (`EventFilter` and `export_filter!`).
 
-use fanwire_sdk::{Decision, Event, Subscription};
+use fanwire_sdk::{Decision, Event};
 
 fanwire_sdk::filter! {
     /// Drafts are not published to subscribers.
-    fn decide(event: &Event, _group: &Subscription) -> Decision {
+    fn decide(event: &Event) -> Decision {
         if event.get("status").and_then(|s| s.as_str()) == Some("draft") {
             Decision::deny("template: drafts are not published")
         } else {

@@ -23,20 +23,17 @@ impl EventFilter for TenantIsolation {
             .get("single_tenant")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        if single {
-            Verdict::AllowAll
-        } else if group.principal.tenant.is_none() {
-            Verdict::deny_all("tenant isolation: the subscriber belongs to no tenant")
-        } else {
-            Verdict::per_event([field()])
+        match &group.principal.tenant {
+            _ if single => Verdict::AllowAll,
+            None => Verdict::deny_all("tenant isolation: the subscriber belongs to no tenant"),
+            Some(mine) => Verdict::per_event([field()]).with_context(mine),
         }
     }
 
-    fn decide(event: &Event, group: &Subscription) -> Decision {
-        let tenant = event.get(field()).and_then(id_text);
-        match (tenant, group.principal.tenant.as_deref()) {
-            (Some(t), Some(mine)) if t == mine => Decision::Allow,
-            (None, _) => Decision::deny("tenant isolation: the event names no tenant"),
+    fn decide(event: &Event, mine: &str) -> Decision {
+        match event.get(field()).and_then(id_text) {
+            Some(t) if t == mine => Decision::Allow,
+            None => Decision::deny("tenant isolation: the event names no tenant"),
             _ => Decision::deny("tenant isolation: another tenant's event"),
         }
     }

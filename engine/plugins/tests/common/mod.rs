@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fanwire_core::hooks::GroupInfo;
-use fanwire_core::Principal;
+use fanwire_core::hooks::{Asked, Decision, EventFilter, GroupInfo, Verdict};
+use fanwire_core::{Event, Principal};
 use fanwire_plugins::{
     Kind, LoadOptions, Plugin, PluginMetrics, PluginSpec, Runtime, RuntimeConfig,
 };
@@ -124,4 +124,22 @@ pub fn group(
         principal,
         init_payload: Map::new(),
     }
+}
+
+/// `f.decide` for `groups`, each with the context its `prepare` gives (every
+/// group must be decided per event), as the engine calls it.
+pub fn decide(f: &dyn EventFilter, event: &Event, groups: &[&GroupInfo]) -> Vec<Decision> {
+    let verdicts: Vec<Verdict> = groups.iter().map(|g| f.prepare(g)).collect();
+    let asked: Vec<Asked<'_>> = groups
+        .iter()
+        .zip(&verdicts)
+        .map(|(group, verdict)| match verdict {
+            Verdict::PerEvent(context) => Asked {
+                group,
+                context: context.as_deref(),
+            },
+            other => panic!("{} answers {other:?}, not per-event", f.name()),
+        })
+        .collect();
+    f.decide(event, &asked)
 }

@@ -3,7 +3,7 @@
 //! marker (`fanwire-stamp:` and 8 digits) that the hot-reload test rewrites
 //! to make 20 distinct versions of one plugin.
 
-use fanwire_sdk::{host, Decision, Event, Subscription, Value};
+use fanwire_sdk::{host, Decision, Event, Value};
 
 /// Patched in the `.wasm` file by the test; read through `black_box` so the
 /// compiler keeps the bytes in the data segment.
@@ -11,7 +11,7 @@ static STAMP: &str = "fanwire-stamp:00000000";
 
 fanwire_sdk::filter! {
     /// Stamps the event with this binary's version.
-    fn decide(event: &Event, _group: &Subscription) -> Decision {
+    fn decide(event: &Event) -> Decision {
         let stamp = std::hint::black_box(STAMP);
         let mut data = event.data.clone();
         if let Value::Object(map) = &mut data {
