@@ -233,6 +233,13 @@ class Suspending:
                 async with asyncio.timeout(30):
                     await asyncio.sleep(0)
                     await asyncio.sleep(0.001)
+            elif mode == "timeout-expires":
+                # Entered before suspending: it must cancel this resolver, not the publisher.
+                try:
+                    async with asyncio.timeout(0.01):
+                        await asyncio.sleep(3600)
+                except TimeoutError:
+                    label = "timed-out-inside"
             self.tasks.append((before, asyncio.current_task()))
             return {"id": data["id"], "label": label}
 
@@ -281,7 +288,7 @@ async def test_an_async_resolver_runs_in_a_task_of_its_own_from_its_first_step(s
     client = await RawClient.open(served.url)
     await client.subscribe("s", "subscription { item(kind: \"x\") { id } }")
     await until("the subscription", lambda: manager.stats()["subscriptions"] == 1)
-    for n, mode in enumerate(["ok", "several", "thread"], start=1):
+    for n, mode in enumerate(["ok", "several", "thread", "timeout-expires"], start=1):
         await manager.publish("items", {"id": n, "mode": mode})
         assert (await client.recv())["payload"] == {"data": {"item": {"id": str(n)}}}
     publisher = asyncio.current_task()
