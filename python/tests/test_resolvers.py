@@ -296,3 +296,32 @@ async def test_an_async_resolver_runs_in_a_task_of_its_own_from_its_first_step(s
         assert before is not None and before is not publisher
         assert before is after
     await client.close()
+
+
+async def test_a_custom_task_factory_makes_the_resolver_tasks(stack: AsyncExitStack) -> None:
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Task[Any]] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    loop.set_task_factory(factory)
+    stack.callback(loop.set_task_factory, None)
+    suspending = Suspending()
+    manager = suspending.manager
+    served = await serve(manager, "starlette", stack)
+    client = await RawClient.open(served.url)
+    await client.subscribe("s", "subscription { item(kind: \"x\") { id label } }")
+    await until("the subscription", lambda: manager.stats()["subscriptions"] == 1)
+    for n, mode in enumerate(["ok", "several", "raise-late"], start=1):
+        await manager.publish("items", {"id": n, "mode": mode})
+    frames = [await client.recv() for _ in range(3)]
+    assert frames[0]["payload"] == {"data": {"item": {"id": "1", "label": "ok"}}}
+    assert frames[1]["payload"] == {"data": {"item": {"id": "2", "label": "several"}}}
+    assert error_of(frames[2]) == ({"item": None}, "RESOLVER_FAILED", "exception", ["item"])
+    assert len(suspending.tasks) == 2
+    for before, after in suspending.tasks:
+        assert before is after and any(before is task for task in made)
+    await client.close()
