@@ -402,21 +402,9 @@ impl Pending {
         let me = slf.get();
         let event_loop = me.event_loop.bind(py);
         let context = asyncio_attr(py, &COPY_CONTEXT, "contextvars", "copy_context")?.call0()?;
-        let task_type = asyncio_attr(py, &TASK, "asyncio", "Task")?;
-        // With the loop's own task type, the task is only allocated now and
-        // initialised (which schedules its step) if the first step suspends:
-        // a resolver that finishes at once costs no scheduling. A custom task
-        // factory makes its task up front.
-        let deferred = event_loop
-            .call_method0(intern!(py, "get_task_factory"))?
-            .is_none();
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "context"), &context)?;
-        let task = if deferred {
-            task_type.call_method1(intern!(py, "__new__"), (task_type,))?
-        } else {
-            event_loop.call_method(intern!(py, "create_task"), (slf,), Some(&kwargs))?
-        };
+        let task = event_loop.call_method(intern!(py, "create_task"), (slf,), Some(&kwargs))?;
         let stepped = {
             let _current = CurrentTask::enter(event_loop, &task)?;
             context.call_method1(
@@ -430,12 +418,6 @@ impl Pending {
                     // The task waits on it when its first step comes.
                     *lock(&me.next) = Next::Wait(yielded.unbind());
                 }
-                if deferred {
-                    kwargs.set_item(intern!(py, "loop"), event_loop)?;
-                    task_type
-                        .getattr(intern!(py, "__init__"))?
-                        .call((&task, slf), Some(&kwargs))?;
-                }
                 me.core.lock().task = Some(task.unbind());
                 if let Err(e) =
                     Executor::watch(me.executor.bind(py), event_loop, me.core.timeout, &me.core)
@@ -445,8 +427,8 @@ impl Pending {
                 }
                 Ok(false)
             }
-            // Returned or raised: `send` delivered the outcome; a task made
-            // up front finds nothing left to do at its step.
+            // Returned or raised: `send` delivered the outcome; the task's
+            // own step will find nothing left to do.
             Err(_) => {
                 *lock(&me.next) = Next::Done;
                 Ok(true)
@@ -518,7 +500,6 @@ impl Drop for CurrentTask<'_, '_> {
 }
 
 static COPY_CONTEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ENTER_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static LEAVE_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
