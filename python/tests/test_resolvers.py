@@ -211,6 +211,10 @@ class Suspending:
             mode = data["mode"]
             loop = asyncio.get_running_loop()
             before = asyncio.current_task()
+            if before is not None:
+                # Libraries (anyio) inspect the current task in the first step.
+                before.get_coro()
+                repr(before)
             label: Any = mode
             if mode == "several":
                 for _ in range(3):
