@@ -4,9 +4,11 @@ One subscription, no sockets (a `NativeConnection` drained in-process).
 Per event: publish -> (resolver) -> projection -> frame in the outbox,
 timed over N events; the resolver's own work is a pass-through (`return
 event["data"]`). Overhead = per-event time with the resolver - without.
-`async` awaits nothing, so its first step finishes inline; `async-suspending`
-awaits `asyncio.sleep(0)` once, so it runs as a task and is delivered from
-the loop's executor. Async resolvers are timed until their frames are queued.
+Every async resolution is an asyncio task whose first step runs inline:
+`async` awaits nothing, so it finishes there and is delivered at once;
+`async-suspending` awaits `asyncio.sleep(0)` once, so the task finishes it
+on the next loop iteration and it is delivered from the loop's executor.
+Async resolvers are timed until their frames are queued.
 """
 
 from __future__ import annotations

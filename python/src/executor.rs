@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::resolver::PendingCore;
@@ -95,7 +96,7 @@ pub struct Executor {
     event_loop: Mutex<Option<Py<PyAny>>>,
     // Resolutions in start order, which is deadline order (one timeout for
     // all): one loop timer for the earliest instead of one per resolution.
-    deadlines: Mutex<VecDeque<(f64, Arc<PendingCore>)>>,
+    deadlines: Mutex<VecDeque<(Instant, Arc<PendingCore>)>>,
     sweep_armed: AtomicBool,
 }
 
@@ -125,12 +126,18 @@ impl Executor {
         timeout: Duration,
         pending: &Arc<PendingCore>,
     ) -> PyResult<()> {
-        let deadline: f64 =
-            event_loop.call_method0("time")?.extract::<f64>()? + timeout.as_secs_f64();
+        // Deadlines are `Instant`s and the timer takes a delay: no call into
+        // the loop per resolution.
         let me = slf.get();
-        lock(&me.deadlines).push_back((deadline, pending.clone()));
+        lock(&me.deadlines).push_back((Instant::now() + timeout, pending.clone()));
         if !me.sweep_armed.swap(true, Ordering::AcqRel) {
-            event_loop.call_method1("call_at", (deadline, slf.getattr("_sweep")?))?;
+            event_loop.call_method1(
+                intern!(slf.py(), "call_later"),
+                (
+                    timeout.as_secs_f64(),
+                    slf.getattr(intern!(slf.py(), "_sweep"))?,
+                ),
+            )?;
         }
         Ok(())
     }
@@ -214,16 +221,16 @@ impl Executor {
             return Ok(());
         };
         let event_loop = event_loop.bind(py);
-        let now: f64 = event_loop.call_method0("time")?.extract()?;
+        let now = Instant::now();
         loop {
             let due = {
                 let mut deadlines = lock(&me.deadlines);
                 match deadlines.front() {
                     Some((at, _)) if *at <= now => deadlines.pop_front(),
                     Some((at, _)) => {
-                        let at = *at;
+                        let delay = at.duration_since(now).as_secs_f64();
                         drop(deadlines);
-                        event_loop.call_method1("call_at", (at, slf.getattr("_sweep")?))?;
+                        event_loop.call_method1("call_later", (delay, slf.getattr("_sweep")?))?;
                         return Ok(());
                     }
                     None => {

@@ -68,6 +68,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::NativeConnection>()?;
     m.add_class::<server::RunningServer>()?;
     m.add_class::<resolver::Pending>()?;
+    // An asyncio task accepts it as its coroutine.
+    py.import("collections.abc")?
+        .getattr("Coroutine")?
+        .call_method1("register", (py.get_type::<resolver::Pending>(),))?;
     m.add_class::<executor::Executor>()?;
     m.add("SchemaError", py.get_type::<errors::SchemaError>())?;
     m.add("ConfigError", py.get_type::<errors::ConfigError>())?;

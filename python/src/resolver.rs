@@ -2,11 +2,13 @@
 //! event, with the GIL held only while Python runs.
 //!
 //! A plain function runs where the event is dispatched and its result is
-//! used at once. A coroutine runs as a task on the application's event loop
-//! (`Pending`): directly when the dispatch happens on that loop's thread,
-//! through `call_soon_threadsafe` otherwise. The core awaits the task's
-//! result in event order; when the group empties the core drops that
-//! future, which cancels the task.
+//! used at once. A coroutine runs in an asyncio task on the application's
+//! event loop, whose coroutine is a `Pending` that steps the resolver's and
+//! hands its outcome over from inside the task's step. When the dispatch
+//! happens on that loop's thread the task's first step runs inline, with
+//! the task current; otherwise the task is created through
+//! `call_soon_threadsafe`. The core awaits the outcome in event order; when
+//! the group empties the core drops that future, which cancels the task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,9 +17,11 @@ use std::time::{Duration, Instant};
 use fanwire_core::error::{codes, GraphQLError};
 use fanwire_core::hooks::{GroupInfo, Resolution, Resolver};
 use fanwire_core::Event;
+use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
+use pyo3::{ffi, intern};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -100,11 +104,8 @@ impl Resolver for PyResolver {
                 }
                 return Resolution::Ready(self.result(py, &returned));
             }
-            if returned.hasattr("__await__").unwrap_or(false) {
-                return match self.start_eagerly(py, returned, started) {
-                    Ok(resolution) => resolution,
-                    Err(awaitable) => self.schedule(py, awaitable),
-                };
+            if returned.hasattr(intern!(py, "__await__")).unwrap_or(false) {
+                return self.run_async(py, returned, started);
             }
             Resolution::Ready(Err(self.bad_return(&returned)))
         })
@@ -120,10 +121,10 @@ impl PyResolver {
         group: &GroupInfo,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ev = PyDict::new(py);
-        ev.set_item(intern(py, "topic"), PyString::new(py, &event.topic))?;
-        ev.set_item(intern(py, "data"), to_py(py, data)?)?;
-        ev.set_item(intern(py, "id"), event.id.as_deref())?;
-        ev.set_item(intern(py, "seq"), event.seq)?;
+        ev.set_item(key(py, "topic"), PyString::new(py, &event.topic))?;
+        ev.set_item(key(py, "data"), to_py(py, data)?)?;
+        ev.set_item(key(py, "id"), event.id.as_deref())?;
+        ev.set_item(key(py, "seq"), event.seq)?;
         let variables = map_to_py(py, &group.variables)?;
         let context = Context::build(py, group, &variables)?;
         self.func.bind(py).call1((ev, variables, context))
@@ -131,32 +132,11 @@ impl PyResolver {
 
     /// Converts a dict (or None) result; anything else is a field error.
     fn result(&self, py: Python<'_>, returned: &Bound<'_, PyAny>) -> Result<Value, GraphQLError> {
-        if !(returned.is_instance_of::<PyDict>() || returned.is_none()) {
-            return Err(self.bad_return(returned));
-        }
-        from_py(returned).map_err(|e| {
-            self.stats.bad_return.fetch_add(1, Ordering::Relaxed);
-            let msg = e.value(py).to_string();
-            failure(
-                format!(
-                    "Resolver for `{}` returned a value that is not JSON: {msg}",
-                    self.field
-                ),
-                "bad_return",
-            )
-        })
+        value_of(py, &self.field, &self.stats, returned)
     }
 
     fn bad_return(&self, returned: &Bound<'_, PyAny>) -> GraphQLError {
-        self.stats.bad_return.fetch_add(1, Ordering::Relaxed);
-        failure(
-            format!(
-                "Resolver for `{}` returned {}; expected a dict",
-                self.field,
-                type_name(returned)
-            ),
-            "bad_return",
-        )
+        bad_return_error(&self.field, &self.stats, returned)
     }
 
     fn raised(&self, py: Python<'_>, err: &PyErr) -> GraphQLError {
@@ -169,55 +149,21 @@ impl PyResolver {
         timeout_error(&self.field, self.timeout)
     }
 
-    /// On the loop's own thread, runs a coroutine's first step inline: if it
-    /// finishes, that is the result, with no task at all; if it suspends, a
-    /// task carries on from where it stopped. Elsewhere (or for other
-    /// awaitables) hands the awaitable back to be scheduled.
-    fn start_eagerly<'py>(
+    /// Runs a coroutine (any other awaitable through one that awaits it)
+    /// as a task on the application's loop. On the loop's own thread the
+    /// task's first step runs inline, with the task current (as with
+    /// Python 3.12's eager tasks): a resolver that finishes without
+    /// suspending is delivered at once. Elsewhere the task is created on
+    /// the loop through `call_soon_threadsafe`.
+    fn run_async(
         &self,
-        py: Python<'py>,
-        awaitable: Bound<'py, PyAny>,
+        py: Python<'_>,
+        awaitable: Bound<'_, PyAny>,
         started: Instant,
-    ) -> Result<Resolution, Bound<'py, PyAny>> {
-        let Some(event_loop) = self.event_loop.get(py) else {
-            return Err(awaitable);
-        };
-        if !on_loop_thread(py, event_loop.bind(py)) || !awaitable.hasattr("send").unwrap_or(false) {
-            return Err(awaitable);
-        }
-        match awaitable.call_method1("send", (py.None(),)) {
-            Ok(yielded) => {
-                // Suspended: a task finishes it (the deadline counts from now).
-                match resumed(py).and_then(|r| r.call1((&awaitable, yielded))) {
-                    Ok(rest) => Err(rest),
-                    Err(e) => {
-                        let _ = awaitable.call_method0("close");
-                        Ok(Resolution::Ready(Err(self.raised(py, &e))))
-                    }
-                }
-            }
-            Err(err) if err.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
-                let value = err
-                    .value(py)
-                    .getattr("value")
-                    .unwrap_or_else(|_| py.None().into_bound(py));
-                if started.elapsed() > self.timeout {
-                    return Ok(Resolution::Ready(Err(self.timed_out())));
-                }
-                if !(value.is_instance_of::<PyDict>() || value.is_none()) {
-                    return Ok(Resolution::Ready(Err(self.bad_return(&value))));
-                }
-                Ok(Resolution::Ready(self.result(py, &value)))
-            }
-            Err(err) => Ok(Resolution::Ready(Err(self.raised(py, &err)))),
-        }
-    }
-
-    /// Runs an awaitable as a task on the application's loop.
-    fn schedule(&self, py: Python<'_>, awaitable: Bound<'_, PyAny>) -> Resolution {
+    ) -> Resolution {
         let Some(event_loop) = self.event_loop.get(py) else {
             // Closing the coroutine avoids a "never awaited" warning.
-            let _ = awaitable.call_method0("close");
+            let _ = awaitable.call_method0(intern!(py, "close"));
             self.stats.raised.fetch_add(1, Ordering::Relaxed);
             return Resolution::Ready(Err(failure(
                 format!(
@@ -227,11 +173,18 @@ impl PyResolver {
                 "no_event_loop",
             )));
         };
-        let (tx, rx) = oneshot::channel();
+        let coro = if awaitable.hasattr(intern!(py, "send")).unwrap_or(false) {
+            awaitable
+        } else {
+            match awaiting(py).and_then(|f| f.call1((awaitable,))) {
+                Ok(coro) => coro,
+                Err(e) => return Resolution::Ready(Err(self.raised(py, &e))),
+            }
+        };
+        let (tx, mut rx) = oneshot::channel();
         let pending = Pending {
             core: Arc::new(PendingCore {
                 state: Mutex::new(PendingState {
-                    awaitable: Some(awaitable.unbind()),
                     task: None,
                     tx: Some(tx),
                     timed_out: false,
@@ -240,29 +193,46 @@ impl PyResolver {
                 field: self.field.clone(),
                 stats: self.stats.clone(),
             }),
+            coro: coro.clone().unbind(),
+            next: Mutex::new(Next::Step),
             event_loop: event_loop.clone_ref(py),
             executor: self.executor.clone_ref(py),
         };
         let pending = match Py::new(py, pending) {
             Ok(p) => p,
-            Err(e) => return Resolution::Ready(Err(self.raised(py, &e))),
+            Err(e) => {
+                let _ = coro.call_method0(intern!(py, "close"));
+                return Resolution::Ready(Err(self.raised(py, &e)));
+            }
         };
-        let started = if on_loop_thread(py, event_loop.bind(py)) {
-            Pending::start(pending.bind(py));
-            Ok(())
+        let event_loop = event_loop.bind(py);
+        let started_task = if on_loop_thread(py, event_loop) {
+            Pending::start_eagerly(pending.bind(py))
         } else {
             pending
                 .bind(py)
-                .getattr("start")
+                .getattr(intern!(py, "start"))
                 .and_then(|start| {
-                    event_loop
-                        .bind(py)
-                        .call_method1("call_soon_threadsafe", (start,))
+                    event_loop.call_method1(intern!(py, "call_soon_threadsafe"), (start,))
                 })
-                .map(drop)
+                .map(|_| false)
         };
-        if let Err(e) = started {
-            return Resolution::Ready(Err(self.raised(py, &e)));
+        match started_task {
+            Ok(true) => {
+                // Finished in its first step: the outcome is already there.
+                let result = rx.try_recv().unwrap_or_else(|_| {
+                    Err(failure("Resolver task ended without a result", "cancelled"))
+                });
+                if started.elapsed() > self.timeout {
+                    return Resolution::Ready(Err(self.timed_out()));
+                }
+                return Resolution::Ready(result);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                Pending::abandon(pending.bind(py));
+                return Resolution::Ready(Err(self.raised(py, &e)));
+            }
         }
         let guard = CancelOnDrop(Some(pending));
         Resolution::Pending(Box::pin(async move {
@@ -309,13 +279,27 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// One async resolution in flight: the awaitable, then its task. Called
-/// with the task when it is done (it is its own done-callback).
+/// One async resolution in flight. It is the coroutine its asyncio task
+/// runs: it steps the resolver's coroutine and, when that returns or
+/// raises, hands the outcome to the engine there and then, so a resolution
+/// costs one task and no done-callback.
 #[pyclass(frozen, module = "fanwire._native")]
 pub struct Pending {
     core: Arc<PendingCore>,
+    coro: Py<PyAny>,
+    next: Mutex<Next>,
     event_loop: Py<PyAny>,
     executor: Py<Executor>,
+}
+
+/// What the task's next step does with the resolver's coroutine.
+enum Next {
+    /// Sends into it (its first step, or the one after a bare `yield`).
+    Step,
+    /// Hands the task the future that the inline first step suspended on.
+    Wait(Py<PyAny>),
+    /// The inline first step finished it: the task just ends.
+    Done,
 }
 
 /// The part of a resolution the timeout sweep holds on to. Plain Rust, and
@@ -323,8 +307,7 @@ pub struct Pending {
 /// resolutions waiting for their deadline to pass would otherwise be live
 /// Python objects that every garbage collection walks.
 pub struct PendingCore {
-    // A std mutex: only ever taken on the event loop's thread, and released
-    // before anything that could run other Python code that takes it.
+    // A std mutex: never held while Python code runs.
     state: Mutex<PendingState>,
     timeout: Duration,
     field: String,
@@ -332,7 +315,6 @@ pub struct PendingCore {
 }
 
 struct PendingState {
-    awaitable: Option<Py<PyAny>>,
     task: Option<Py<PyAny>>,
     tx: Option<oneshot::Sender<Result<Value, GraphQLError>>>,
     timed_out: bool,
@@ -343,10 +325,17 @@ impl PendingCore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Delivers the outcome (if anyone still listens) and lets go of the task.
     fn send(&self, result: Result<Value, GraphQLError>) {
-        if let Some(tx) = self.lock().tx.take() {
+        let (tx, task) = {
+            let mut state = self.lock();
+            (state.tx.take(), state.task.take())
+        };
+        if let Some(tx) = tx {
             let _ = tx.send(result);
         }
+        // Dropped outside the lock: it may be the last reference.
+        drop(task);
     }
 
     /// Whether the task is still running (for the timeout sweep).
@@ -354,7 +343,7 @@ impl PendingCore {
         self.lock().task.is_some()
     }
 
-    /// The deadline passed: cancel the task (its callback reports the timeout).
+    /// The deadline passed: cancel the task (it reports the timeout).
     pub fn time_out(&self, py: Python<'_>) -> PyResult<()> {
         let task = {
             let mut state = self.lock();
@@ -362,116 +351,348 @@ impl PendingCore {
             state.task.as_ref().map(|t| t.clone_ref(py))
         };
         if let Some(task) = task {
-            task.bind(py).call_method0("cancel")?;
+            task.bind(py).call_method0(intern!(py, "cancel"))?;
         }
         Ok(())
     }
 
-    fn result(
-        &self,
-        py: Python<'_>,
-        task: &Bound<'_, PyAny>,
-    ) -> Option<Result<Value, GraphQLError>> {
-        let value = match task.call_method0("result") {
-            Ok(value) => value,
-            Err(err) if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => {
-                if !self.lock().timed_out {
-                    // Cancelled by us (nobody listens) or by the application.
-                    return Some(Err(failure("Resolver was cancelled", "cancelled")));
-                }
-                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                return Some(Err(timeout_error(&self.field, self.timeout)));
+    /// What one step of the resolver's coroutine means for the task
+    /// stepping this resolution: a yield passes through; a return or an
+    /// exception is the outcome, delivered now.
+    fn step(&self, py: Python<'_>, sent: Sent<'_>) -> PyResult<Py<PyAny>> {
+        let err = match sent {
+            Sent::Yielded(yielded) => return Ok(yielded.unbind()),
+            Sent::Returned(value) => {
+                self.send(value_of(py, &self.field, &self.stats, &value));
+                return Err(PyStopIteration::new_err(()));
             }
-            Err(err) => {
-                self.stats.raised.fetch_add(1, Ordering::Relaxed);
-                return Some(Err(raised_error(py, &self.field, &err)));
-            }
+            Sent::Raised(err) => err,
         };
-        if !(value.is_instance_of::<PyDict>() || value.is_none()) {
-            self.stats.bad_return.fetch_add(1, Ordering::Relaxed);
-            return Some(Err(failure(
-                format!(
-                    "Resolver for `{}` returned {}; expected a dict",
-                    self.field,
-                    type_name(&value)
-                ),
-                "bad_return",
-            )));
+        if err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
+            if self.lock().timed_out {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.send(Err(timeout_error(&self.field, self.timeout)));
+            } else {
+                // Cancelled by us (nobody listens) or by the application.
+                self.send(Err(failure("Resolver was cancelled", "cancelled")));
+            }
+            // The task ends cancelled, as asyncio expects.
+            return Err(err);
         }
-        Some(from_py(&value).map_err(|e| {
-            self.stats.bad_return.fetch_add(1, Ordering::Relaxed);
-            failure(
-                format!(
-                    "Resolver for `{}` returned a value that is not JSON: {}",
-                    self.field,
-                    e.value(py)
-                ),
-                "bad_return",
-            )
-        }))
+        self.stats.raised.fetch_add(1, Ordering::Relaxed);
+        self.send(Err(raised_error(py, &self.field, &err)));
+        if err.is_instance_of::<PyException>(py) {
+            // Reported; the task ends normally (nothing left to retrieve).
+            Err(PyStopIteration::new_err(()))
+        } else {
+            // KeyboardInterrupt, SystemExit: asyncio propagates those.
+            Err(err)
+        }
     }
+}
+
+impl Pending {
+    /// Creates the task and runs its first step here and now, with the task
+    /// current and in the task's context, so that what the resolver enters
+    /// before suspending (`asyncio.timeout`, a TaskGroup, an anyio scope,
+    /// context variables) belongs to the task it finishes in. True when
+    /// that step finished the resolver (its outcome is sent already).
+    fn start_eagerly(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let me = slf.get();
+        let event_loop = me.event_loop.bind(py);
+        let context = asyncio_attr(py, &COPY_CONTEXT, "contextvars", "copy_context")?.call0()?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "context"), &context)?;
+        let task = event_loop.call_method(intern!(py, "create_task"), (slf,), Some(&kwargs))?;
+        let stepped = {
+            let _current = CurrentTask::enter(event_loop, &task)?;
+            context.call_method1(
+                intern!(py, "run"),
+                (slf.getattr(intern!(py, "send"))?, py.None()),
+            )
+        };
+        match stepped {
+            Ok(yielded) => {
+                if !yielded.is_none() {
+                    // The task waits on it when its first step comes.
+                    *lock(&me.next) = Next::Wait(yielded.unbind());
+                }
+                me.core.lock().task = Some(task.unbind());
+                if let Err(e) =
+                    Executor::watch(me.executor.bind(py), event_loop, me.core.timeout, &me.core)
+                {
+                    Pending::cancel(slf);
+                    return Err(e);
+                }
+                Ok(false)
+            }
+            // Returned or raised: `send` delivered the outcome; the task's
+            // own step will find nothing left to do.
+            Err(_) => {
+                *lock(&me.next) = Next::Done;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Never runs the coroutine (any further): closes it, and the task (if
+    /// any) ends at its next step.
+    fn abandon(slf: &Bound<'_, Self>) {
+        let me = slf.get();
+        *lock(&me.next) = Next::Done;
+        me.core.lock().tx = None;
+        let _ = me
+            .coro
+            .bind(slf.py())
+            .call_method0(intern!(slf.py(), "close"));
+    }
+}
+
+/// Makes a task the loop's current one while a step of it runs outside
+/// the loop's own scheduling, then restores the one that was current.
+struct CurrentTask<'a, 'py> {
+    event_loop: &'a Bound<'py, PyAny>,
+    task: &'a Bound<'py, PyAny>,
+    previous: Option<Bound<'py, PyAny>>,
+}
+
+impl<'a, 'py> CurrentTask<'a, 'py> {
+    fn enter(event_loop: &'a Bound<'py, PyAny>, task: &'a Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = event_loop.py();
+        let previous =
+            asyncio_attr(py, &CURRENT_TASK, "asyncio", "current_task")?.call1((event_loop,))?;
+        let previous = (!previous.is_none()).then_some(previous);
+        let leave = asyncio_attr(py, &LEAVE_TASK, "asyncio.tasks", "_leave_task")?;
+        let enter = asyncio_attr(py, &ENTER_TASK, "asyncio.tasks", "_enter_task")?;
+        if let Some(previous) = &previous {
+            leave.call1((event_loop, previous))?;
+        }
+        if let Err(e) = enter.call1((event_loop, task)) {
+            if let Some(previous) = &previous {
+                let _ = enter.call1((event_loop, previous));
+            }
+            return Err(e);
+        }
+        Ok(CurrentTask {
+            event_loop,
+            task,
+            previous,
+        })
+    }
+}
+
+impl Drop for CurrentTask<'_, '_> {
+    fn drop(&mut self) {
+        let py = self.event_loop.py();
+        // Both were looked up in `enter`; a failure here would mean asyncio
+        // itself is broken, and there is nothing better to do than go on.
+        if let Ok(leave) = asyncio_attr(py, &LEAVE_TASK, "asyncio.tasks", "_leave_task") {
+            let _ = leave.call1((self.event_loop, self.task));
+        }
+        if let (Some(previous), Ok(enter)) = (
+            &self.previous,
+            asyncio_attr(py, &ENTER_TASK, "asyncio.tasks", "_enter_task"),
+        ) {
+            let _ = enter.call1((self.event_loop, previous));
+        }
+    }
+}
+
+static COPY_CONTEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ENTER_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static LEAVE_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `module.name`, looked up once.
+fn asyncio_attr<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind())
+    })
+    .map(|f| f.bind(py))
 }
 
 #[pymethods]
 impl Pending {
-    /// On the loop: wraps the awaitable in a task and arms the timeout.
+    /// On the loop, for events dispatched elsewhere: arms the timeout and
+    /// starts the task.
     fn start(slf: &Bound<'_, Self>) {
         let py = slf.py();
-        let pending = slf.get();
-        let me = &*pending.core;
-        let Some(awaitable) = me.lock().awaitable.take() else {
+        let me = slf.get();
+        let core = &me.core;
+        if core.lock().tx.is_none() {
+            // Abandoned before it started.
+            Pending::abandon(slf);
             return;
-        };
-        let event_loop = pending.event_loop.bind(py);
-        let armed = (|| -> PyResult<Py<PyAny>> {
-            // `create_task` takes coroutines; `ensure_future` any other awaitable.
-            let task = match event_loop.call_method1("create_task", (awaitable.bind(py),)) {
-                Ok(task) => task,
-                Err(_) => ensure_future(py)?.call1((awaitable.bind(py),))?,
-            };
-            task.call_method1("add_done_callback", (slf,))?;
-            Executor::watch(
-                pending.executor.bind(py),
-                event_loop,
-                me.timeout,
-                &pending.core,
-            )?;
-            Ok(task.unbind())
-        })();
+        }
+        let event_loop = me.event_loop.bind(py);
+        let armed = Executor::watch(me.executor.bind(py), event_loop, core.timeout, core)
+            .and_then(|()| event_loop.call_method1(intern!(py, "create_task"), (slf,)));
         match armed {
-            Ok(task) => me.lock().task = Some(task),
+            Ok(task) => core.lock().task = Some(task.unbind()),
             Err(e) => {
-                let _ = awaitable.bind(py).call_method0("close");
-                me.stats.raised.fetch_add(1, Ordering::Relaxed);
-                me.send(Err(raised_error(py, &me.field, &e)));
+                Pending::abandon(slf);
+                core.stats.raised.fetch_add(1, Ordering::Relaxed);
+                core.send(Err(raised_error(py, &core.field, &e)));
             }
         }
     }
 
-    /// The task's done-callback: its result, exception, or cancellation.
-    fn __call__(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) {
-        let me = &slf.get().core;
-        me.lock().task = None;
-        if let Some(result) = me.result(slf.py(), task) {
-            me.send(result);
+    /// Nobody is left to receive the result: stop the work.    /// Nobody is left to receive the result: stop the work.
+    fn cancel(slf: &Bound<'_, Self>) {
+        let task = {
+            let mut state = slf.get().core.lock();
+            state.tx = None;
+            state.task.take()
+        };
+        if let Some(task) = task {
+            let _ = task
+                .bind(slf.py())
+                .call_method0(intern!(slf.py(), "cancel"));
         }
     }
 
-    /// Nobody is left to receive the result: stop the work.
-    fn cancel(slf: &Bound<'_, Self>) {
+    /// Coroutine protocol: the task's step.
+    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let (awaitable, task) = {
-            let mut state = slf.get().core.lock();
-            state.tx = None;
-            (state.awaitable.take(), state.task.take())
-        };
-        if let Some(awaitable) = awaitable {
-            let _ = awaitable.bind(py).call_method0("close");
-        }
-        if let Some(task) = task {
-            let _ = task.bind(py).call_method0("cancel");
+        let me = slf.get();
+        let next = std::mem::replace(&mut *lock(&me.next), Next::Step);
+        match next {
+            Next::Step => me.core.step(py, send_into(me.coro.bind(py), value)),
+            Next::Wait(future) => Ok(future),
+            Next::Done => {
+                *lock(&me.next) = Next::Done;
+                Err(PyStopIteration::new_err(()))
+            }
         }
     }
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::send(slf, &slf.py().None().into_bound(slf.py()))
+    }
+
+    /// Coroutine protocol: the task's cancellation (or any exception thrown in).
+    #[pyo3(signature = (typ, val=None, tb=None))]
+    fn throw(
+        slf: &Bound<'_, Self>,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        if matches!(
+            std::mem::replace(&mut *lock(&me.next), Next::Step),
+            Next::Done
+        ) {
+            *lock(&me.next) = Next::Done;
+            return Err(PyErr::from_value(typ.clone()));
+        }
+        let coro = me.coro.bind(py);
+        let thrown = match (val, tb) {
+            (None, _) => coro.call_method1(intern!(py, "throw"), (typ,)),
+            (Some(val), tb) => coro.call_method1(intern!(py, "throw"), (typ, val, tb)),
+        };
+        let sent = match thrown {
+            Ok(yielded) => Sent::Yielded(yielded),
+            Err(err) if err.is_instance_of::<PyStopIteration>(py) => Sent::Returned(
+                err.value(py)
+                    .getattr(intern!(py, "value"))
+                    .unwrap_or_else(|_| py.None().into_bound(py)),
+            ),
+            Err(err) => Sent::Raised(err),
+        };
+        me.core.step(py, sent)
+    }
+
+    /// Coroutine protocol: closes the resolver's coroutine.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.coro
+            .bind(py)
+            .call_method0(intern!(py, "close"))
+            .map(drop)
+    }
+
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+}
+
+/// One step of a coroutine.
+enum Sent<'py> {
+    /// It suspended on this (`None` for a bare yield).
+    Yielded(Bound<'py, PyAny>),
+    /// It returned this.
+    Returned(Bound<'py, PyAny>),
+    /// It raised.
+    Raised(PyErr),
+}
+
+/// Sends `value` into `coro`; a return comes back as a value, not as a
+/// `StopIteration` to build and unpack.
+fn send_into<'py>(coro: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> Sent<'py> {
+    let py = coro.py();
+    let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: both pointers are live objects while the GIL is held; `out`
+    // receives a new reference when the call does not fail.
+    let status = unsafe { ffi::PyIter_Send(coro.as_ptr(), value.as_ptr(), &mut out) };
+    match status {
+        // SAFETY: a new reference, see above.
+        ffi::PySendResult::PYGEN_NEXT => Sent::Yielded(unsafe { Bound::from_owned_ptr(py, out) }),
+        ffi::PySendResult::PYGEN_RETURN => {
+            Sent::Returned(unsafe { Bound::from_owned_ptr(py, out) })
+        }
+        ffi::PySendResult::PYGEN_ERROR => Sent::Raised(PyErr::fetch(py)),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A returned dict (or None) as the field's value; anything else is a field error.
+fn value_of(
+    py: Python<'_>,
+    field: &str,
+    stats: &ResolverStats,
+    returned: &Bound<'_, PyAny>,
+) -> Result<Value, GraphQLError> {
+    if !(returned.is_instance_of::<PyDict>() || returned.is_none()) {
+        return Err(bad_return_error(field, stats, returned));
+    }
+    from_py(returned).map_err(|e| {
+        stats.bad_return.fetch_add(1, Ordering::Relaxed);
+        failure(
+            format!(
+                "Resolver for `{field}` returned a value that is not JSON: {}",
+                e.value(py)
+            ),
+            "bad_return",
+        )
+    })
+}
+
+fn bad_return_error(
+    field: &str,
+    stats: &ResolverStats,
+    returned: &Bound<'_, PyAny>,
+) -> GraphQLError {
+    stats.bad_return.fetch_add(1, Ordering::Relaxed);
+    failure(
+        format!(
+            "Resolver for `{field}` returned {}; expected a dict",
+            type_name(returned)
+        ),
+        "bad_return",
+    )
 }
 
 /// A resolver failure as a field error with `extensions.reason`.
@@ -512,7 +733,7 @@ fn raised_error(py: Python<'_>, field: &str, err: &PyErr) -> GraphQLError {
     )
 }
 
-fn intern<'py>(py: Python<'py>, s: &'static str) -> &'py Bound<'py, PyString> {
+fn key<'py>(py: Python<'py>, s: &'static str) -> &'py Bound<'py, PyString> {
     // `pyo3::intern!` needs a literal; these few keys are interned by hand.
     static TOPIC: PyOnceLock<Py<PyString>> = PyOnceLock::new();
     static DATA: PyOnceLock<Py<PyString>> = PyOnceLock::new();
@@ -540,21 +761,12 @@ fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .map(|l| l.bind(py))
 }
 
-/// `fanwire._eager.resumed`: a coroutine that finishes an eagerly started one.
-fn resumed(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static RESUMED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    RESUMED
+/// `fanwire._eager.awaiting`: a coroutine awaiting an awaitable that is not one.
+fn awaiting(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static AWAITING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    AWAITING
         .get_or_try_init(py, || {
-            Ok(py.import("fanwire._eager")?.getattr("resumed")?.unbind())
-        })
-        .map(|f| f.bind(py))
-}
-
-fn ensure_future(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static ENSURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    ENSURE
-        .get_or_try_init(py, || {
-            Ok(py.import("asyncio")?.getattr("ensure_future")?.unbind())
+            Ok(py.import("fanwire._eager")?.getattr("awaiting")?.unbind())
         })
         .map(|f| f.bind(py))
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -195,3 +196,136 @@ async def test_no_leaks_after_many_connect_disconnect_cycles(mode: str, stack: A
         return asyncio.all_tasks() - baseline - {asyncio.current_task()}
 
     await until("resolver and connection tasks to finish", lambda: not leftover())
+
+
+class Suspending:
+    """A manager whose async resolver suspends the way each event's `mode` says."""
+
+    def __init__(self) -> None:
+        self.manager = SubscriptionManager(SCHEMA, SubscriptionConfig(resolver_timeout_ms=10_000))
+        self.tasks: list[tuple[Any, Any]] = []
+
+        @self.manager.subscription("item")
+        async def item(event: dict[str, Any], variables: dict[str, Any], context: Context) -> Any:
+            data = event["data"]
+            mode = data["mode"]
+            loop = asyncio.get_running_loop()
+            before = asyncio.current_task()
+            if before is not None:
+                # Libraries (anyio) inspect the current task in the first step.
+                before.get_coro()
+                repr(before)
+            label: Any = mode
+            if mode == "several":
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0.001)
+            elif mode == "thread":
+                # A future completed from another thread.
+                done: asyncio.Future[str] = loop.create_future()
+                threading.Thread(target=lambda: loop.call_soon_threadsafe(done.set_result, "from-thread")).start()
+                label = await done
+            elif mode == "executor":
+                label = await loop.run_in_executor(None, lambda: "from-executor")
+            elif mode == "raise-late":
+                await asyncio.sleep(0)
+                raise ValueError("late boom")
+            elif mode == "list-late":
+                await asyncio.sleep(0.001)
+                return [1, 2]
+            elif mode == "timeout-scope":
+                async with asyncio.timeout(30):
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0.001)
+            elif mode == "timeout-expires":
+                # Entered before suspending: it must cancel this resolver, not the publisher.
+                try:
+                    async with asyncio.timeout(0.01):
+                        await asyncio.sleep(3600)
+                except TimeoutError:
+                    label = "timed-out-inside"
+            self.tasks.append((before, asyncio.current_task()))
+            return {"id": data["id"], "label": label}
+
+
+@pytest.mark.parametrize("where", ["loop", "thread"])
+async def test_resolvers_that_suspend_deliver_in_order_with_errors_in_place(where: str, stack: AsyncExitStack) -> None:
+    suspending = Suspending()
+    manager = suspending.manager
+    served = await serve(manager, "starlette", stack)
+    client = await RawClient.open(served.url)
+    await client.subscribe("s", "subscription { item(kind: \"x\") { id label } }")
+    await until("the subscription", lambda: manager.stats()["subscriptions"] == 1)
+    modes = ["several", "thread", "raise-late", "executor", "list-late", "timeout-scope", "ok"]
+    manager.bind_event_loop()
+    for n, mode in enumerate(modes, start=1):
+        event = {"id": n, "mode": mode}
+        if where == "loop":
+            await manager.publish("items", event)
+        else:
+            # Dispatched on another thread: the resolver is handed to the loop.
+            await asyncio.to_thread(manager.publish_nowait, "items", event)
+    frames = [await client.recv() for _ in modes]
+    assert [f["id"] for f in frames] == ["s"] * len(modes)
+    payloads = [f["payload"] for f in frames]
+    assert payloads[0] == {"data": {"item": {"id": "1", "label": "several"}}}
+    assert payloads[1] == {"data": {"item": {"id": "2", "label": "from-thread"}}}
+    assert error_of(frames[2]) == ({"item": None}, "RESOLVER_FAILED", "exception", ["item"])
+    assert "ValueError: late boom" in payloads[2]["errors"][0]["message"]
+    assert payloads[3] == {"data": {"item": {"id": "4", "label": "from-executor"}}}
+    assert error_of(frames[4]) == ({"item": None}, "RESOLVER_FAILED", "bad_return", ["item"])
+    assert payloads[5] == {"data": {"item": {"id": "6", "label": "timeout-scope"}}}
+    assert payloads[6] == {"data": {"item": {"id": "7", "label": "ok"}}}
+    stats = manager.stats()
+    assert (stats["resolver_errors"], stats["resolver_bad_returns"], stats["resolver_timeouts"]) == (1, 1, 0)
+    await client.close()
+    await until("the disconnect", lambda: manager.stats()["connections"] == 0)
+
+
+async def test_an_async_resolver_runs_in_a_task_of_its_own_from_its_first_step(stack: AsyncExitStack) -> None:
+    """`asyncio.timeout`, TaskGroups and anyio scopes bind to the current
+    task when entered: a resolver must not see its publisher's task there,
+    and must see the same task before and after it suspends."""
+    suspending = Suspending()
+    manager = suspending.manager
+    served = await serve(manager, "starlette", stack)
+    client = await RawClient.open(served.url)
+    await client.subscribe("s", "subscription { item(kind: \"x\") { id } }")
+    await until("the subscription", lambda: manager.stats()["subscriptions"] == 1)
+    for n, mode in enumerate(["ok", "several", "thread", "timeout-expires"], start=1):
+        await manager.publish("items", {"id": n, "mode": mode})
+        assert (await client.recv())["payload"] == {"data": {"item": {"id": str(n)}}}
+    publisher = asyncio.current_task()
+    for before, after in suspending.tasks:
+        assert before is not None and before is not publisher
+        assert before is after
+    await client.close()
+
+
+async def test_a_custom_task_factory_makes_the_resolver_tasks(stack: AsyncExitStack) -> None:
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Task[Any]] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    loop.set_task_factory(factory)
+    stack.callback(loop.set_task_factory, None)
+    suspending = Suspending()
+    manager = suspending.manager
+    served = await serve(manager, "starlette", stack)
+    client = await RawClient.open(served.url)
+    await client.subscribe("s", "subscription { item(kind: \"x\") { id label } }")
+    await until("the subscription", lambda: manager.stats()["subscriptions"] == 1)
+    for n, mode in enumerate(["ok", "several", "raise-late"], start=1):
+        await manager.publish("items", {"id": n, "mode": mode})
+    frames = [await client.recv() for _ in range(3)]
+    assert frames[0]["payload"] == {"data": {"item": {"id": "1", "label": "ok"}}}
+    assert frames[1]["payload"] == {"data": {"item": {"id": "2", "label": "several"}}}
+    assert error_of(frames[2]) == ({"item": None}, "RESOLVER_FAILED", "exception", ["item"])
+    assert len(suspending.tasks) == 2
+    for before, after in suspending.tasks:
+        assert before is after and any(before is task for task in made)
+    await client.close()
