@@ -162,9 +162,7 @@ impl Engine {
         let log = History::lock(&log);
         for event in log.since(from)? {
             let payload = prepared.plan.execute_event(&event.data, event.seq);
-            member
-                .outbox
-                .push_next(member.prefix.clone(), Arc::from(payload));
+            member.outbox.push_next(&member.prefix, &Arc::from(payload));
         }
         let handle = self.registry.insert(prepared, info, member, &self.metrics);
         drop(log);

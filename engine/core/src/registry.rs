@@ -123,18 +123,16 @@ impl Group {
         verdicts
     }
 
-    /// Queues the same payload bytes for every member.
+    /// Hands the same payload bytes to every member (written through to an
+    /// idle socket, or queued).
     fn fan_out(&self, payload: Arc<[u8]>, seq: Option<u64>, done: &mut Dispatched) {
         done.groups += 1;
         for member in self.members().values() {
             if seq.is_some_and(|seq| seq <= member.seen_through) {
                 continue;
             }
-            match member
-                .outbox
-                .push_next(member.prefix.clone(), payload.clone())
-            {
-                Pushed::Queued => done.deliveries += 1,
+            match member.outbox.push_next(&member.prefix, &payload) {
+                Pushed::Sent | Pushed::Queued => done.deliveries += 1,
                 Pushed::DroppedOldest => {
                     done.deliveries += 1;
                     done.dropped += 1;
