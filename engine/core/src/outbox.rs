@@ -126,11 +126,22 @@ impl Outbox {
     /// Sends a result through the direct socket, or queues it, dropping the
     /// oldest result if the queue is full.
     pub fn push_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>) -> Pushed {
+        self.push(prefix, payload, true)
+    }
+
+    /// Queues a result for the writer task even if it could be written
+    /// through (see `Registry::dispatch`: a fan-out that is losing its CPU
+    /// hands the rest to the writers, which run on every worker).
+    pub fn queue_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>) -> Pushed {
+        self.push(prefix, payload, false)
+    }
+
+    fn push(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, direct: bool) -> Pushed {
         let mut state = self.lock();
         if state.closed {
             return Pushed::Closed;
         }
-        if state.frames.is_empty() && !state.in_flight {
+        if direct && state.frames.is_empty() && !state.in_flight {
             // Held under the lock: a concurrent push or drain must not slip
             // between this frame and the socket.
             if let Some(direct) = &state.direct {
