@@ -328,8 +328,13 @@ mod tests {
         assert_eq!(outbox.push_next(&bytes("p"), &bytes("7")), Pushed::Queued);
         assert_eq!(drained(&outbox).len(), 2);
         assert!(drained(&outbox).is_empty());
+        // A fan-out that has handed its rest to the writers queues even
+        // where the socket has room.
+        assert_eq!(outbox.queue_next(&bytes("p"), &bytes("8")), Pushed::Queued);
+        assert_eq!(drained(&outbox), ["8"]);
+        assert!(drained(&outbox).is_empty());
         outbox.set_direct(None);
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("8")), Pushed::Queued);
+        assert_eq!(outbox.push_next(&bytes("p"), &bytes("9")), Pushed::Queued);
         assert_eq!(*socket.got.lock().unwrap(), ["1", "6"]);
     }
 
