@@ -13,6 +13,7 @@
 # Traffic stays on 127.0.0.1; every run is bounded in time.
 #   SCENARIOS="db-outbox cross-nats" benches/bus.sh
 #   RATE=20 EVENTS=400 benches/bus.sh   # latency runs at a rate the host sustains
+#   FANWIRE_BIN=... BUS_BENCH_BIN=... benches/bus.sh   # given builds, no cargo build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
@@ -24,10 +25,14 @@ EVENTS="${EVENTS:-2000}"
 OUT="${OUT:-$CARGO_TARGET_DIR/fanwire-bench/bus-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 
-cargo build --release --locked -p fanwire-server --bin fanwire --example bus_bench
+# FANWIRE_BIN / BUS_BENCH_BIN: other builds (e.g. to compare two branches); no build then.
+if [ -z "${FANWIRE_BIN:-}" ] || [ -z "${BUS_BENCH_BIN:-}" ]; then
+    cargo build --release --locked -p fanwire-server --bin fanwire --example bus_bench
+fi
 # Copies: another build in the same target directory must not swap the
 # binaries under a running benchmark.
-cp "$CARGO_TARGET_DIR/release/fanwire" "$CARGO_TARGET_DIR/release/examples/bus_bench" "$OUT/"
+cp "${FANWIRE_BIN:-$CARGO_TARGET_DIR/release/fanwire}" "$OUT/fanwire"
+cp "${BUS_BENCH_BIN:-$CARGO_TARGET_DIR/release/examples/bus_bench}" "$OUT/bus_bench"
 FANWIRE="$OUT/fanwire"
 BENCH="$OUT/bus_bench"
 bash tests/services.sh

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use serde_json::Value;
@@ -19,6 +20,13 @@ use crate::metrics::{Metrics, Reason};
 use crate::operation::Prepared;
 use crate::outbox::{Frame, Outbox, Pushed};
 use crate::projection::Plan;
+
+/// Members per check of a fan-out's progress (see `Group::fan_out`).
+const STALL_CHUNK: usize = 64;
+
+/// A chunk of write-through that takes longer than this lost its core: 64
+/// non-blocking writes cost ~0.3 ms of CPU here.
+const STALL_LIMIT: Duration = Duration::from_millis(2);
 
 /// One receiver of a group's results.
 #[derive(Debug, Clone)]
@@ -132,7 +140,15 @@ impl Group {
         verdicts
     }
 
-    /// Queues the same payload bytes for the audience.
+    /// Hands the same payload bytes to the audience (written through to an
+    /// idle socket, or queued).
+    ///
+    /// Writing through is serial on this thread. On a machine where it
+    /// loses its core (the scheduler hands it to the clients it wakes, or to
+    /// other processes), the rest of a large group would wait for it while
+    /// the other workers idle; so once a chunk of members takes far longer
+    /// than its writes cost, the rest of this fan-out is queued for the
+    /// writer tasks, which any worker runs.
     fn fan_out(
         &self,
         payload: Arc<[u8]>,
@@ -142,23 +158,38 @@ impl Group {
     ) {
         done.groups += 1;
         let members = self.members();
-        let push = |member: &Member| match member
-            .outbox
-            .push_next(member.prefix.clone(), payload.clone())
-        {
-            Pushed::Queued => done.deliveries += 1,
+        let mut count = |pushed: Pushed| match pushed {
+            Pushed::Sent | Pushed::Queued => done.deliveries += 1,
             Pushed::DroppedOldest => {
                 done.deliveries += 1;
                 done.dropped += 1;
             }
             Pushed::Closed => {}
         };
-        match audience {
-            Audience::All => members
-                .values()
-                .filter(|m| seq.is_none_or(|seq| seq > m.seen_through))
-                .for_each(push),
-            Audience::Only(token) => members.get(&token).into_iter().for_each(push),
+        if let Audience::Only(token) = audience {
+            if let Some(member) = members.get(&token) {
+                count(member.outbox.push_next(&member.prefix, &payload));
+            }
+            return;
+        }
+        let mut direct = true;
+        let mut chunk_start = None;
+        for (i, member) in members.values().enumerate() {
+            if seq.is_some_and(|seq| seq <= member.seen_through) {
+                continue;
+            }
+            if direct && i % STALL_CHUNK == 0 {
+                let now = Instant::now();
+                if chunk_start.is_some_and(|at| now.duration_since(at) > STALL_LIMIT) {
+                    direct = false;
+                }
+                chunk_start = Some(now);
+            }
+            count(if direct {
+                member.outbox.push_next(&member.prefix, &payload)
+            } else {
+                member.outbox.queue_next(&member.prefix, &payload)
+            });
         }
     }
 

@@ -336,7 +336,7 @@ fn a_closed_outbox_takes_no_more_results() {
     let outbox = Outbox::new(4);
     outbox.push_control(Frame::Close(Close::new(CloseCode::GoingAway)));
     let bytes: Arc<[u8]> = Arc::from(&b"x"[..]);
-    assert_eq!(outbox.push_next(bytes.clone(), bytes), Pushed::Closed);
+    assert_eq!(outbox.push_next(&bytes, &bytes), Pushed::Closed);
     outbox.push_control(Frame::Text("late".into()));
     assert_eq!(outbox.len(), 1, "nothing follows a close");
 }

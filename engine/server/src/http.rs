@@ -311,10 +311,15 @@ fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         .collect();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                ws::serve(app, TokioIo::new(upgraded), protocol, headers, adapter).await
+        // The socket itself, not hyper's boxed IO: results write to it from
+        // the dispatching thread (see wire.rs).
+        match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => {
+                let stream = parts.io.into_inner();
+                ws::serve(app, stream, parts.read_buf, protocol, headers, adapter).await
             }
+            // Every connection is served over a TcpStream (spawn_connection).
+            Ok(Err(_)) => tracing::error!("websocket upgrade over an unexpected transport"),
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });

@@ -5,8 +5,10 @@
 //!
 //! - [`config`]: the TOML file and its validation.
 //! - `http`: routing of `/graphql`, `/publish`, `/healthz`, `/metrics` and `/`.
-//! - `ws`: the only module that touches a WebSocket: feeds frames to the
-//!   core's `Connection`, writes its outbox, runs its timers.
+//! - `ws`: the only module that touches tokio-tungstenite: feeds frames to
+//!   the core's `Connection`, writes its outbox, runs its timers.
+//! - `wire`: a connection's socket, shared by its task and the dispatcher,
+//!   which writes results straight to an idle socket.
 //! - [`publish`]: parsing publish bodies.
 //! - [`node`]: the bus, sources and plugins around an engine (`[bus]`,
 //!   `[sources.postgres]` from `fanwire-bus`, `[[plugins]]` and `[auth]`
@@ -22,6 +24,7 @@ pub mod demo;
 mod http;
 pub mod node;
 pub mod publish;
+mod wire;
 mod ws;
 
 use std::net::SocketAddr;

@@ -1,37 +1,53 @@
 //! The socket side of a connection: the only module that touches
 //! tokio-tungstenite. Frames in go to the core's `Connection`; the outbox
-//! comes out in batches (many frames, one flush).
+//! comes out in batches (many frames, one write) through the connection's
+//! [`Wire`], which results also reach directly from the dispatcher while
+//! the socket keeps up (see `wire.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fanwire_core::metrics::Reason;
-use fanwire_core::outbox::Frame;
-use fanwire_core::protocol::{assemble_next, Close, CloseCode, Protocol};
+use fanwire_core::outbox::{Frame, Outbox};
+use fanwire_core::protocol::{Close, CloseCode, Protocol, NEXT_SUFFIX};
 use fanwire_plugins::transport::WasmTransport;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{frame::CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::wire::{encode_text, Wire, WireIo};
 use crate::App;
 
 /// How long a closing peer gets to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+type Ws = WebSocketStream<WireIo>;
+
+/// Stops results from writing through to the socket when the connection
+/// ends, however it ends, so the socket closes with the task.
+struct DirectGuard(Arc<Outbox>);
+
+impl Drop for DirectGuard {
+    fn drop(&mut self) {
+        self.0.set_direct(None);
+    }
+}
+
 /// Runs one WebSocket connection to its end.
-pub(crate) async fn serve<S>(
+/// `unread`: bytes hyper read past the upgrade request.
+pub(crate) async fn serve(
     app: Arc<App>,
-    io: S,
+    stream: TcpStream,
+    unread: Bytes,
     protocol: Option<Protocol>,
     headers: Vec<(String, String)>,
     adapter: Option<Arc<WasmTransport>>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) {
     let limits = &app.config.limits;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_bytes))
@@ -40,8 +56,10 @@ pub(crate) async fn serve<S>(
         // 128 KiB default cost 128 KiB per idle connection and a memset per
         // poll. Client messages are small; larger ones grow it as needed.
         .read_buffer_size(4096);
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
     let metrics = app.engine.metrics();
+    let wire = Arc::new(Wire::new(stream, metrics.frames_out.clone()));
+    let io = WireIo::new(wire.clone(), unread);
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
     let Some(protocol) = protocol else {
         metrics
             .connection_rejections
@@ -59,7 +77,13 @@ pub(crate) async fn serve<S>(
         templates: HashMap::new(),
     });
     let outbox = conn.outbox().clone();
+    // A custom subprotocol frames results with its templates, in the writer.
+    if custom.is_none() {
+        outbox.set_direct(Some(wire.clone()));
+    }
+    let _direct = DirectGuard(outbox.clone());
     let mut batch = VecDeque::new();
+    let mut out = Vec::new();
     let keep_alive = Duration::from_millis(limits.keep_alive_ms);
     // A client that has not read for two keep-alive periods is treated as gone.
     let write_timeout = keep_alive * 2;
@@ -102,7 +126,9 @@ pub(crate) async fn serve<S>(
                     Some(Ok(Message::Binary(_))) => conn.on_binary(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) => {
-                        // tungstenite queued the close reply; flushing sends it.
+                        // Nothing may follow the close reply that tungstenite
+                        // queued; flushing sends it.
+                        outbox.set_direct(None);
                         let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
                         break;
                     }
@@ -120,7 +146,7 @@ pub(crate) async fn serve<S>(
                 }
             }
             _ = outbox.ready() => {
-                let written = write_batch(&mut ws, &outbox, &mut batch, &mut revoked, &app, &mut custom);
+                let written = write_out(&mut ws, &wire, &outbox, &mut batch, &mut out, &mut revoked, &app, &mut custom);
                 match tokio::time::timeout(write_timeout, written).await {
                     Ok(Ok(Flow::Open)) => {
                         for (id, errors) in revoked.drain(..) {
@@ -213,63 +239,65 @@ enum Flow {
     Closed,
 }
 
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    outbox: &fanwire_core::outbox::Outbox,
+/// Writes the outbox until it is empty: finish what the wire holds (the
+/// rest of a direct write or of the last batch), drain, frame the batch into
+/// one buffer, hand it to the wire, repeat. The final, empty drain lets
+/// results write through again.
+#[allow(clippy::too_many_arguments)]
+async fn write_out(
+    ws: &mut Ws,
+    wire: &Wire,
+    outbox: &Outbox,
     batch: &mut VecDeque<Frame>,
+    out: &mut Vec<u8>,
     revoked: &mut Vec<(String, Vec<fanwire_core::GraphQLError>)>,
     app: &App,
     custom: &mut Option<Custom>,
-) -> Result<Flow, WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    outbox.drain_into(batch);
-    let mut sent = 0u64;
-    let mut flow = Flow::Open;
-    let result = async {
+) -> Result<Flow, WsError> {
+    loop {
+        wire.flush().await?;
+        outbox.drain_into(batch);
+        if batch.is_empty() {
+            return Ok(Flow::Open);
+        }
+        let mut sent = 0u64;
+        let mut close = None;
         while let Some(frame) = batch.pop_front() {
-            let message = match frame {
+            match frame {
                 Frame::Next { prefix, payload } => {
                     sent += 1;
-                    let text = match custom.as_mut() {
-                        // Prefix and payload are JSON produced by serde_json: valid UTF-8.
-                        None => {
-                            String::from_utf8(assemble_next(&prefix, &payload)).unwrap_or_default()
-                        }
-                        Some(c) => c.frame(&prefix, &payload),
-                    };
-                    Message::Text(text.into())
+                    match custom.as_mut() {
+                        None => encode_text(out, &[&prefix, &payload, NEXT_SUFFIX]),
+                        Some(c) => encode_text(out, &[c.frame(&prefix, &payload).as_bytes()]),
+                    }
                 }
                 Frame::Text(text) => match custom.as_ref() {
-                    None => Message::Text(text.into()),
-                    Some(c) => match c.transport.encode(&text) {
-                        Some(text) => Message::Text(text.into()),
-                        None => continue,
-                    },
+                    None => encode_text(out, &[text.as_bytes()]),
+                    Some(c) => {
+                        if let Some(text) = c.transport.encode(&text) {
+                            encode_text(out, &[text.as_bytes()]);
+                        }
+                    }
                 },
-                Frame::Close(close) => {
-                    flow = Flow::Closed;
-                    Message::Close(Some(close_frame(close)))
+                Frame::Close(c) => {
+                    close = Some(c);
+                    break;
                 }
                 // The session must free the id; the connection does that
                 // and queues the error frame.
-                Frame::Revoke { id, errors } => {
-                    revoked.push((id, errors));
-                    continue;
-                }
-            };
-            ws.feed(message).await?;
-            if matches!(flow, Flow::Closed) {
-                break;
+                Frame::Revoke { id, errors } => revoked.push((id, errors)),
             }
         }
-        ws.flush().await
+        batch.clear();
+        app.engine.metrics().frames_out.inc_by(sent);
+        wire.send(out)?;
+        if let Some(close) = close {
+            // tungstenite sends the close frame (behind the wire's bytes) and
+            // then expects the peer's.
+            ws.send(Message::Close(Some(close_frame(close)))).await?;
+            return Ok(Flow::Closed);
+        }
     }
-    .await;
-    batch.clear();
-    app.engine.metrics().frames_out.inc_by(sent);
-    result.map(|()| flow)
 }
 
 fn close_frame(close: Close) -> CloseFrame {
@@ -279,10 +307,7 @@ fn close_frame(close: Close) -> CloseFrame {
     }
 }
 
-async fn close_and_wait<S>(ws: &mut WebSocketStream<S>, close: Close)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn close_and_wait(ws: &mut Ws, close: Close) {
     if ws
         .send(Message::Close(Some(close_frame(close))))
         .await
@@ -293,10 +318,7 @@ where
 }
 
 /// After our close frame, read until the peer's close (or a short grace period).
-async fn wait_for_close<S>(ws: &mut WebSocketStream<S>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn wait_for_close(ws: &mut Ws) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while let Some(Ok(msg)) = ws.next().await {
             if matches!(msg, Message::Close(_)) {

@@ -5,7 +5,9 @@ mod common;
 use std::io::{Read, Write};
 
 use common::TestServer;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 const TICK: &str = "subscription { tick { seq } }";
 
@@ -152,6 +154,75 @@ async fn a_stalled_client_loses_its_oldest_frames_and_nobody_else_waits() {
         server.metrics()
     );
     drop(stalled);
+}
+
+/// Results go straight to an idle socket from the publishing thread, and
+/// through the queue once the socket backs up; a frame cut short by a full
+/// socket is finished before anything else. A reader that keeps pausing
+/// and pinging sees every frame whole, in order, with its pongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_every_large_result_whole_and_in_order() {
+    let server = TestServer::start(|c| c.limits.queue_depth = 100_000).await;
+    let mut slow = server.ready_client().await;
+    slow.subscribe("s", "subscription { tick { seq blob } }", json!({}))
+        .await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    let events: u64 = 300;
+    let publisher = {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            for seq in 1..=events {
+                // Sizes cross the 126 and 65,536 byte frame-length forms.
+                let blob = "x".repeat([10, 200, 70_000, 30_000][seq as usize % 4]);
+                let body = json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}});
+                let (status, _) =
+                    common::http_request(addr, "POST", "/publish", &body.to_string(), None).await;
+                assert_eq!(status, 200);
+            }
+        })
+    };
+    let mut pongs = 0;
+    let mut seq = 0;
+    while seq < events {
+        if seq % 25 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            slow.ws
+                .send(Message::Ping(seq.to_be_bytes().to_vec().into()))
+                .await
+                .unwrap();
+        }
+        let msg = tokio::time::timeout(common::WAIT, slow.ws.next())
+            .await
+            .expect("a frame arrives")
+            .expect("open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(text) => {
+                seq += 1;
+                let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_eq!(
+                    v["payload"]["data"]["tick"]["seq"], seq,
+                    "in order, none lost"
+                );
+                let blob = v["payload"]["data"]["tick"]["blob"].as_str().unwrap();
+                assert_eq!(blob.len(), [10, 200, 70_000, 30_000][seq as usize % 4]);
+            }
+            Message::Pong(_) => pongs += 1,
+            Message::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    publisher.await.unwrap();
+    assert!(pongs > 0, "pings were answered between results");
+    assert_eq!(
+        common::metric_value(
+            &server.metrics(),
+            "fanwire_drops_total{reason=\"queue_full\"}"
+        ),
+        0.0
+    );
 }
 
 #[tokio::test]
