@@ -261,11 +261,17 @@ fn main() {
             if let Some((n, calls)) = target.split_once(':') {
                 if n == name {
                     let calls = calls.parse::<u32>().unwrap();
-                    let start = Instant::now();
-                    for _ in 0..calls {
-                        std::hint::black_box(f.decide(&s1_event, &a));
-                    }
-                    println!("{name}: {:?} per call", start.elapsed() / calls);
+                    let mut runs: Vec<Duration> = (0..15)
+                        .map(|_| {
+                            let start = Instant::now();
+                            for _ in 0..calls / 15 {
+                                std::hint::black_box(f.decide(&s1_event, &a));
+                            }
+                            start.elapsed() / (calls / 15)
+                        })
+                        .collect();
+                    runs.sort();
+                    println!("{name}: min {:?}, median {:?} per call", runs[0], runs[7]);
                     return;
                 }
                 continue;
