@@ -33,7 +33,7 @@ pub struct WasmFilter {
     spec: PluginSpec,
     // Grows as groups are prepared (a superset of what any group needs is
     // always correct); read once per event.
-    needs: RwLock<(Needs, Arc<Shape>)>,
+    needs: RwLock<(Needs, Shape)>,
 }
 
 impl WasmFilter {
@@ -42,7 +42,7 @@ impl WasmFilter {
         WasmFilter {
             plugin,
             spec,
-            needs: RwLock::new((Needs::Paths(BTreeSet::new()), Arc::default())),
+            needs: RwLock::new((Needs::Paths(BTreeSet::new()), Shape::default())),
         }
     }
 
@@ -61,20 +61,17 @@ impl WasmFilter {
                     return;
                 }
                 set.extend(paths);
-                needs.1 = Arc::new(Shape::of(set.iter()));
+                needs.1 = Shape::of(set.iter());
             }
         }
     }
 
     fn wit_event(&self, event: &Event) -> types::Event {
-        let shape = {
-            let needs = self.needs.read().unwrap_or_else(|p| p.into_inner());
-            match &needs.0 {
-                Needs::All => None,
-                Needs::Paths(_) => Some(needs.1.clone()),
-            }
-        };
-        convert::event(event, shape.as_deref())
+        let needs = self.needs.read().unwrap_or_else(|p| p.into_inner());
+        match &needs.0 {
+            Needs::All => convert::event(event, None),
+            Needs::Paths(_) => convert::event(event, Some(&needs.1)),
+        }
     }
 
     fn failed(&self, fault: FaultKind) -> String {
@@ -111,6 +108,15 @@ impl WasmFilter {
     /// 0.2: each distinct context crosses once; its decision goes to every
     /// group that has it.
     fn decide_v0_2(&self, event: &Event, groups: &[Asked<'_>]) -> Result<Vec<Decision>, String> {
+        // One group with its context (S1, and any topic of one principal):
+        // no deduplication to do.
+        if let [Asked {
+            context: Some(context),
+            ..
+        }] = groups
+        {
+            return self.call_decide(event, &[(*context).to_owned()]);
+        }
         let mut contexts: Vec<String> = Vec::new();
         let mut slots: Vec<Slot> = Vec::with_capacity(groups.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -146,32 +152,11 @@ impl WasmFilter {
             });
             slots.push(Slot::Shared(index));
         }
-        let mut decided: Vec<Decision> = Vec::new();
-        if !contexts.is_empty() {
-            let wit_event = self.wit_event(event);
-            let decisions = self
-                .plugin
-                .call(Function::Decide, |slot| match &slot.bindings {
-                    Bindings::Filter02(b) => b.fanwire_plugin_filter().call_decide(
-                        &mut slot.store,
-                        &wit_event,
-                        &contexts,
-                    ),
-                    _ => unreachable!(
-                        "a 0.2 filter plugin is loaded with the 0.2 event-filter world"
-                    ),
-                })
-                .map_err(|f| self.failed(f))?;
-            if decisions.len() != contexts.len() {
-                return Err(format!(
-                    "filter plugin {} answered {} decisions for {} contexts",
-                    self.plugin.name(),
-                    decisions.len(),
-                    contexts.len()
-                ));
-            }
-            decided = decisions.into_iter().map(|d| self.decision(d)).collect();
-        }
+        let decided = if contexts.is_empty() {
+            Vec::new()
+        } else {
+            self.call_decide(event, &contexts)?
+        };
         Ok(slots
             .into_iter()
             .map(|slot| match slot {
@@ -179,6 +164,30 @@ impl WasmFilter {
                 Slot::Now(d) => d,
             })
             .collect())
+    }
+
+    /// One `decide` call for the distinct `contexts`: a decision for each.
+    fn call_decide(&self, event: &Event, contexts: &[String]) -> Result<Vec<Decision>, String> {
+        let wit_event = self.wit_event(event);
+        let decisions = self
+            .plugin
+            .call(Function::Decide, |slot| match &slot.bindings {
+                Bindings::Filter02(b) => {
+                    b.fanwire_plugin_filter()
+                        .call_decide(&mut slot.store, &wit_event, contexts)
+                }
+                _ => unreachable!("a 0.2 filter plugin is loaded with the 0.2 event-filter world"),
+            })
+            .map_err(|f| self.failed(f))?;
+        if decisions.len() != contexts.len() {
+            return Err(format!(
+                "filter plugin {} answered {} decisions for {} contexts",
+                self.plugin.name(),
+                decisions.len(),
+                contexts.len()
+            ));
+        }
+        Ok(decisions.into_iter().map(|d| self.decision(d)).collect())
     }
 
     fn decision_v0_1(&self, d: wit01::Decision) -> Decision {
