@@ -235,6 +235,57 @@ fn main() {
         );
     }
 
+    // The three security event filters as S1 calls them: one group, one
+    // context, the whole event (each trims it to the fields it asked for).
+    let s1_event = Event::new(
+        "orders:t1",
+        json!({"id": 1, "cents": 100, "status": "live", "note": "x".repeat(120),
+               "user_id": "u1", "tenant_id": "t1", "federation_id": "f1"}),
+    );
+    let me = group(Principal {
+        subject: Some("u1".into()),
+        tenant: Some("t1".into()),
+        claims: json!({"federation_id": "f1"}).as_object().unwrap().clone(),
+        ..Principal::default()
+    });
+    for name in ["tenant-isolation", "row-filter", "federation"] {
+        let bytes = std::fs::read(dist().join(format!("{name}.wasm"))).unwrap();
+        let p = Arc::new(Plugin::load(&pooled, &bytes, options(name)).unwrap());
+        let f = WasmFilter::new(p, spec(name, Kind::EventFilter));
+        let verdicts = prepared(&f, &[&me]);
+        let a = asked(&[&me], &verdicts);
+        assert_eq!(f.decide(&s1_event, &a), vec![Decision::Allow]);
+        // `PLUGINS_BENCH_PROFILE=<filter>:<calls>`: only call that filter,
+        // for `perf record` or callgrind, then stop.
+        if let Ok(target) = std::env::var("PLUGINS_BENCH_PROFILE") {
+            if let Some((n, calls)) = target.split_once(':') {
+                if n == name {
+                    let calls = calls.parse::<u32>().unwrap();
+                    let mut runs: Vec<Duration> = (0..15)
+                        .map(|_| {
+                            let start = Instant::now();
+                            for _ in 0..calls / 15 {
+                                std::hint::black_box(f.decide(&s1_event, &a));
+                            }
+                            start.elapsed() / (calls / 15)
+                        })
+                        .collect();
+                    runs.sort();
+                    println!("{name}: min {:?}, median {:?} per call", runs[0], runs[7]);
+                    return;
+                }
+                continue;
+            }
+        }
+        let t = time(11, 20_000, || {
+            std::hint::black_box(f.decide(&s1_event, &a));
+        });
+        println!(
+            "| {name}, one `decide` with 1 group (S1's shape) | {:.2} us |",
+            t.as_secs_f64() * 1e6
+        );
+    }
+
     // 2. Instantiation.
     let unpooled_plugin = Plugin::load(&unpooled, &template, options("template")).unwrap();
     let inst_pooled = time(11, 500, || plugin.instantiate_once().unwrap());

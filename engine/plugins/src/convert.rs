@@ -2,6 +2,8 @@
 
 use fanwire_core::hooks::GroupInfo;
 use fanwire_core::{Event, Principal};
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use crate::bindings::v0_1::types;
@@ -51,15 +53,85 @@ pub(crate) fn subscription(g: &GroupInfo) -> types::Subscription {
     }
 }
 
-/// The event with only `paths` of its data (all of it for `None`).
-pub(crate) fn event(e: &Event, paths: Option<&[String]>) -> types::Event {
-    let data = match (paths, &e.data) {
-        (Some(paths), Value::Object(_)) => {
-            let mut out = Value::Object(Map::new());
-            for path in paths {
-                copy_path(&e.data, &mut out, &path.split('.').collect::<Vec<_>>());
+/// The parts of an event's data a filter asked for: dotted paths as a tree,
+/// built once when the paths change and walked per event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Shape(BTreeMap<String, Part>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    /// The whole value.
+    Whole,
+    /// Only these members of it (when it is an object).
+    Members(Shape),
+}
+
+impl Shape {
+    /// The tree of `paths` (a path that is a prefix of another takes the
+    /// whole value).
+    pub(crate) fn of<'a>(paths: impl IntoIterator<Item = &'a String>) -> Shape {
+        let mut shape = Shape::default();
+        for path in paths {
+            shape.add(&path.split('.').collect::<Vec<_>>());
+        }
+        shape
+    }
+
+    fn add(&mut self, keys: &[&str]) {
+        let Some((key, rest)) = keys.split_first() else {
+            return;
+        };
+        if rest.is_empty() {
+            self.0.insert((*key).to_owned(), Part::Whole);
+            return;
+        }
+        match self
+            .0
+            .entry((*key).to_owned())
+            .or_insert_with(|| Part::Members(Shape::default()))
+        {
+            Part::Whole => {}
+            Part::Members(inner) => inner.add(rest),
+        }
+    }
+
+    /// Writes the members of `object` this shape names, as a JSON object.
+    fn write(&self, object: &Map<String, Value>, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut first = true;
+        for (key, part) in &self.0 {
+            let Some(value) = object.get(key) else {
+                continue;
+            };
+            if !first {
+                out.push(b',');
             }
-            json(&out)
+            first = false;
+            write_json(out, key);
+            out.push(b':');
+            match (part, value) {
+                (Part::Members(inner), Value::Object(members)) => inner.write(members, out),
+                _ => write_json(out, value),
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing JSON values and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// The event with only the `shape` of its data (all of it for `None`),
+/// serialised straight from the event, without an intermediate value.
+pub(crate) fn event(e: &Event, shape: Option<&Shape>) -> types::Event {
+    let data = match (shape, &e.data) {
+        (Some(shape), Value::Object(object)) => {
+            let mut out = Vec::with_capacity(64);
+            shape.write(object, &mut out);
+            // serde_json writes UTF-8 only.
+            String::from_utf8(out).unwrap_or_else(|_| "{}".into())
         }
         _ => json(&e.data),
     };
@@ -69,26 +141,6 @@ pub(crate) fn event(e: &Event, paths: Option<&[String]>) -> types::Event {
         id: e.id.clone(),
         seq: e.seq,
     }
-}
-
-/// Copies the value at `path` of `from` into the same place of `to`.
-fn copy_path(from: &Value, to: &mut Value, path: &[&str]) {
-    let (Some((head, rest)), Value::Object(src), Value::Object(dst)) =
-        (path.split_first(), from, to)
-    else {
-        return;
-    };
-    let Some(inner) = src.get(*head) else {
-        return;
-    };
-    if rest.is_empty() || !inner.is_object() {
-        dst.insert((*head).to_owned(), inner.clone());
-        return;
-    }
-    let slot = dst
-        .entry((*head).to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
-    copy_path(inner, slot, rest);
 }
 
 #[cfg(test)]
@@ -106,12 +158,31 @@ mod tests {
             "tenant_id".to_owned(),
             "owner.id".into(),
             "missing.x".into(),
+            "big.0".into(),
         ];
-        let sent: Value = serde_json::from_str(&event(&e, Some(&paths)).data).unwrap();
-        assert_eq!(sent, json!({"tenant_id": 5, "owner": {"id": "u1"}}));
+        let sent: Value = serde_json::from_str(&event(&e, Some(&Shape::of(&paths))).data).unwrap();
+        // A path through a non-object takes the whole value, as before.
+        assert_eq!(
+            sent,
+            json!({"tenant_id": 5, "owner": {"id": "u1"}, "big": [1, 2, 3]})
+        );
         let all: Value = serde_json::from_str(&event(&e, None).data).unwrap();
         assert_eq!(all, e.data);
-        let none: Value = serde_json::from_str(&event(&e, Some(&[])).data).unwrap();
+        let none: Value = serde_json::from_str(&event(&e, Some(&Shape::of(&[]))).data).unwrap();
         assert_eq!(none, json!({}));
+        // A path that is a prefix of another takes the whole value, in
+        // either order.
+        for paths in [["owner", "owner.id"], ["owner.id", "owner"]] {
+            let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+            let sent: Value =
+                serde_json::from_str(&event(&e, Some(&Shape::of(&paths))).data).unwrap();
+            assert_eq!(sent, json!({"owner": {"id": "u1", "name": "x"}}));
+        }
+        // Keys are escaped.
+        let odd = Event::new("t", json!({"a\"b": "q\"uote", "n": null}));
+        let paths = vec!["a\"b".to_owned(), "n".into()];
+        let sent: Value =
+            serde_json::from_str(&event(&odd, Some(&Shape::of(&paths))).data).unwrap();
+        assert_eq!(sent, odd.data);
     }
 }

@@ -13,8 +13,8 @@ use crate::bindings::v0_1::filter::exports::fanwire::plugin::filter as wit01;
 use crate::bindings::v0_1::types;
 use crate::bindings::v0_2::filter::exports::fanwire::plugin::filter as wit02;
 use crate::config::PluginSpec;
-use crate::convert;
-use crate::metrics::FaultKind;
+use crate::convert::{self, Shape};
+use crate::metrics::{Answer, FaultKind, Function};
 use crate::plugin::{Bindings, Plugin, Version};
 
 /// Which parts of an event's data the plugin has asked for, over all groups.
@@ -33,7 +33,7 @@ pub struct WasmFilter {
     spec: PluginSpec,
     // Grows as groups are prepared (a superset of what any group needs is
     // always correct); read once per event.
-    needs: RwLock<(Needs, Arc<[String]>)>,
+    needs: RwLock<(Needs, Shape)>,
 }
 
 impl WasmFilter {
@@ -42,7 +42,7 @@ impl WasmFilter {
         WasmFilter {
             plugin,
             spec,
-            needs: RwLock::new((Needs::Paths(BTreeSet::new()), Arc::from(Vec::new()))),
+            needs: RwLock::new((Needs::Paths(BTreeSet::new()), Shape::default())),
         }
     }
 
@@ -61,7 +61,7 @@ impl WasmFilter {
                     return;
                 }
                 set.extend(paths);
-                needs.1 = set.iter().cloned().collect();
+                needs.1 = Shape::of(set.iter());
             }
         }
     }
@@ -91,7 +91,7 @@ impl WasmFilter {
             .collect();
         let decisions = self
             .plugin
-            .call("decide", |slot| match &slot.bindings {
+            .call(Function::Decide, |slot| match &slot.bindings {
                 Bindings::Filter01(b) => {
                     b.fanwire_plugin_filter()
                         .call_decide(&mut slot.store, &wit_event, &subs)
@@ -108,6 +108,15 @@ impl WasmFilter {
     /// 0.2: each distinct context crosses once; its decision goes to every
     /// group that has it.
     fn decide_v0_2(&self, event: &Event, groups: &[Asked<'_>]) -> Result<Vec<Decision>, String> {
+        // One group with its context (S1, and any topic of one principal):
+        // no deduplication to do.
+        if let [Asked {
+            context: Some(context),
+            ..
+        }] = groups
+        {
+            return self.call_decide(event, &[(*context).to_owned()]);
+        }
         let mut contexts: Vec<String> = Vec::new();
         let mut slots: Vec<Slot> = Vec::with_capacity(groups.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -143,32 +152,11 @@ impl WasmFilter {
             });
             slots.push(Slot::Shared(index));
         }
-        let mut decided: Vec<Decision> = Vec::new();
-        if !contexts.is_empty() {
-            let wit_event = self.wit_event(event);
-            let decisions = self
-                .plugin
-                .call("decide", |slot| match &slot.bindings {
-                    Bindings::Filter02(b) => b.fanwire_plugin_filter().call_decide(
-                        &mut slot.store,
-                        &wit_event,
-                        &contexts,
-                    ),
-                    _ => unreachable!(
-                        "a 0.2 filter plugin is loaded with the 0.2 event-filter world"
-                    ),
-                })
-                .map_err(|f| self.failed(f))?;
-            if decisions.len() != contexts.len() {
-                return Err(format!(
-                    "filter plugin {} answered {} decisions for {} contexts",
-                    self.plugin.name(),
-                    decisions.len(),
-                    contexts.len()
-                ));
-            }
-            decided = decisions.into_iter().map(|d| self.decision(d)).collect();
-        }
+        let decided = if contexts.is_empty() {
+            Vec::new()
+        } else {
+            self.call_decide(event, &contexts)?
+        };
         Ok(slots
             .into_iter()
             .map(|slot| match slot {
@@ -176,6 +164,30 @@ impl WasmFilter {
                 Slot::Now(d) => d,
             })
             .collect())
+    }
+
+    /// One `decide` call for the distinct `contexts`: a decision for each.
+    fn call_decide(&self, event: &Event, contexts: &[String]) -> Result<Vec<Decision>, String> {
+        let wit_event = self.wit_event(event);
+        let decisions = self
+            .plugin
+            .call(Function::Decide, |slot| match &slot.bindings {
+                Bindings::Filter02(b) => {
+                    b.fanwire_plugin_filter()
+                        .call_decide(&mut slot.store, &wit_event, contexts)
+                }
+                _ => unreachable!("a 0.2 filter plugin is loaded with the 0.2 event-filter world"),
+            })
+            .map_err(|f| self.failed(f))?;
+        if decisions.len() != contexts.len() {
+            return Err(format!(
+                "filter plugin {} answered {} decisions for {} contexts",
+                self.plugin.name(),
+                decisions.len(),
+                contexts.len()
+            ));
+        }
+        Ok(decisions.into_iter().map(|d| self.decision(d)).collect())
     }
 
     fn decision_v0_1(&self, d: wit01::Decision) -> Decision {
@@ -201,7 +213,7 @@ impl WasmFilter {
     }
 
     fn verdict(&self, paths: Option<Vec<String>>, context: Option<Arc<str>>) -> Verdict {
-        self.plugin.metrics.decision("per_event", 1);
+        self.plugin.metrics.decision(Answer::PerEvent, 1);
         self.need(paths);
         Verdict::PerEvent(context)
     }
@@ -230,31 +242,35 @@ impl EventFilter for WasmFilter {
         }
         let sub = convert::subscription(group);
         let m = &self.plugin.metrics;
-        let verdict = self.plugin.call("prepare", |slot| match &slot.bindings {
-            Bindings::Filter01(b) => b
-                .fanwire_plugin_filter()
-                .call_prepare(&mut slot.store, &sub)
-                .map(|v| match v {
-                    wit01::Verdict::AllowAll => wit02::Verdict::AllowAll,
-                    wit01::Verdict::DenyAll(r) => wit02::Verdict::DenyAll(r),
-                    // 0.1 has no contexts: its `decide` gets whole groups.
-                    wit01::Verdict::PerEvent(fields) => wit02::Verdict::PerEvent(wit02::PerEvent {
-                        fields,
-                        context: String::new(),
+        let verdict = self
+            .plugin
+            .call(Function::Prepare, |slot| match &slot.bindings {
+                Bindings::Filter01(b) => b
+                    .fanwire_plugin_filter()
+                    .call_prepare(&mut slot.store, &sub)
+                    .map(|v| match v {
+                        wit01::Verdict::AllowAll => wit02::Verdict::AllowAll,
+                        wit01::Verdict::DenyAll(r) => wit02::Verdict::DenyAll(r),
+                        // 0.1 has no contexts: its `decide` gets whole groups.
+                        wit01::Verdict::PerEvent(fields) => {
+                            wit02::Verdict::PerEvent(wit02::PerEvent {
+                                fields,
+                                context: String::new(),
+                            })
+                        }
                     }),
-                }),
-            Bindings::Filter02(b) => b
-                .fanwire_plugin_filter()
-                .call_prepare(&mut slot.store, &sub),
-            _ => unreachable!("a filter plugin is loaded with the event-filter world"),
-        });
+                Bindings::Filter02(b) => b
+                    .fanwire_plugin_filter()
+                    .call_prepare(&mut slot.store, &sub),
+                _ => unreachable!("a filter plugin is loaded with the event-filter world"),
+            });
         match verdict {
             Ok(wit02::Verdict::AllowAll) => {
-                m.decision("allow_all", 1);
+                m.decision(Answer::AllowAll, 1);
                 Verdict::AllowAll
             }
             Ok(wit02::Verdict::DenyAll(reason)) => {
-                m.decision("deny_all", 1);
+                m.decision(Answer::DenyAll, 1);
                 Verdict::DenyAll(reason)
             }
             Ok(wit02::Verdict::PerEvent(p)) => {
@@ -286,10 +302,10 @@ impl EventFilter for WasmFilter {
                 for decision in &d {
                     m.decision(
                         match decision {
-                            Decision::Allow => "allow",
-                            Decision::Deny(_) => "deny",
-                            Decision::Redact(_) => "redact",
-                            Decision::Replace(_) => "replace",
+                            Decision::Allow => Answer::Allow,
+                            Decision::Deny(_) => Answer::Deny,
+                            Decision::Redact(_) => Answer::Redact,
+                            Decision::Replace(_) => Answer::Replace,
                         },
                         1,
                     );
@@ -312,7 +328,7 @@ impl EventFilter for WasmFilter {
 
 impl WasmFilter {
     fn deny_all(&self, groups: usize, reason: String) -> Vec<Decision> {
-        self.plugin.metrics.decision("deny", groups as u64);
+        self.plugin.metrics.decision(Answer::Deny, groups as u64);
         vec![Decision::Deny(reason); groups]
     }
 }

@@ -91,14 +91,8 @@ impl PluginMetrics {
             kind,
         };
         Handles {
-            calls: FUNCTIONS
-                .iter()
-                .map(|f| (*f, self.calls.get_or_create_owned(&labels(*f))))
-                .collect(),
-            decisions: DECISIONS
-                .iter()
-                .map(|d| (*d, self.decisions.get_or_create_owned(&labels(*d))))
-                .collect(),
+            calls: Function::ALL.map(|f| self.calls.get_or_create_owned(&labels(f.label()))),
+            decisions: Answer::ALL.map(|a| self.decisions.get_or_create_owned(&labels(a.label()))),
             call_seconds: self.call_seconds.get_or_create_owned(&PluginLabel {
                 plugin: plugin.to_owned(),
             }),
@@ -164,28 +158,90 @@ impl FaultKind {
     }
 }
 
-/// The functions a plugin exports, as `calls` labels.
-const FUNCTIONS: [&str; 6] = ["prepare", "decide", "check", "decode", "encode", "template"];
-/// Every answer kind, as `decisions` labels.
-const DECISIONS: [&str; 9] = [
-    "allow",
-    "deny",
-    "redact",
-    "replace",
-    "allow_all",
-    "deny_all",
-    "per_event",
-    "accept",
-    "reject",
-];
+/// A function a plugin exports: a `calls` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Function {
+    Prepare,
+    Decide,
+    Check,
+    Decode,
+    Encode,
+    Template,
+}
 
-/// One plugin's resolved metric handles.
+impl Function {
+    const ALL: [Function; 6] = [
+        Function::Prepare,
+        Function::Decide,
+        Function::Check,
+        Function::Decode,
+        Function::Encode,
+        Function::Template,
+    ];
+
+    /// The metric label (and the export's name in logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Function::Prepare => "prepare",
+            Function::Decide => "decide",
+            Function::Check => "check",
+            Function::Decode => "decode",
+            Function::Encode => "encode",
+            Function::Template => "template",
+        }
+    }
+}
+
+/// A plugin's answer: a `decisions` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Allow,
+    Deny,
+    Redact,
+    Replace,
+    AllowAll,
+    DenyAll,
+    PerEvent,
+    Accept,
+    Reject,
+}
+
+impl Answer {
+    const ALL: [Answer; 9] = [
+        Answer::Allow,
+        Answer::Deny,
+        Answer::Redact,
+        Answer::Replace,
+        Answer::AllowAll,
+        Answer::DenyAll,
+        Answer::PerEvent,
+        Answer::Accept,
+        Answer::Reject,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Answer::Allow => "allow",
+            Answer::Deny => "deny",
+            Answer::Redact => "redact",
+            Answer::Replace => "replace",
+            Answer::AllowAll => "allow_all",
+            Answer::DenyAll => "deny_all",
+            Answer::PerEvent => "per_event",
+            Answer::Accept => "accept",
+            Answer::Reject => "reject",
+        }
+    }
+}
+
+/// One plugin's resolved metric handles, indexed by [`Function`],
+/// [`Answer`] and [`FaultKind`]: counting is an atomic increment.
 #[derive(Debug, Clone)]
 pub(crate) struct Handles {
     pub call_seconds: Histogram,
     faults: [Counter; 4],
-    calls: Vec<(&'static str, Counter)>,
-    decisions: Vec<(&'static str, Counter)>,
+    calls: [Counter; 6],
+    decisions: [Counter; 9],
 }
 
 impl Handles {
@@ -193,15 +249,11 @@ impl Handles {
         self.faults[kind as usize].inc();
     }
 
-    pub fn call(&self, function: &'static str) {
-        if let Some((_, c)) = self.calls.iter().find(|(f, _)| *f == function) {
-            c.inc();
-        }
+    pub fn call(&self, function: Function) {
+        self.calls[function as usize].inc();
     }
 
-    pub fn decision(&self, kind: &'static str, n: u64) {
-        if let Some((_, c)) = self.decisions.iter().find(|(k, _)| *k == kind) {
-            c.inc_by(n);
-        }
+    pub fn decision(&self, answer: Answer, n: u64) {
+        self.decisions[answer as usize].inc_by(n);
     }
 }

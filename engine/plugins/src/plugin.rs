@@ -15,7 +15,7 @@ use wasmtime::{Store, Trap};
 use crate::bindings::{v0_1, v0_2};
 use crate::config::Kind;
 use crate::host::HostState;
-use crate::metrics::{FaultKind, Handles};
+use crate::metrics::{FaultKind, Function, Handles};
 use crate::runtime::{Runtime, EPOCH_TICK};
 use crate::LoadError;
 
@@ -321,7 +321,7 @@ impl Plugin {
     /// so the next call gets a fresh one.
     pub(crate) fn call<R>(
         &self,
-        function: &'static str,
+        function: Function,
         f: impl FnOnce(&mut Slot) -> wasmtime::Result<R>,
     ) -> Result<R, FaultKind> {
         self.metrics.call(function);
@@ -358,7 +358,7 @@ impl Plugin {
         }
     }
 
-    fn fault(&self, function: &str, kind: FaultKind, error: &wasmtime::Error) -> FaultKind {
+    fn fault(&self, function: Function, kind: FaultKind, error: &wasmtime::Error) -> FaultKind {
         self.metrics.fault(kind);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -370,7 +370,7 @@ impl Plugin {
             tracing::warn!(
                 plugin = %self.name,
                 version = %self.digest,
-                function,
+                function = function.label(),
                 fault = kind.label(),
                 error = %format!("{error:#}"),
                 "plugin call failed: answered with a denial (fail closed), instance recycled"

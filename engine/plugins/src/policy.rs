@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::bindings::v0_1::types;
 use crate::config::PluginSpec;
 use crate::convert;
+use crate::metrics::{Answer, Function};
 use crate::plugin::{Bindings, Plugin};
 
 /// A subscription policy backed by a plugin, for the subscriptions in its scope.
@@ -36,28 +37,30 @@ impl SubscriptionPolicy for WasmSubscriptionPolicy {
         }
         let sub = convert::subscription(group);
         // Both versions share the `types` records: the same call either way.
-        let answer = self.plugin.call("check", |slot| match &slot.bindings {
-            Bindings::Subscription01(b) => b
-                .fanwire_plugin_subscription()
-                .call_check(&mut slot.store, &sub),
-            Bindings::Subscription02(b) => b
-                .fanwire_plugin_subscription()
-                .call_check(&mut slot.store, &sub),
-            _ => unreachable!("a subscription policy is loaded with its world"),
-        });
+        let answer = self
+            .plugin
+            .call(Function::Check, |slot| match &slot.bindings {
+                Bindings::Subscription01(b) => b
+                    .fanwire_plugin_subscription()
+                    .call_check(&mut slot.store, &sub),
+                Bindings::Subscription02(b) => b
+                    .fanwire_plugin_subscription()
+                    .call_check(&mut slot.store, &sub),
+                _ => unreachable!("a subscription policy is loaded with its world"),
+            });
         let m = &self.plugin.metrics;
         match answer {
             Ok(Ok(())) => {
-                m.decision("accept", 1);
+                m.decision(Answer::Accept, 1);
                 Ok(())
             }
             Ok(Err(e)) => {
-                m.decision("reject", 1);
+                m.decision(Answer::Reject, 1);
                 let code = e.code.as_deref().unwrap_or(codes::FORBIDDEN);
                 Err(GraphQLError::new(e.message, code))
             }
             Err(fault) => {
-                m.decision("reject", 1);
+                m.decision(Answer::Reject, 1);
                 Err(GraphQLError::new(
                     format!(
                         "Subscription refused: policy {} failed ({})",
@@ -110,34 +113,36 @@ impl ConnectionPolicy for WasmConnectionPolicy {
                     .map(|r| r.map(|a| (a.principal, a.ack)))
             }};
         }
-        let answer = self.plugin.call("check", |slot| match &slot.bindings {
-            Bindings::Connection01(b) => check!(
-                crate::bindings::v0_1::connection::exports::fanwire::plugin::connection,
-                b,
-                &mut slot.store
-            ),
-            Bindings::Connection02(b) => check!(
-                crate::bindings::v0_2::connection::exports::fanwire::plugin::connection,
-                b,
-                &mut slot.store
-            ),
-            _ => unreachable!("a connection policy is loaded with its world"),
-        });
+        let answer = self
+            .plugin
+            .call(Function::Check, |slot| match &slot.bindings {
+                Bindings::Connection01(b) => check!(
+                    crate::bindings::v0_1::connection::exports::fanwire::plugin::connection,
+                    b,
+                    &mut slot.store
+                ),
+                Bindings::Connection02(b) => check!(
+                    crate::bindings::v0_2::connection::exports::fanwire::plugin::connection,
+                    b,
+                    &mut slot.store
+                ),
+                _ => unreachable!("a connection policy is loaded with its world"),
+            });
         let m = &self.plugin.metrics;
         match answer {
             Ok(Ok((principal, ack))) => {
-                m.decision("accept", 1);
+                m.decision(Answer::Accept, 1);
                 Ok(Accepted {
                     principal: convert::principal_from(principal),
                     ack: ack.and_then(|a| serde_json::from_str::<Value>(&a).ok()),
                 })
             }
             Ok(Err(reason)) => {
-                m.decision("reject", 1);
+                m.decision(Answer::Reject, 1);
                 Err(reason)
             }
             Err(fault) => {
-                m.decision("reject", 1);
+                m.decision(Answer::Reject, 1);
                 Err(format!(
                     "connection policy {} failed ({})",
                     self.plugin.name(),

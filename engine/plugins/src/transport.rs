@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::metrics::Function;
 use crate::plugin::{Bindings, Plugin};
 use crate::LoadError;
 
@@ -56,7 +57,7 @@ impl WasmTransport {
     /// Wraps a plugin loaded as a `transport-adapter` and asks its subprotocol name.
     pub fn new(plugin: Arc<Plugin>) -> Result<WasmTransport, LoadError> {
         let subprotocol = plugin
-            .call("template", |slot| {
+            .call(Function::Template, |slot| {
                 with_transport!(slot, |b, _| b
                     .fanwire_plugin_transport()
                     .call_subprotocol(&mut slot.store))
@@ -84,7 +85,7 @@ impl WasmTransport {
         let frame = frame.to_owned();
         let message = self
             .plugin
-            .call("decode", |slot| {
+            .call(Function::Decode, |slot| {
                 with_transport!(slot, |b, w| b
                     .fanwire_plugin_transport()
                     .call_decode(&mut slot.store, &frame)
@@ -135,7 +136,7 @@ impl WasmTransport {
             return None;
         }
         self.plugin
-            .call("encode", |slot| {
+            .call(Function::Encode, |slot| {
                 with_transport!(slot, |b, w| {
                     let message = match kind {
                         "connection_ack" => w::ServerMessage::Ack(payload.clone()),
@@ -159,7 +160,7 @@ impl WasmTransport {
     pub fn template(&self, id: &str) -> Option<(String, String)> {
         let id = id.to_owned();
         self.plugin
-            .call("template", |slot| {
+            .call(Function::Template, |slot| {
                 with_transport!(slot, |b, _| b
                     .fanwire_plugin_transport()
                     .call_result_template(&mut slot.store, &id)

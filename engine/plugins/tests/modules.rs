@@ -345,6 +345,19 @@ fn federation_context_must_match_the_subscription() {
     assert!(d.iter().all(deny), "{d:?}");
     let d = decide(&f, &Event::new("orders", json!({"x": 1})), &groups);
     assert!(d.iter().all(deny), "{d:?}");
+    // One group per call, the contexts alternating on one instance (the
+    // guest keeps the last context it parsed): each decides by its own.
+    let fed_a = Event::new("orders", json!({"federation_id": "fed-a"}));
+    let fed_b = Event::new(
+        "orders",
+        json!({"federation_id": "fed-b", "service": "billing"}),
+    );
+    for _ in 0..3 {
+        for (group, own, other) in [(&by_argument, &fed_a, &fed_b), (&by_claim, &fed_b, &fed_a)] {
+            assert_eq!(decide(&f, own, &[group]), vec![Decision::Allow]);
+            assert!(deny(&decide(&f, other, &[group])[0]));
+        }
+    }
 }
 
 #[test]

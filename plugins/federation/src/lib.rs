@@ -7,7 +7,36 @@
 //! `service` must equal it too. A subscription with no context receives
 //! nothing (it ends with an error).
 
-use fanwire_sdk::{id_text, json, serde_json, Decision, Event, EventFilter, Subscription, Verdict};
+use std::cell::RefCell;
+
+use fanwire_sdk::{
+    id_str, id_text, json, serde_json, Decision, Event, EventFilter, Subscription, Verdict,
+};
+
+/// A context as `prepare` wrote it: the federation and the service, if any.
+type Context = (String, Option<String>);
+
+thread_local! {
+    // The last context read, with its text: an instance usually decides for
+    // the same few contexts event after event, so each is parsed once.
+    static LAST: RefCell<Option<(String, Context)>> = const { RefCell::new(None) };
+}
+
+/// `f` of `context` parsed, or `None` when it is not a context `prepare` wrote.
+fn with_context<R>(context: &str, f: impl FnOnce(&Context) -> R) -> Option<R> {
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some((text, parsed)) if text == context => Some(f(parsed)),
+            _ => {
+                let parsed: Context = serde_json::from_str(context).ok()?;
+                let answer = f(&parsed);
+                *last = Some((context.to_owned(), parsed));
+                Some(answer)
+            }
+        }
+    })
+}
 
 /// The subscription's value for `key` (argument, variable), else the claim `claim`.
 fn context(s: &Subscription, key: &str, claim: &str) -> Option<String> {
@@ -33,19 +62,18 @@ impl EventFilter for Federation {
     }
 
     fn decide(event: &Event, context: &str) -> Decision {
-        let Ok((federation, service)) = serde_json::from_str::<(String, Option<String>)>(context)
-        else {
-            return Decision::deny("federation context: unreadable context");
-        };
-        if event.get("federation_id").and_then(id_text).as_deref() != Some(federation.as_str()) {
-            return Decision::deny("federation context: another federation's event");
-        }
-        if let Some(service) = service {
-            if event.get("service").and_then(id_text).as_deref() != Some(service.as_str()) {
-                return Decision::deny("federation context: another service's event");
+        with_context(context, |(federation, service)| {
+            if event.get("federation_id").and_then(id_str).as_deref() != Some(federation.as_str()) {
+                return Decision::deny("federation context: another federation's event");
             }
-        }
-        Decision::Allow
+            if let Some(service) = service {
+                if event.get("service").and_then(id_str).as_deref() != Some(service.as_str()) {
+                    return Decision::deny("federation context: another service's event");
+                }
+            }
+            Decision::Allow
+        })
+        .unwrap_or_else(|| Decision::deny("federation context: unreadable context"))
     }
 }
 

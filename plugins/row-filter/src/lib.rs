@@ -5,7 +5,7 @@
 //!
 //! Config: `field` (default `user_id`), the dotted path of the owner's id.
 
-use fanwire_sdk::{host, id_text, Decision, Event, EventFilter, Subscription, Verdict};
+use fanwire_sdk::{host, id_str, Decision, Event, EventFilter, Subscription, Verdict};
 
 fn field() -> &'static str {
     host::config()
@@ -27,7 +27,7 @@ impl EventFilter for RowFilter {
     }
 
     fn decide(event: &Event, me: &str) -> Decision {
-        match event.get(field()).and_then(id_text) {
+        match event.get(field()).and_then(id_str) {
             Some(owner) if owner == me => Decision::Allow,
             None => Decision::deny("row filter: the event names no owner"),
             _ => Decision::deny("row filter: another user's event"),

@@ -32,7 +32,7 @@
 //! context in `prepare` (here the subject) and decides per context:
 //!
 //! ```ignore
-//! use fanwire_sdk::{id_text, Decision, Event, EventFilter, Subscription, Verdict};
+//! use fanwire_sdk::{id_str, Decision, Event, EventFilter, Subscription, Verdict};
 //!
 //! struct Own;
 //! impl EventFilter for Own {
@@ -43,7 +43,7 @@
 //!         }
 //!     }
 //!     fn decide(event: &Event, me: &str) -> Decision {
-//!         match event.get("user_id").and_then(id_text) {
+//!         match event.get("user_id").and_then(id_str) {
 //!             Some(owner) if owner == me => Decision::Allow,
 //!             _ => Decision::deny("not yours"),
 //!         }
@@ -343,6 +343,16 @@ mod convert {
                 code: e.code,
             }
         }
+    }
+}
+
+/// [`id_text`] without a copy of a string id: what a filter compares on
+/// every event.
+pub fn id_str(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
+        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+        _ => None,
     }
 }
 

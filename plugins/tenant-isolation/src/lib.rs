@@ -6,7 +6,7 @@
 //! at no per-event cost); `field` (default `tenant_id`) is the dotted path of
 //! the event's tenant.
 
-use fanwire_sdk::{host, id_text, Decision, Event, EventFilter, Subscription, Verdict};
+use fanwire_sdk::{host, id_str, Decision, Event, EventFilter, Subscription, Verdict};
 
 fn field() -> &'static str {
     host::config()
@@ -31,7 +31,7 @@ impl EventFilter for TenantIsolation {
     }
 
     fn decide(event: &Event, mine: &str) -> Decision {
-        match event.get(field()).and_then(id_text) {
+        match event.get(field()).and_then(id_str) {
             Some(t) if t == mine => Decision::Allow,
             None => Decision::deny("tenant isolation: the event names no tenant"),
             _ => Decision::deny("tenant isolation: another tenant's event"),
