@@ -32,10 +32,7 @@ impl Bus for MemoryBus {
     }
 
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
-        let deliveries = events
-            .iter()
-            .map(|e| self.engine.publish(e).deliveries)
-            .sum();
+        let deliveries = self.engine.publish_batch(&events);
         Box::pin(async move { Ok(Published::Delivered { deliveries }) })
     }
 

@@ -46,8 +46,11 @@ pub struct Member {
 /// Who receives a group's result for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Audience {
-    /// Every member that does not already have the event.
-    All,
+    /// Every member that does not already have the event; `write_through`
+    /// says whether results may go straight to idle sockets (a lone event)
+    /// or are queued for the writer tasks, which coalesce a batch into few
+    /// writes.
+    All { write_through: bool },
     /// One member (by token), catching up on history it missed.
     Only(u64),
 }
@@ -166,13 +169,15 @@ impl Group {
             }
             Pushed::Closed => {}
         };
-        if let Audience::Only(token) = audience {
-            if let Some(member) = members.get(&token) {
-                count(member.outbox.push_next(&member.prefix, &payload));
+        let mut direct = match audience {
+            Audience::All { write_through } => write_through,
+            Audience::Only(token) => {
+                if let Some(member) = members.get(&token) {
+                    count(member.outbox.push_next(&member.prefix, &payload));
+                }
+                return;
             }
-            return;
-        }
-        let mut direct = true;
+        };
         let mut chunk_start = None;
         for (i, member) in members.values().enumerate() {
             if seq.is_some_and(|seq| seq <= member.seen_through) {
@@ -338,6 +343,7 @@ impl Registry {
         event: &Event,
         active: &ActiveHooks,
         metrics: &Arc<Metrics>,
+        write_through: bool,
     ) -> Dispatched {
         let mut done = Dispatched::default();
         let Some(topic) = self.topics.get(event.topic.as_str()) else {
@@ -349,7 +355,7 @@ impl Registry {
                 group.fan_out(
                     Arc::from(group.plan.execute_event(&event.data, event.seq)),
                     event.seq,
-                    Audience::All,
+                    Audience::All { write_through },
                     &mut done,
                 );
             }
@@ -362,7 +368,7 @@ impl Registry {
                         event,
                         data,
                         group,
-                        Audience::All,
+                        Audience::All { write_through },
                         hooks,
                         &mut done,
                         metrics,

@@ -991,3 +991,43 @@ fn events_parse_from_json_and_refuse_unknown_members() {
     assert!(serde_json::from_str::<Event>(r#"{"topic":"t","data":1,"tenant":5}"#).is_err());
     assert!(serde_json::from_str::<Event>(r#"{"data":1}"#).is_err());
 }
+
+/// A socket with room for everything, counting what it was handed.
+#[derive(Debug, Default)]
+struct OpenSocket {
+    sent: std::sync::Mutex<usize>,
+}
+
+impl fanwire_core::outbox::Direct for OpenSocket {
+    fn try_next(&self, _: &[u8], _: &[u8]) -> fanwire_core::outbox::DirectWrite {
+        *self.sent.lock().unwrap() += 1;
+        fanwire_core::outbox::DirectWrite::Sent
+    }
+}
+
+#[test]
+fn a_lone_event_writes_through_and_a_batch_is_queued_for_one_write() {
+    let engine = engine();
+    let mut conn = open(&engine);
+    subscribe(&mut conn, "1", ORDERS_5);
+    drain(&conn);
+    let socket = Arc::new(OpenSocket::default());
+    conn.outbox().set_direct(Some(socket.clone()));
+    let order = |id: u32| event("orders:5", json!({"id": id, "status": "NEW"}));
+
+    assert_eq!(engine.publish_batch(&[order(1)]), 1);
+    assert_eq!(*socket.sent.lock().unwrap(), 1, "written through");
+    assert_eq!(drain(&conn), [], "nothing queued");
+
+    assert_eq!(engine.publish_batch(&[order(2), order(3), order(4)]), 3);
+    assert_eq!(
+        *socket.sent.lock().unwrap(),
+        1,
+        "a batch is not written through"
+    );
+    assert_eq!(
+        drain(&conn).len(),
+        3,
+        "but queued, in one piece for the writer"
+    );
+}
