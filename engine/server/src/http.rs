@@ -107,14 +107,19 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
+/// Whether the request's `Authorization: Bearer` token is `token`
+/// (compared in constant time).
+fn bearer_matches(req: &Request<Incoming>, token: &str) -> bool {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
 async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if let Some(token) = &app.config.server.publish_token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        if !bearer_matches(&req, token) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }
@@ -174,12 +179,7 @@ async fn reload_plugins(app: Arc<App>, req: Request<Incoming>) -> Response<Body>
             "the admin API is disabled: set plugin_runtime.admin_token",
         );
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+    if !bearer_matches(&req, token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     match crate::reload_plugins(&app).await {
