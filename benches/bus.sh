@@ -4,6 +4,9 @@
 #                         2,000 rows at 200/s (outbox table / NOTIFY payload)
 #   cross-nats, cross-redis  POST /publish on node A -> frame on node B,
 #                         1,000 subscribers on B, 2,000 events at 200/s
+#   floor                 the same client against a server that only writes one
+#                         prebuilt frame per socket per tick (both cores): what
+#                         the kernel and the client cost, fanwire or not
 #   local-memory          the same on one node with the in-process bus: what
 #                         the client, the machine and the host cost without a bus
 #   s1-*                  S1 (100 subscribers, 10,000 events of ~200 B,
@@ -17,9 +20,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
-SCENARIOS="${SCENARIOS:-local-memory db-outbox db-notify cross-nats cross-redis s1-memory s1-nats-1 s1-nats-2 s1-redis-1 s1-redis-2}"
+SCENARIOS="${SCENARIOS:-floor local-memory db-outbox db-notify cross-nats cross-redis s1-memory s1-nats-1 s1-nats-2 s1-redis-1 s1-redis-2}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
-# Events and events/s of the latency runs (local-memory, db-*, cross-*).
+# Events and events/s of the latency runs (floor, local-memory, db-*, cross-*).
 RATE="${RATE:-200}"
 EVENTS="${EVENTS:-2000}"
 OUT="${OUT:-$CARGO_TARGET_DIR/fanwire-bench/bus-$(date +%Y%m%d-%H%M%S)}"
@@ -70,8 +73,6 @@ max_connections = 12000
 connections_per_second = 100000.0
 connection_burst = 20000.0
 [bus]
-# Nodes here keep no history windows, so the broker needs little.
-history = 1000
 $bus
 TOML
     "$FANWIRE" serve --config "$OUT/$name.toml" --listen 127.0.0.1:0 "$@" \
@@ -128,6 +129,10 @@ SQL
         stop_nodes
         psql "$PG_URL" -q -c "DROP TABLE $table" >/dev/null
         [ "$scenario" = db-outbox ] && psql "$PG_URL" -q -c "DROP TABLE $outbox" >/dev/null
+        ;;
+    floor)
+        run --label "$(at_rate "$scenario")" --floor --connections 1000 \
+            --events "$EVENTS" --rate "$RATE"
         ;;
     local-memory)
         node a 'kind = "memory"'

@@ -7,6 +7,7 @@
 //! bus_bench --ws ws://127.0.0.1:4002/graphql [--ws ...] --connections 1000 \
 //!     (--publish http://127.0.0.1:4001/publish | --pg-url URL --pg-table T) \
 //!     --events 2000 --rate 200 [--batch 100 with --rate 0] --label NAME
+//! bus_bench --floor --connections 1000 --events 2000 --rate 200 --label NAME
 //! ```
 //!
 //! Each event's data is `{"seq": n, "ts": <µs since the epoch>, "pad": ...}`;
@@ -22,10 +23,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 const TICK: &str = r#"subscription { tick(topic: "bench") { seq ts pad } }"#;
 const ROW: &str = r#"subscription { row(stream: "bench") { op new { seq ts pad } } }"#;
@@ -41,6 +46,7 @@ struct Args {
     batch: usize,
     pad: usize,
     label: String,
+    floor: bool,
 }
 
 fn args() -> Args {
@@ -55,6 +61,7 @@ fn args() -> Args {
         batch: 100,
         pad: 150,
         label: "run".into(),
+        floor: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -70,8 +77,16 @@ fn args() -> Args {
             "--batch" => a.batch = value().parse().unwrap(),
             "--pad" => a.pad = value().parse().unwrap(),
             "--label" => a.label = value(),
+            "--floor" => a.floor = true,
             other => panic!("unknown flag {other}"),
         }
+    }
+    if a.floor {
+        assert!(
+            a.ws.is_empty() && a.publish.is_none() && a.pg_url.is_none(),
+            "--floor serves itself: no --ws, --publish or --pg-url"
+        );
+        return a;
     }
     assert!(!a.ws.is_empty(), "--ws is required");
     assert!(
@@ -108,21 +123,32 @@ struct Seen {
     last_at: Option<Instant>,
 }
 
+/// What all clients share.
+struct Tally {
+    seen: Mutex<Seen>,
+    /// Clients that got a warm-up tick.
+    warm: AtomicUsize,
+    /// Measured ticks received, by all clients.
+    received: AtomicUsize,
+}
+
 async fn client(
     url: String,
     query: &'static str,
     index: usize,
     events: usize,
-    seen: Arc<Mutex<Seen>>,
-    warm: Arc<AtomicUsize>,
-    received: Arc<AtomicUsize>,
+    tally: Arc<Tally>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    // tungstenite zero-fills its whole read buffer before each read: the
+    // default 128 KiB made this client cost more per frame than the host.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .expect("connects");
     ws.send(Message::Text(r#"{"type":"connection_init"}"#.into()))
@@ -132,7 +158,15 @@ async fn client(
     let mut warmed = false;
     let mut local = Vec::with_capacity(events);
     let mut counts = vec![0u16; events];
-    while let Some(Ok(msg)) = ws.next().await {
+    loop {
+        // Stopped, not aborted: a client that missed events still reports
+        // what it got.
+        let msg = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            msg = ws.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else { break };
         let Message::Text(text) = msg else { continue };
         let text = text.as_str();
         if text.contains("connection_ack") {
@@ -148,7 +182,7 @@ async fn client(
         if seq < 0.0 {
             if !warmed {
                 warmed = true;
-                warm.fetch_add(1, Ordering::Relaxed);
+                tally.warm.fetch_add(1, Ordering::Relaxed);
             }
             continue;
         }
@@ -157,16 +191,16 @@ async fn client(
             *c += 1;
         }
         {
-            let mut s = seen.lock().unwrap();
+            let mut s = tally.seen.lock().unwrap();
             s.first_at.get_or_insert(at);
             s.last_at = Some(at);
         }
-        received.fetch_add(1, Ordering::Relaxed);
+        tally.received.fetch_add(1, Ordering::Relaxed);
         if local.len() >= events && counts.iter().all(|&c| c > 0) {
             break;
         }
     }
-    let mut s = seen.lock().unwrap();
+    let mut s = tally.seen.lock().unwrap();
     s.latencies_us.extend(local);
     if s.counts.len() <= index {
         s.counts.resize(index + 1, Vec::new());
@@ -234,9 +268,90 @@ impl Http {
     }
 }
 
+/// The floor: a graphql-transport-ws server that does nothing per tick but
+/// write one prebuilt frame to each subscribed socket, one `write` each,
+/// half the sockets on each core (what fanwire's dispatch does with a large
+/// group, without GraphQL). Latency against it is what the kernel and this
+/// client cost.
+type Subscribed = Arc<Mutex<Vec<WebSocketStream<TcpStream>>>>;
+
+/// Answers the handshake with the subprotocol the clients ask for.
+#[allow(clippy::result_large_err)] // the signature tungstenite's `Callback` takes
+fn echo_protocol(_: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    response.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    Ok(response)
+}
+
+async fn floor_server() -> (String, Subscribed) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!("ws://{}/graphql", listener.local_addr().unwrap());
+    let subscribed = Subscribed::default();
+    let ready = subscribed.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.expect("accepts");
+            tcp.set_nodelay(true).unwrap();
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_hdr_async(tcp, echo_protocol)
+                    .await
+                    .expect("handshake");
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    if text.contains("connection_init") {
+                        let ack = r#"{"type":"connection_ack"}"#;
+                        ws.send(Message::Text(ack.into())).await.unwrap();
+                    } else if text.contains("subscribe") {
+                        ready.lock().unwrap().push(ws);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, subscribed)
+}
+
+/// Writes `payload` as one unmasked text frame to every subscribed socket.
+fn write_to_all(subscribed: &Subscribed, payload: &[u8]) {
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n @ 0..=125 => frame.push(n as u8),
+        n @ 126..=65535 => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    let subscribed = subscribed.lock().unwrap();
+    let (first, second) = subscribed.split_at(subscribed.len() / 2);
+    let write = |sockets: &[WebSocketStream<TcpStream>]| {
+        for ws in sockets {
+            // A 200-byte frame to an idle socket never fills its buffer.
+            let written = ws
+                .get_ref()
+                .try_write(&frame)
+                .expect("socket takes the frame");
+            assert_eq!(written, frame.len(), "short write to an idle socket");
+        }
+    };
+    // Both cores write, as fanwire's dispatch hands half a big group to the writers.
+    std::thread::scope(|scope| {
+        scope.spawn(|| write(second));
+        write(first);
+    });
+}
+
 enum Publisher {
     Http(Http),
     Pg(tokio_postgres::Client, String),
+    Floor(Subscribed),
 }
 
 impl Publisher {
@@ -255,6 +370,13 @@ impl Publisher {
                     .post(&serde_json::Value::from(events).to_string())
                     .await;
                 assert!(status == 200 || status == 202, "publish answered {status}");
+            }
+            Publisher::Floor(subscribed) => {
+                let ts = ts.unwrap_or_else(now_us);
+                for seq in seqs {
+                    let next = json!({"id": "b", "type": "next", "payload": {"data": {"tick": {"seq": seq, "ts": ts, "pad": pad}}}});
+                    write_to_all(subscribed, next.to_string().as_bytes());
+                }
             }
             Publisher::Pg(client, table) => {
                 for seq in seqs {
@@ -287,14 +409,24 @@ async fn main() {
     let a = args();
     let pad = "x".repeat(a.pad);
     let query = if a.pg_url.is_some() { ROW } else { TICK };
-    let seen = Arc::new(Mutex::new(Seen {
-        latencies_us: Vec::new(),
-        counts: Vec::new(),
-        first_at: None,
-        last_at: None,
-    }));
-    let warm = Arc::new(AtomicUsize::new(0));
-    let received = Arc::new(AtomicUsize::new(0));
+    let tally = Arc::new(Tally {
+        seen: Mutex::new(Seen {
+            latencies_us: Vec::new(),
+            counts: Vec::new(),
+            first_at: None,
+            last_at: None,
+        }),
+        warm: AtomicUsize::new(0),
+        received: AtomicUsize::new(0),
+    });
+    let mut a = a;
+    let mut floor = None;
+    if a.floor {
+        let (url, subscribed) = floor_server().await;
+        a.ws.push(url);
+        floor = Some(subscribed);
+    }
+    let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for i in 0..a.connections {
         let url = a.ws[i % a.ws.len()].clone();
@@ -303,15 +435,15 @@ async fn main() {
             query,
             i,
             a.events,
-            seen.clone(),
-            warm.clone(),
-            received.clone(),
+            tally.clone(),
+            stop_rx.clone(),
         )));
         if i % 100 == 99 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let mut publisher = match (&a.publish, &a.pg_url, &a.pg_table) {
+        _ if floor.is_some() => Publisher::Floor(floor.take().unwrap()),
         (Some(url), _, _) => Publisher::Http(Http::connect(url).await),
         (None, Some(url), Some(table)) => {
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -324,7 +456,7 @@ async fn main() {
     };
     // A subscribe has no acknowledgement: warm up until everyone has one.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while warm.load(Ordering::Relaxed) < a.connections {
+    while tally.warm.load(Ordering::Relaxed) < a.connections {
         assert!(Instant::now() < deadline, "clients never all subscribed");
         publisher.send(&[-1], None, "").await;
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -341,7 +473,7 @@ async fn main() {
             tokio::time::sleep_until(due.into()).await;
             let ts = t0 + interval.as_micros() as f64 * n as f64;
             // Rows are stamped by the database when inserted.
-            let ts = a.publish.is_some().then_some(ts);
+            let ts = a.pg_url.is_none().then_some(ts);
             calls.push(publisher.send(&[n as i64], ts, &pad).await);
         }
     } else {
@@ -353,9 +485,9 @@ async fn main() {
     let publish_s = started.elapsed().as_secs_f64();
     // Wait until everything arrived, or nothing new did for 10 s.
     let expected = a.connections * a.events;
-    let mut last = (received.load(Ordering::Relaxed), Instant::now());
+    let mut last = (tally.received.load(Ordering::Relaxed), Instant::now());
     loop {
-        let now = received.load(Ordering::Relaxed);
+        let now = tally.received.load(Ordering::Relaxed);
         if now >= expected || last.1.elapsed() > Duration::from_secs(10) {
             break;
         }
@@ -364,13 +496,11 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for t in &tasks {
-        t.abort();
-    }
+    let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
     }
-    let mut s = seen.lock().unwrap();
+    let mut s = tally.seen.lock().unwrap();
     let distinct: usize = s
         .counts
         .iter()
