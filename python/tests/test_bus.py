@@ -53,15 +53,17 @@ subject = "{stream}.events"
 """
 
 
-async def take(results: AsyncGenerator[ExecutionResult, None], count: int, what: str) -> list[tuple[int, str | None, int]]:
-    """The next `count` ticks as (n, who, seq)."""
+async def take(
+    results: AsyncGenerator[ExecutionResult, None], count: int, what: str
+) -> list[tuple[int, str | None, int, str]]:
+    """The next `count` ticks as (n, who, seq, id)."""
     got = []
     for _ in range(count):
         result = await guard(anext(results), what)
         assert result.errors is None, result.errors
         assert result.data is not None and result.extensions is not None
         tick = result.data["tick"]
-        got.append((tick["n"], tick["who"], result.extensions["seq"]))
+        got.append((tick["n"], tick["who"], result.extensions["seq"], result.extensions["id"]))
     return got
 
 
@@ -110,28 +112,30 @@ async def test_a_python_node_and_a_fanwire_node_share_events_exactly_once(
         await from_host.aclose()
         await from_python.aclose()
 
-    assert [(n, who) for n, who, _ in host_ticks] == [(1, None), (2, None), (3, None), (4, None)]
-    assert [(n, who) for n, who, _ in python_ticks] == [(1, "python"), (2, "python"), (3, "python"), (4, "python")]
-    # Both nodes number each event with the broker's position.
-    assert [seq for *_, seq in host_ticks] == [seq for *_, seq in python_ticks]
-    seqs = [seq for *_, seq in host_ticks]
+    assert [(n, who) for n, who, *_ in host_ticks] == [(1, None), (2, None), (3, None), (4, None)]
+    assert [(n, who) for n, who, *_ in python_ticks] == [(1, "python"), (2, "python"), (3, "python"), (4, "python")]
+    # Both nodes number each event with the broker's position, and carry
+    # its id: the publisher's, or the one the accepting node gave it.
+    assert [t[2:] for t in host_ticks] == [t[2:] for t in python_ticks]
+    seqs = [seq for _, _, seq, _ in host_ticks]
     assert seqs == sorted(set(seqs))
+    ids = [id_ for *_, id_ in host_ticks]
+    assert ids[0] == "e1" and len(set(ids)) == 4, ids
 
     # A client that saw n=2 on one node resumes on the other, either way.
     resume = {"query": TICKS, "extensions": {"resumeFrom": host_ticks[1][2]}}
     on_host = await RawClient.open(node.ws_url)
     await on_host.send({"id": "r", "type": "subscribe", "payload": resume})
-    for n, _, seq in host_ticks[2:]:
+    for n, _, seq, id_ in host_ticks[2:]:
         frame = await on_host.recv()
-        assert frame["payload"] == {"data": {"tick": {"n": n, "who": None}}, "extensions": {"seq": seq}}
+        assert frame["payload"] == {"data": {"tick": {"n": n, "who": None}}, "extensions": {"seq": seq, "id": id_}}
     await on_host.close()
     on_python = await RawClient.open(served.url)
     await on_python.send({"id": "r", "type": "subscribe", "payload": resume})
-    for n, _, seq in python_ticks[2:]:
+    for n, _, seq, id_ in python_ticks[2:]:
         frame = await on_python.recv()
-        # Only n and seq: a replay is projected without resolvers for now
-        # (engine/core `Engine::join`).
-        assert (frame["payload"]["data"]["tick"]["n"], frame["payload"]["extensions"]) == (n, {"seq": seq})
+        # A replay goes through the resolver, as live events do.
+        assert frame["payload"] == {"data": {"tick": {"n": n, "who": "python"}}, "extensions": {"seq": seq, "id": id_}}
     await on_python.close()
 
 

@@ -135,7 +135,7 @@ impl Plan {
     /// The result when the root field could not be computed (a resolver
     /// failed): the field is null (or `data` is, when it is non-null) and
     /// the error carries the field's path.
-    pub fn execute_field_error(&self, error: &GraphQLError, seq: Option<u64>) -> Vec<u8> {
+    pub fn execute_field_error(&self, error: &GraphQLError, extensions: &[u8]) -> Vec<u8> {
         let mut error = error.clone();
         let mut out = b"{\"data\":".to_vec();
         match self.fields.iter().find(|f| f.kind != Kind::Typename) {
@@ -153,7 +153,7 @@ impl Plan {
         }
         out.extend_from_slice(b",\"errors\":");
         serde_json::to_writer(&mut out, &[error]).unwrap_or_default();
-        write_extensions(&mut out, seq);
+        out.extend_from_slice(extensions);
         out.push(b'}');
         out
     }
@@ -166,12 +166,12 @@ impl Plan {
     /// Runs the plan on the root field's value and returns the serialised
     /// execution result, `{"data":…}` plus `"errors"` when there are any.
     pub fn execute(&self, root_value: &Value) -> Vec<u8> {
-        self.execute_event(root_value, None)
+        self.execute_event(root_value, &[])
     }
 
-    /// Like [`Plan::execute`], adding `"extensions":{"seq":N}` when the event
-    /// carries a sequence number, so clients can resume from it.
-    pub fn execute_event(&self, root_value: &Value, seq: Option<u64>) -> Vec<u8> {
+    /// Like [`Plan::execute`], followed by the event's `extensions` member
+    /// (see [`event_extensions`]).
+    pub fn execute_event(&self, root_value: &Value, extensions: &[u8]) -> Vec<u8> {
         let mut exec = Exec {
             out: Vec::with_capacity(256),
             errors: Vec::new(),
@@ -188,18 +188,34 @@ impl Plan {
             // Serialising plain structs into a Vec cannot fail.
             serde_json::to_writer(&mut exec.out, &exec.errors).unwrap_or_default();
         }
-        write_extensions(&mut exec.out, seq);
+        exec.out.extend_from_slice(extensions);
         exec.out.push(b'}');
         exec.out
     }
 }
 
-fn write_extensions(out: &mut Vec<u8>, seq: Option<u64>) {
-    if let Some(seq) = seq {
-        out.extend_from_slice(b",\"extensions\":{\"seq\":");
-        out.extend_from_slice(seq.to_string().as_bytes());
-        out.push(b'}');
+/// The `"extensions"` member of an event's results, with its leading comma:
+/// `seq`, its place in the topic's history (to resume from), and `id` (to
+/// drop a repeat), each when the event has one; empty when it has neither.
+pub fn event_extensions(seq: Option<u64>, id: Option<&str>) -> Vec<u8> {
+    if seq.is_none() && id.is_none() {
+        return Vec::new();
     }
+    let mut out = b",\"extensions\":{".to_vec();
+    if let Some(seq) = seq {
+        out.extend_from_slice(b"\"seq\":");
+        out.extend_from_slice(seq.to_string().as_bytes());
+    }
+    if let Some(id) = id {
+        if seq.is_some() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"id\":");
+        // Writing a string into a Vec cannot fail.
+        serde_json::to_writer(&mut out, id).unwrap_or_default();
+    }
+    out.push(b'}');
+    out
 }
 
 struct Builder<'a> {

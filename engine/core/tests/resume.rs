@@ -144,3 +144,30 @@ fn a_node_behind_the_clients_position_does_not_repeat_what_it_saw() {
     }
     assert_eq!(seqs(&frames(&resumed)), [(6, 6)]);
 }
+
+#[test]
+fn frames_carry_the_event_id_live_and_replayed() {
+    let engine = engine(10);
+    let live = connect(&engine, None);
+    frames(&live);
+    let event = Event {
+        id: Some(r#"node-1 "7""#.into()),
+        ..Event::new("ticks", json!({ "n": 1 }))
+    };
+    engine.publish(&event);
+    publish(&engine, 2);
+    let got = frames(&live);
+    assert_eq!(
+        got[0]["payload"]["extensions"],
+        json!({"seq": 1, "id": "node-1 \"7\""}),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1]["payload"]["extensions"],
+        json!({"seq": 2}),
+        "no id, none made up"
+    );
+    // The resumed copy is the same event: same number, same id.
+    let resumed = connect(&engine, Some(json!(0)));
+    assert_eq!(frames(&resumed)[1]["payload"], got[0]["payload"]);
+}
