@@ -48,6 +48,19 @@ pub(crate) struct Bounds {
     pub last: u64,
 }
 
+/// One entry of a broker log, as read.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Its position: the event's sequence number.
+    pub seq: u64,
+    /// How many entries the log had received up to and including this one,
+    /// when the broker counts them: consecutive entries differ by one, so a
+    /// jump means entries were trimmed before this node read them.
+    pub count: Option<u64>,
+    /// The event; `None` for an entry that is not a Fanwire event.
+    pub event: Option<Event>,
+}
+
 /// One broker's ordered log of events.
 pub(crate) trait Log: Send + Sync + 'static {
     /// Appends events in order; once the broker has stored them all, the
@@ -56,13 +69,12 @@ pub(crate) trait Log: Send + Sync + 'static {
     /// The retained range.
     fn bounds(&self) -> impl Future<Output = Result<Bounds, BusError>> + Send;
     /// Up to `max` entries after position `after`, in order, waiting about a
-    /// second when there are none. `None` marks an entry that is not a
-    /// Fanwire event.
+    /// second when there are none.
     fn read(
         &self,
         after: u64,
         max: usize,
-    ) -> impl Future<Output = Result<Vec<(u64, Option<Event>)>, BusError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Entry>, BusError>> + Send;
     /// After a reconnect: `Some(floor)` if entries after `after` may have
     /// been lost (trimmed, or a broker that keeps nothing restarted).
     fn check(&self, after: u64) -> impl Future<Output = Result<Option<u64>, BusError>> + Send;
@@ -181,9 +193,25 @@ impl<L: Log> Shared<L> {
         self.metrics().unconfirmed.set(ids.local.len() as i64);
     }
 
+    /// The broker trimmed `lost` entries before `seq` that this node had not
+    /// read (it lagged further behind than `bus.history`): they are gone for
+    /// this node's subscribers, so say so, and refuse resumes from before.
+    fn trimmed_unread(&self, seq: u64, lost: u64) {
+        tracing::warn!(
+            bus = self.kind,
+            lost,
+            before = seq,
+            "the broker trimmed events this node had not read yet (it lagged more than bus.history entries behind); its subscribers miss them and resumes from before are refused"
+        );
+        self.metrics().lost.inc_by(lost);
+        self.engine.history().raise_floor(seq - 1);
+    }
+
     /// Hands one log entry to the engine: dropped if its id was delivered
     /// already, recorded without delivery if it was delivered locally.
-    fn deliver_from_log(&self, seq: u64, event: Event) {
+    /// Entries of one read are queued (`alone` false) so that each socket's
+    /// writer sends them in one write.
+    fn deliver_from_log(&self, seq: u64, event: Event, alone: bool) {
         let mut ids = self.ids();
         if let Some(id) = event.id.as_deref() {
             if !ids.seen.first_time(id) {
@@ -197,8 +225,11 @@ impl<L: Log> Shared<L> {
             ..event
         };
         match local {
-            None => {
+            None if alone => {
                 self.engine.publish(&event);
+            }
+            None => {
+                self.engine.publish_in_batch(&event);
             }
             Some(local) => {
                 let history = self.engine.history();
@@ -421,6 +452,8 @@ async fn consume<L: Log>(
     // The newest position at start: reaching it means caught up.
     let mut target = 0;
     loop {
+        // The count of the last entry read on this connection.
+        let mut counted: Option<u64> = None;
         let step = async {
             match after {
                 None => {
@@ -479,17 +512,24 @@ async fn consume<L: Log>(
                             s.health
                                 .down(format!("disconnected from the {} broker", s.kind));
                         }
-                        for (seq, event) in entries {
+                        let alone = entries.len() == 1;
+                        for Entry { seq, count, event } in entries {
                             if after.is_some_and(|a| seq <= a) {
                                 continue;
                             }
+                            if let (Some(last), Some(count)) = (counted, count) {
+                                if count > last + 1 {
+                                    s.trimmed_unread(seq, count - last - 1);
+                                }
+                            }
+                            counted = count.or(counted);
                             after = Some(seq);
                             s.metrics().consumed.inc();
                             let Some(event) = event else {
                                 s.metrics().invalid.get_or_create(s.health.label()).inc();
                                 continue;
                             };
-                            s.deliver_from_log(seq, event);
+                            s.deliver_from_log(seq, event, alone);
                         }
                         if let Some(at) = after {
                             s.forget_lost(at, number, at_end);
@@ -579,11 +619,7 @@ mod tests {
             })
         }
 
-        async fn read(
-            &self,
-            after: u64,
-            max: usize,
-        ) -> Result<Vec<(u64, Option<Event>)>, BusError> {
+        async fn read(&self, after: u64, max: usize) -> Result<Vec<Entry>, BusError> {
             self.fail()?;
             let waiting = self.wake.notified();
             let found: Vec<_> = self
@@ -593,7 +629,11 @@ mod tests {
                 .iter()
                 .filter(|(s, _)| *s > after)
                 .take(max)
-                .map(|(s, e)| (*s, Some(e.clone())))
+                .map(|(s, e)| Entry {
+                    seq: *s,
+                    count: Some(s / 10),
+                    event: Some(e.clone()),
+                })
                 .collect();
             if found.is_empty() {
                 let _ = tokio::time::timeout(Duration::from_millis(50), waiting).await;
@@ -802,6 +842,55 @@ mod tests {
         })
         .await;
         assert_eq!(dispatched(&engine), before + 3);
+    }
+
+    /// Counts frames written through to it.
+    #[derive(Debug, Default)]
+    struct Socket(AtomicU64);
+
+    impl fanwire_core::outbox::Direct for Socket {
+        fn try_next(&self, _: &[u8], _: &[u8]) -> fanwire_core::outbox::DirectWrite {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            fanwire_core::outbox::DirectWrite::Sent
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_read_together_are_queued_for_one_write_and_a_lone_one_is_written_through() {
+        let log = Arc::new(FakeLog::default());
+        let engine = engine();
+        let (bus, _stop) = start(log.clone(), engine.clone(), 10).await;
+        let mut conn = engine.connect(fanwire_core::protocol::Protocol::TransportWs);
+        conn.on_text(r#"{"type":"connection_init"}"#);
+        conn.on_text(
+            r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { tick { n } }"}}"#,
+        );
+        let drain = || {
+            let mut out = VecDeque::new();
+            conn.outbox().drain_into(&mut out);
+            out.len()
+        };
+        assert_eq!(drain(), 1, "the ack");
+        assert_eq!(drain(), 0, "then idle");
+        let socket = Arc::new(Socket::default());
+        conn.outbox().set_direct(Some(socket.clone()));
+
+        // One append: the consumer reads the three together.
+        bus.publish(vec![event(1), event(2), event(3)])
+            .await
+            .unwrap();
+        eventually("three events", || dispatched(&engine) == 3).await;
+        assert_eq!(socket.0.load(Ordering::SeqCst), 0, "none written through");
+        assert_eq!(drain(), 3, "queued for the writer");
+        assert_eq!(drain(), 0);
+
+        bus.publish(vec![event(4)]).await.unwrap();
+        eventually("the fourth", || dispatched(&engine) == 4).await;
+        assert_eq!(
+            socket.0.load(Ordering::SeqCst),
+            1,
+            "a lone event writes through"
+        );
     }
 
     #[tokio::test]

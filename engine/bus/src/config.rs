@@ -31,7 +31,8 @@ pub struct BusConfig {
     pub subject: String,
     /// Events the broker retains (JetStream `max_msgs`, Redis `MAXLEN ~`):
     /// how far back a node that starts fills its history windows, and so
-    /// how far back a client reconnecting to it can resume.
+    /// how far back a client reconnecting to it can resume; also how far a
+    /// running node may fall behind before it misses events.
     pub history: u64,
     /// Events a node holds in memory while the broker is unreachable;
     /// beyond that, publishes are refused with 503.

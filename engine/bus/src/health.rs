@@ -58,6 +58,8 @@ pub struct BusMetrics {
     pub consumed: Counter,
     /// Events dropped because their id was already delivered.
     pub duplicates: Counter,
+    /// Log entries the broker trimmed before this node read them.
+    pub lost: Counter,
     /// Events waiting in this node for an unreachable broker.
     pub queued: Gauge,
     /// Events delivered to this node's subscribers before the broker had them.
@@ -87,6 +89,7 @@ impl BusMetrics {
             published: Counter::default(),
             consumed: Counter::default(),
             duplicates: Counter::default(),
+            lost: Counter::default(),
             queued: Gauge::default(),
             local: Counter::default(),
             unconfirmed: Gauge::default(),
@@ -117,6 +120,11 @@ impl BusMetrics {
             "bus_duplicates",
             "Events dropped because their id was already delivered",
             m.duplicates.clone(),
+        );
+        registry.register(
+            "bus_lost",
+            "Log entries the broker trimmed before this node read them (it lagged more than bus.history entries behind)",
+            m.lost.clone(),
         );
         registry.register(
             "bus_queued",

@@ -10,7 +10,7 @@ use fanwire_core::Event;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Mutex;
 
-use crate::broker::{decode, encode, Bounds, Log};
+use crate::broker::{decode, encode, Bounds, Entry, Log};
 use crate::config::BusConfig;
 use crate::BusError;
 
@@ -124,7 +124,7 @@ impl Log for NatsLog {
         })
     }
 
-    async fn read(&self, after: u64, max: usize) -> Result<Vec<(u64, Option<Event>)>, BusError> {
+    async fn read(&self, after: u64, max: usize) -> Result<Vec<Entry>, BusError> {
         let mut slot = self.reader.lock().await;
         if slot.as_ref().is_none_or(|r| r.next != after + 1) {
             *slot = None;
@@ -177,7 +177,12 @@ impl Log for NatsLog {
             };
             let seq = message.info().map_err(broker)?.stream_sequence;
             reader.next = seq + 1;
-            out.push((seq, decode(&message.payload)));
+            out.push(Entry {
+                seq,
+                // Stream sequences count every message ever stored.
+                count: Some(seq),
+                event: decode(&message.payload),
+            });
             if out.len() >= max {
                 break;
             }

@@ -13,21 +13,32 @@ use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::Mutex;
 
-use crate::broker::{decode, encode, Bounds, Log};
+use crate::broker::{decode, encode, Bounds, Entry, Log};
 use crate::config::BusConfig;
 use crate::BusError;
 
 /// KEYS[1] = stream, ARGV[1] = MAXLEN, ARGV[2..] = encoded events.
-/// Returns the last sequence number written.
+/// Returns the last sequence number written. Each entry holds the event
+/// (`e`) and the count of entries the stream has received (`n`, one more
+/// than the newest entry's), by which readers notice trimmed entries.
 const APPEND: &str = r#"
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local last = 0
-if top[1] then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+local n = 0
+if top[1] then
+  last = tonumber(string.match(top[1][1], '^(%d+)'))
+  local fields = top[1][2]
+  for j = 1, #fields - 1, 2 do
+    if fields[j] == 'n' then n = tonumber(fields[j + 1]) end
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for i = 2, #ARGV do
   last = math.max(last + 1, now)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], string.format('%.0f', last) .. '-0', 'e', ARGV[i])
+  n = n + 1
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], string.format('%.0f', last) .. '-0',
+    'e', ARGV[i], 'n', string.format('%.0f', n))
 end
 return string.format('%.0f', last)
 "#;
@@ -169,7 +180,7 @@ impl Log for RedisLog {
         .await
     }
 
-    async fn read(&self, after: u64, max: usize) -> Result<Vec<(u64, Option<Event>)>, BusError> {
+    async fn read(&self, after: u64, max: usize) -> Result<Vec<Entry>, BusError> {
         let timeout = Duration::from_millis(BLOCK_MS * 3);
         let reply: Option<StreamReadReply> = self
             .with(&self.reader, timeout, async |conn| {
@@ -191,11 +202,17 @@ impl Log for RedisLog {
                 let Some(seq) = seq_of(&entry.id) else {
                     continue;
                 };
-                let event = match entry.map.get("e") {
-                    Some(Value::BulkString(bytes)) => decode(bytes),
+                let field = |name: &str| match entry.map.get(name) {
+                    Some(Value::BulkString(bytes)) => Some(bytes.as_slice()),
                     _ => None,
                 };
-                out.push((seq, event));
+                out.push(Entry {
+                    seq,
+                    count: field("n")
+                        .and_then(|n| std::str::from_utf8(n).ok())
+                        .and_then(|n| n.parse().ok()),
+                    event: field("e").and_then(decode),
+                });
             }
         }
         Ok(out)

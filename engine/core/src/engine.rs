@@ -140,6 +140,12 @@ impl Engine {
             .sum()
     }
 
+    /// Dispatches one event of a batch that arrives one event at a time (a
+    /// read from a broker's log): queued, as [`Engine::publish_batch`] does.
+    pub fn publish_in_batch(&self, event: &Event) -> Dispatched {
+        self.publish_one(event, false)
+    }
+
     fn publish_one(&self, event: &Event, write_through: bool) -> Dispatched {
         let start = Instant::now();
         self.metrics.events_in.inc();

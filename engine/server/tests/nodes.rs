@@ -130,6 +130,12 @@ async fn next_tick(c: &mut Client) -> Option<(u64, i64)> {
 /// The next `(seq, n)` a client gets, where an event delivered while the
 /// broker was unreachable has no `seq`; `None` once its node is gone.
 async fn next_frame(c: &mut Client) -> Option<(Option<u64>, i64)> {
+    next_delivery(c).await.map(|(seq, n, _)| (seq, n))
+}
+
+/// [`next_frame`] with the event's `extensions.id`: the publisher's
+/// (`tick-n`), or the one the accepting node gave it.
+async fn next_delivery(c: &mut Client) -> Option<(Option<u64>, i64, String)> {
     loop {
         let msg = tokio::time::timeout(SLOW, c.ws.next())
             .await
@@ -139,7 +145,12 @@ async fn next_frame(c: &mut Client) -> Option<(Option<u64>, i64)> {
                 let v: Value = serde_json::from_str(t.as_str()).unwrap();
                 assert_eq!(v["type"], "next", "{v}");
                 let seq = v["payload"]["extensions"]["seq"].as_u64();
-                return Some((seq, v["payload"]["data"]["tick"]["n"].as_i64().unwrap()));
+                let n = v["payload"]["data"]["tick"]["n"].as_i64().unwrap();
+                let id = v["payload"]["extensions"]["id"].as_str().expect("an id");
+                if id.starts_with("tick-") {
+                    assert_eq!(id, format!("tick-{n}"), "{v}");
+                }
+                return Some((seq, n, id.to_string()));
             }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
             Some(Ok(_)) => continue,
@@ -446,6 +457,7 @@ async fn broker_restart_while_publishing(kind: Kind) {
     }
     let down = health(a).await;
     assert_eq!(down["bus"]["state"], "down", "{down}");
+    let mut early_ids = Vec::new();
     for n in 21..=40 {
         // Half without an id: each gets one when accepted, so it too is
         // recognised when it comes back through the log.
@@ -456,8 +468,10 @@ async fn broker_restart_while_publishing(kind: Kind) {
         };
         assert_eq!(status, 202, "held while the broker is down");
         // Node A's subscriber has it already, not yet numbered.
-        assert_eq!(next_frame(&mut on_a).await, Some((None, n)));
+        let (seq, got, id) = next_delivery(&mut on_a).await.expect("node A is up");
+        assert_eq!((seq, got), (None, n));
         got_a.push((None, n));
+        early_ids.push(id);
     }
     assert_eq!(health(a).await["bus"]["queued"], 20);
     // Where those events will sit in the log is unknown: a resume on their
@@ -503,8 +517,15 @@ async fn broker_restart_while_publishing(kind: Kind) {
     assert_eq!(publish(a, last).await, Ok(200));
     got_a.extend(frames(&mut on_a, (last - 40) as usize).await);
     let mut got_b = before.clone();
-    got_b.extend(ticks(&mut on_b, (last - 20) as usize).await);
+    let mut ids_b = Vec::new();
+    for _ in 21..=last {
+        let (seq, n, id) = next_delivery(&mut on_b).await.expect("node B is up");
+        got_b.push((seq.expect("a seq"), n));
+        ids_b.push(id);
+    }
     assert_in_order_once(&got_b, last);
+    // A client that saw an event unnumbered knows it again by its id.
+    assert_eq!(ids_b[..20], early_ids[..]);
     let ns: Vec<i64> = got_a.iter().map(|f| f.1).collect();
     assert_eq!(
         ns,
@@ -610,6 +631,78 @@ async fn nats_a_late_node_fills_its_window_from_the_broker() {
 async fn redis_a_late_node_fills_its_window_from_the_broker() {
     ensure_redis();
     a_late_node_fills_its_window_from_the_broker(Kind::Redis, REDIS_URL).await;
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a node.
+fn signal(node: &Node, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(node.child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// A node that falls further behind than the broker keeps (here: stopped
+/// while 2,000 events go by a log of 20; a NATS consumer may have a few
+/// hundred in flight to it already) cannot deliver what was trimmed
+/// before it read it. It says how many it missed (log, metric), delivers
+/// the rest in order, and refuses resumes from before the gap.
+async fn a_lagging_node_counts_what_the_broker_trimmed(kind: Kind, url: &str) {
+    const EVENTS: i64 = 2000;
+    let config = config_with(kind, url, 20);
+    let a = Node::start(&config);
+    let b = Node::start(&config);
+    let mut on_b = subscriber(b.addr, None).await;
+    wait_subscribed(b.addr, 1.0).await;
+    assert_eq!(publish(a.addr, 1).await, Ok(200));
+    let first = next_tick(&mut on_b).await.expect("node B is up");
+    assert_eq!(first.1, 1);
+
+    signal(&b, "STOP");
+    for n in 2..=EVENTS {
+        assert_eq!(publish(a.addr, n).await, Ok(200));
+    }
+    signal(&b, "CONT");
+    let mut got = vec![first];
+    while got.last().unwrap().1 < EVENTS {
+        got.push(next_tick(&mut on_b).await.expect("node B is up"));
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once");
+    let (_, metrics) = common::http_raw(b.addr, "GET", "/metrics", "", None).await;
+    let lost = common::metric_value(&metrics, "fanwire_bus_lost_total") as usize;
+    assert!(
+        lost > 0,
+        "the broker kept about 20; got {} of {EVENTS}",
+        got.len()
+    );
+    assert_eq!(
+        lost + got.len(),
+        EVENTS as usize,
+        "every event delivered or counted as lost"
+    );
+    assert!(
+        b.stderr().contains("trimmed events this node had not read"),
+        "{}",
+        b.stderr()
+    );
+    let refused = subscribe_error(b.addr, first.0).await.expect("an error");
+    assert_eq!(
+        refused[0]["extensions"]["code"], "RESUME_WINDOW_EXCEEDED",
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn nats_a_lagging_node_counts_what_the_broker_trimmed() {
+    ensure_nats();
+    a_lagging_node_counts_what_the_broker_trimmed(Kind::Nats, NATS_URL).await;
+}
+
+#[tokio::test]
+async fn redis_a_lagging_node_counts_what_the_broker_trimmed() {
+    ensure_redis();
+    a_lagging_node_counts_what_the_broker_trimmed(Kind::Redis, REDIS_URL).await;
 }
 
 /// With the in-process bus the history lives in the process: a number a
