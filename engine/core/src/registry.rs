@@ -24,12 +24,6 @@ use crate::projection::{event_extensions, Plan};
 /// Members per check of a fan-out's progress (see `Group::fan_out`).
 const STALL_CHUNK: usize = 64;
 
-/// A written-through fan-out to at least this many members hands half of
-/// them to their writer tasks first, so the other cores write that half
-/// while this thread writes the rest (1,000 loopback writes take ~6 ms of
-/// one core on the 2-core bench machine).
-const SPLIT_MIN: usize = 128;
-
 /// A chunk of write-through that takes longer than this lost its core: 64
 /// non-blocking writes cost ~0.3 ms of CPU here.
 const STALL_LIMIT: Duration = Duration::from_millis(2);
@@ -157,8 +151,7 @@ impl Group {
     /// other processes), the rest of a large group would wait for it while
     /// the other workers idle; so once a chunk of members takes far longer
     /// than its writes cost, the rest of this fan-out is queued for the
-    /// writer tasks, which any worker runs. A large group does not wait for
-    /// that: half of it goes to the writers up front.
+    /// writer tasks, which any worker runs.
     fn fan_out(
         &self,
         payload: Arc<[u8]>,
@@ -185,18 +178,9 @@ impl Group {
                 return;
             }
         };
-        // The writers' half is queued first so they start at once.
-        let split = if direct && members.len() >= SPLIT_MIN {
-            members.len() / 2
-        } else {
-            members.len()
-        };
-        let missing = |member: &&Member| seq.is_none_or(|seq| seq > member.seen_through);
-        for member in members.values().skip(split).filter(missing) {
-            count(member.outbox.queue_next(&member.prefix, &payload));
-        }
         let mut chunk_start = None;
-        for (i, member) in members.values().take(split).filter(missing).enumerate() {
+        let missing = |member: &&Member| seq.is_none_or(|seq| seq > member.seen_through);
+        for (i, member) in members.values().filter(missing).enumerate() {
             if direct && i % STALL_CHUNK == 0 {
                 let now = Instant::now();
                 if chunk_start.is_some_and(|at| now.duration_since(at) > STALL_LIMIT) {

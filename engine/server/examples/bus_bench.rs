@@ -270,9 +270,9 @@ impl Http {
 
 /// The floor: a graphql-transport-ws server that does nothing per tick but
 /// write one prebuilt frame to each subscribed socket, one `write` each,
-/// half the sockets on each core (what fanwire's dispatch does with a large
-/// group, without GraphQL). Latency against it is what the kernel and this
-/// client cost.
+/// half the sockets on each core (the most a 2-core machine can do; fanwire
+/// writes a lone event's frames from one thread). Latency against it is
+/// what the kernel and this client cost.
 type Subscribed = Arc<Mutex<Vec<WebSocketStream<TcpStream>>>>;
 
 /// Answers the handshake with the subprotocol the clients ask for.
@@ -341,7 +341,6 @@ fn write_to_all(subscribed: &Subscribed, payload: &[u8]) {
             assert_eq!(written, frame.len(), "short write to an idle socket");
         }
     };
-    // Both cores write, as fanwire's dispatch hands half a big group to the writers.
     std::thread::scope(|scope| {
         scope.spawn(|| write(second));
         write(first);
