@@ -451,9 +451,10 @@ async fn consume<L: Log>(
     let mut after: Option<u64> = None;
     // The newest position at start: reaching it means caught up.
     let mut target = 0;
+    // The count of the last entry read. Kept across reconnects: the counts
+    // are the broker's, so a jump also shows what was trimmed while away.
+    let mut counted: Option<u64> = None;
     loop {
-        // The count of the last entry read on this connection.
-        let mut counted: Option<u64> = None;
         let step = async {
             match after {
                 None => {

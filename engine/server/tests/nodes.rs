@@ -572,6 +572,16 @@ async fn broker_restart_while_publishing(kind: Kind) {
         metrics.lines().any(|l| l == "fanwire_bus_unconfirmed 0"),
         "{metrics}"
     );
+    // Every node read everything the broker kept or was given again: a
+    // restart is not mistaken for entries trimmed before a node read them.
+    for node in [a, b] {
+        let (_, metrics) = common::http_raw(node, "GET", "/metrics", "", None).await;
+        assert_eq!(
+            common::metric_value(&metrics, "fanwire_bus_lost_total"),
+            0.0,
+            "{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
