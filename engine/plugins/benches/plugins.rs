@@ -4,27 +4,21 @@
 //! Run with `bash benches/plugins.sh` (builds the plugins first); prints a
 //! table, asserts nothing.
 
-use std::path::PathBuf;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fanwire_core::hooks::{
-    Accepted, Asked, ConnectionPolicy, ConnectionRequest, Decision, EventFilter, GroupInfo, Hooks,
-    Verdict,
-};
+use common::{dist, wasm, FromPayload};
+use fanwire_core::hooks::{Asked, Decision, EventFilter, GroupInfo, Hooks, Verdict};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::{Engine, Event, Limits, Principal, Schema};
 use fanwire_plugins::filter::WasmFilter;
 use fanwire_plugins::{
     Kind, LoadOptions, Plugin, PluginHost, PluginMetrics, PluginSpec, Runtime, RuntimeConfig,
 };
-use serde_json::{json, Map, Value};
-
-fn dist() -> PathBuf {
-    std::env::var_os("FANWIRE_PLUGIN_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/dist"))
-}
+use serde_json::{json, Map};
 
 fn options(name: &str) -> LoadOptions {
     LoadOptions {
@@ -115,21 +109,6 @@ impl EventFilter for NativeAllow {
     }
 }
 
-/// Accepts every connection as the principal its init payload describes.
-#[derive(Debug)]
-struct FromPayload;
-
-impl ConnectionPolicy for FromPayload {
-    fn check(&self, r: &ConnectionRequest<'_>) -> Result<Accepted, String> {
-        let principal: Principal = serde_json::from_value(Value::Object(r.init_payload.clone()))
-            .map_err(|e| e.to_string())?;
-        Ok(Accepted {
-            principal,
-            ack: None,
-        })
-    }
-}
-
 const SCHEMA: &str = "type Query { ok: Boolean }
 type Subscription { orderCreated(tenantId: ID!): Order @topic(name: \"orders:{tenantId}\") }
 type Order { id: ID! cents: Int! status: String }";
@@ -169,15 +148,11 @@ fn main() {
         println!("plugin benchmarks: run with `bash benches/plugins.sh`");
         return;
     }
-    assert!(
-        dist().join("row-filter.wasm").is_file(),
-        "build the plugins first: bash plugins/build.sh"
-    );
     let pooled = Runtime::new(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
     let unpooled =
         Runtime::without_pooling(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
-    let template = std::fs::read(dist().join("template.wasm")).unwrap();
-    let row = std::fs::read(dist().join("row-filter.wasm")).unwrap();
+    let template = wasm("template");
+    let row = wasm("row-filter");
     println!("| measurement | median |");
     println!("|---|---|");
 
@@ -221,7 +196,7 @@ fn main() {
         .collect();
     let subject_refs: Vec<&GroupInfo> = subjects.iter().collect();
     for (name, label) in [("legacy-filter", "0.1"), ("row-filter", "0.2")] {
-        let bytes = std::fs::read(dist().join(format!("{name}.wasm"))).unwrap();
+        let bytes = wasm(name);
         let p = Arc::new(Plugin::load(&pooled, &bytes, options(name)).unwrap());
         let f = WasmFilter::new(p, spec(name, Kind::EventFilter));
         let verdicts = prepared(&f, &subject_refs);
@@ -249,7 +224,7 @@ fn main() {
         ..Principal::default()
     });
     for name in ["tenant-isolation", "row-filter", "federation"] {
-        let bytes = std::fs::read(dist().join(format!("{name}.wasm"))).unwrap();
+        let bytes = wasm(name);
         let p = Arc::new(Plugin::load(&pooled, &bytes, options(name)).unwrap());
         let f = WasmFilter::new(p, spec(name, Kind::EventFilter));
         let verdicts = prepared(&f, &[&me]);

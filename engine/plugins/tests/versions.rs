@@ -10,10 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
-use fanwire_core::hooks::{
-    Accepted, ConnectionPolicy, ConnectionRequest, Decision, EventFilter, Hooks,
-    SubscriptionPolicy, Verdict,
-};
+use fanwire_core::hooks::{Decision, EventFilter, Hooks, SubscriptionPolicy, Verdict};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::{Connection, Engine, Event, Limits, Principal, Schema};
 use fanwire_plugins::filter::WasmFilter;
@@ -168,21 +165,6 @@ fn a_0_1_and_a_0_2_subscription_policy_run_side_by_side() {
         .unwrap_err()
         .message
         .contains("order:read"));
-}
-
-/// Accepts every connection as the principal its init payload describes.
-#[derive(Debug)]
-struct FromPayload;
-
-impl ConnectionPolicy for FromPayload {
-    fn check(&self, r: &ConnectionRequest<'_>) -> Result<Accepted, String> {
-        let principal: Principal = serde_json::from_value(Value::Object(r.init_payload.clone()))
-            .map_err(|e| e.to_string())?;
-        Ok(Accepted {
-            principal,
-            ack: None,
-        })
-    }
 }
 
 const SCHEMA: &str = "type Query { ok: Boolean }

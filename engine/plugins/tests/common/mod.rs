@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fanwire_core::hooks::{Asked, Decision, EventFilter, GroupInfo, Verdict};
+use fanwire_core::hooks::{
+    Accepted, Asked, ConnectionPolicy, ConnectionRequest, Decision, EventFilter, GroupInfo, Verdict,
+};
 use fanwire_core::{Event, Principal};
 use fanwire_plugins::{
     Kind, LoadOptions, Plugin, PluginMetrics, PluginSpec, Runtime, RuntimeConfig,
@@ -142,4 +144,19 @@ pub fn decide(f: &dyn EventFilter, event: &Event, groups: &[&GroupInfo]) -> Vec<
         })
         .collect();
     f.decide(event, &asked)
+}
+
+/// Accepts every connection as the principal its init payload describes.
+#[derive(Debug)]
+pub struct FromPayload;
+
+impl ConnectionPolicy for FromPayload {
+    fn check(&self, r: &ConnectionRequest<'_>) -> Result<Accepted, String> {
+        let principal: Principal = serde_json::from_value(Value::Object(r.init_payload.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(Accepted {
+            principal,
+            ack: None,
+        })
+    }
 }
