@@ -188,7 +188,9 @@ impl NativeConnection {
             let mut revoked = Vec::new();
             while let Some(frame) = self.batch.pop_front() {
                 match frame {
-                    Frame::Next { prefix, payload } => {
+                    Frame::Next {
+                        prefix, payload, ..
+                    } => {
                         sent += 1;
                         let len = prefix.len() + payload.len() + NEXT_SUFFIX.len();
                         let bytes = PyBytes::new_with(py, len, |buf| {

@@ -65,7 +65,8 @@ pub enum BusError {
 pub enum Published {
     /// Dispatched in this process (in-process bus): `deliveries` frames queued.
     Delivered {
-        /// Result frames queued for clients.
+        /// Result frames written or queued for clients, none dropped by
+        /// this publish (`Engine::publish_batch`).
         deliveries: usize,
     },
     /// Stored by the broker; every node delivers them.

@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Result frames a connection may have waiting; when full, the oldest
     /// result is dropped (and counted) so a slow client never blocks others.
+    /// The results of one publish never push each other out, so a larger
+    /// batch is queued whole (see `Outbox`).
     pub queue_depth: usize,
     /// Milliseconds a client has to send `connection_init` (close 4408).
     pub init_timeout_ms: u64,

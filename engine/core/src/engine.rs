@@ -12,6 +12,7 @@ use crate::history::{History, ResumeError};
 use crate::hooks::{ConnectionPolicy, GroupInfo, Hooks};
 use crate::metrics::Metrics;
 use crate::operation::{prepare, Prepared};
+use crate::outbox::Batch;
 use crate::protocol::{Protocol, SubscribePayload};
 use crate::registry::{ActiveHooks, Dispatched, Member, Registry, SubscriptionHandle};
 use crate::schema::Schema;
@@ -124,29 +125,34 @@ impl Engine {
     /// on a client: results go to bounded outboxes. With a history window the
     /// event is recorded first (and numbered if it has no `seq`).
     pub fn publish(&self, event: &Event) -> Dispatched {
-        self.publish_one(event, true)
+        self.publish_one(event, Batch::start(), true)
     }
 
-    /// Dispatches a batch of events in order; returns the frames queued. A
-    /// batch's results are queued for the writer tasks, which send what
-    /// piled up in one write per socket, instead of written through one
-    /// event at a time: a lone event costs a syscall per socket either
-    /// way, a batch of N would cost N.
+    /// Dispatches a batch of events in order; returns the results delivered
+    /// ([`Dispatched::delivered`]). A batch's results are queued for the
+    /// writer tasks, which send what piled up in one write per socket,
+    /// instead of written through one event at a time: a lone event costs a
+    /// syscall per socket either way, a batch of N would cost N. They are
+    /// one [`Batch`]: however many there are, none pushes another out of a
+    /// client's queue, so a client that keeps up receives them all.
     pub fn publish_batch(&self, events: &[Event]) -> usize {
+        let batch = Batch::start();
         let write_through = events.len() == 1;
-        events
-            .iter()
-            .map(|e| self.publish_one(e, write_through).deliveries)
-            .sum()
+        let mut done = Dispatched::default();
+        for event in events {
+            done += self.publish_one(event, batch, write_through);
+        }
+        done.delivered()
     }
 
     /// Dispatches one event of a batch that arrives one event at a time (a
-    /// read from a broker's log): queued, as [`Engine::publish_batch`] does.
+    /// read from a broker's log): queued, as [`Engine::publish_batch`] does,
+    /// but a batch of its own in the outboxes.
     pub fn publish_in_batch(&self, event: &Event) -> Dispatched {
-        self.publish_one(event, false)
+        self.publish_one(event, Batch::start(), false)
     }
 
-    fn publish_one(&self, event: &Event, write_through: bool) -> Dispatched {
+    fn publish_one(&self, event: &Event, batch: Batch, write_through: bool) -> Dispatched {
         let start = Instant::now();
         self.metrics.events_in.inc();
         let hooks = self.hooks();
@@ -156,10 +162,10 @@ impl Engine {
             let stored = log.record(event, self.history.capacity());
             // Dispatching under the topic's log lock orders it against resumes.
             self.registry
-                .dispatch(&stored, &hooks, &self.metrics, write_through)
+                .dispatch(&stored, &hooks, &self.metrics, batch, write_through)
         } else {
             self.registry
-                .dispatch(event, &hooks, &self.metrics, write_through)
+                .dispatch(event, &hooks, &self.metrics, batch, write_through)
         };
         self.metrics
             .dispatch_seconds
@@ -180,14 +186,15 @@ impl Engine {
             seq: None,
             ..event.clone()
         };
+        let batch = Batch::start();
         let done = if self.history.enabled() {
             let log = self.history.log(&event.topic);
             let _log = History::lock(&log);
             self.registry
-                .dispatch(&unsequenced, &hooks, &self.metrics, true)
+                .dispatch(&unsequenced, &hooks, &self.metrics, batch, true)
         } else {
             self.registry
-                .dispatch(&unsequenced, &hooks, &self.metrics, true)
+                .dispatch(&unsequenced, &hooks, &self.metrics, batch, true)
         };
         self.metrics
             .dispatch_seconds

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -18,6 +19,9 @@ pub enum Frame {
         prefix: Arc<[u8]>,
         /// The execution result, serialised once for the whole group.
         payload: Arc<[u8]>,
+        /// The publish that queued it (the drop policy reads it; a writer
+        /// ignores it).
+        batch: Batch,
     },
     /// A control message (ack, pong, error, complete, ka), never dropped.
     Text(String),
@@ -55,10 +59,34 @@ pub enum DirectWrite {
     Refused,
 }
 
+/// The results of one publish call (a lone event, a batch, a resume's
+/// replay), as the outboxes see them: results pushed with the same batch
+/// never push each other out of a queue (see [`Outbox`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Batch(u64);
+
+impl Batch {
+    /// A batch no result has been pushed with yet: one per publish call.
+    pub fn start() -> Batch {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Batch(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The results of one batch queued last, back to back (control frames
+/// between them do not count).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    batch: Batch,
+    len: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Frame>,
     results: usize,
+    /// Exempt from drop-oldest: the newest results, all of one batch.
+    run: Option<Run>,
     closed: bool,
     /// The writer holds frames it drained but has not finished writing;
     /// writing through now would overtake them.
@@ -69,10 +97,17 @@ struct State {
 /// A bounded queue between the dispatcher and one socket writer.
 ///
 /// Slow-consumer policy: when `capacity` results are already waiting, the
-/// oldest result is dropped to make room and the drop is reported to the
-/// caller (who counts it). Control frames are never dropped; they are
-/// bounded by the client's own requests. The dispatcher never waits here,
-/// so a stalled client cannot delay anyone else.
+/// oldest results are dropped to make room and the drops are reported to
+/// the caller (who counts them), but never for a result of the same
+/// [`Batch`] queued back to back with it: drop-oldest is for a client that
+/// falls behind, not for a publish of more results than `capacity` that
+/// merely arrives at once, before the writer runs. So a client that has
+/// read what came before a batch receives all of it, and a queue holds at
+/// most `max(capacity, results of one batch)` results: once another batch
+/// pushes, what an earlier batch left waiting is trimmed back. Control
+/// frames are never dropped; they are bounded by the client's own
+/// requests. The dispatcher never waits here, so a stalled client cannot
+/// delay anyone else.
 ///
 /// Write-through: with a [`Direct`] socket installed, a result pushed while
 /// nothing is queued or in the writer's hands goes straight to the socket
@@ -93,10 +128,14 @@ pub struct Outbox {
 pub enum Pushed {
     /// Handed to the direct socket.
     Sent,
-    /// Queued.
-    Queued,
-    /// Queued, and the oldest waiting result was dropped for it.
-    DroppedOldest,
+    /// Queued, after the oldest waiting results were dropped to make room.
+    Queued {
+        /// Older results dropped for it (0 when the queue had room).
+        dropped: usize,
+        /// Of those, results the same batch had queued: possible only when
+        /// results of another publish came between them.
+        own: usize,
+    },
     /// The connection is closing; nothing was queued.
     Closed,
 }
@@ -123,21 +162,22 @@ impl Outbox {
         self.lock().direct = direct;
     }
 
-    /// Sends a result through the direct socket, or queues it, dropping the
-    /// oldest result if the queue is full.
-    pub fn push_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>) -> Pushed {
-        self.push(prefix, payload, true)
+    /// Sends a result of `batch` through the direct socket, or queues it,
+    /// dropping the oldest results of other batches if the queue is full.
+    pub fn push_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, batch: Batch) -> Pushed {
+        self.push(prefix, payload, batch, true)
     }
 
     /// Queues a result for the writer task even if it could be written
     /// through (see `Registry::dispatch`: a fan-out that is losing its CPU
     /// hands the rest to the writers, which run on every worker).
-    pub fn queue_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>) -> Pushed {
-        self.push(prefix, payload, false)
+    pub fn queue_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, batch: Batch) -> Pushed {
+        self.push(prefix, payload, batch, false)
     }
 
-    fn push(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, direct: bool) -> Pushed {
-        let mut state = self.lock();
+    fn push(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, batch: Batch, direct: bool) -> Pushed {
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if state.closed {
             return Pushed::Closed;
         }
@@ -148,7 +188,7 @@ impl Outbox {
                 match direct.try_next(prefix, payload) {
                     DirectWrite::Sent => return Pushed::Sent,
                     DirectWrite::Started => {
-                        drop(state);
+                        drop(guard);
                         self.notify.notify_one();
                         return Pushed::Sent;
                     }
@@ -156,24 +196,40 @@ impl Outbox {
                 }
             }
         }
-        let (prefix, payload) = (prefix.clone(), payload.clone());
-        let mut pushed = Pushed::Queued;
-        if state.results >= self.capacity {
-            if let Some(pos) = state
+        let run = match state.run {
+            Some(run) if run.batch == batch => run,
+            _ => Run { batch, len: 0 },
+        };
+        let (mut dropped, mut own) = (0, 0);
+        // Results beyond the run are older than it and were waiting when
+        // this batch (or its latest run) began: only they make room.
+        while state.results >= self.capacity && state.results > run.len {
+            let Some(pos) = state
                 .frames
                 .iter()
                 .position(|f| matches!(f, Frame::Next { .. }))
-            {
-                state.frames.remove(pos);
+            else {
+                break;
+            };
+            if let Some(Frame::Next { batch: of, .. }) = state.frames.remove(pos) {
                 state.results -= 1;
-                pushed = Pushed::DroppedOldest;
+                dropped += 1;
+                own += usize::from(of == batch);
             }
         }
-        state.frames.push_back(Frame::Next { prefix, payload });
+        state.frames.push_back(Frame::Next {
+            prefix: prefix.clone(),
+            payload: payload.clone(),
+            batch,
+        });
         state.results += 1;
-        drop(state);
+        state.run = Some(Run {
+            len: run.len + 1,
+            ..run
+        });
+        drop(guard);
         self.notify.notify_one();
-        pushed
+        Pushed::Queued { dropped, own }
     }
 
     /// Queues a control frame; a `Close` seals the outbox.
@@ -204,6 +260,7 @@ impl Outbox {
             into.append(&mut state.frames);
         }
         state.results = 0;
+        state.run = None;
         state.in_flight = !into.is_empty();
     }
 
@@ -215,13 +272,28 @@ impl Outbox {
 
     /// Removes waiting results that carry `prefix` (a completed subscription).
     pub fn purge(&self, prefix: &Arc<[u8]>) {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let before = state.frames.len();
         state
             .frames
             .retain(|f| !matches!(f, Frame::Next { prefix: p, .. } if Arc::ptr_eq(p, prefix)));
         let removed = before - state.frames.len();
         state.results -= removed;
+        // The run is the newest results of its batch, back to back: count
+        // them again, since some may have gone.
+        if let Some(run) = &mut state.run {
+            run.len = state
+                .frames
+                .iter()
+                .rev()
+                .filter_map(|f| match f {
+                    Frame::Next { batch, .. } => Some(*batch),
+                    _ => None,
+                })
+                .take_while(|b| *b == run.batch)
+                .count();
+        }
     }
 
     /// How many frames are waiting.
@@ -243,16 +315,22 @@ mod tests {
         Arc::from(s.as_bytes())
     }
 
+    fn queued(dropped: usize, own: usize) -> Pushed {
+        Pushed::Queued { dropped, own }
+    }
+
+    /// Pushes a result of a publish of its own (a lone event).
+    fn lone(outbox: &Outbox, payload: &str) -> Pushed {
+        outbox.push_next(&bytes("p"), &bytes(payload), Batch::start())
+    }
+
     #[test]
     fn full_queue_drops_oldest_result_but_keeps_control_frames() {
         let outbox = Outbox::new(2);
         outbox.push_control(Frame::Text("ack".into()));
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("1")), Pushed::Queued);
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("2")), Pushed::Queued);
-        assert_eq!(
-            outbox.push_next(&bytes("p"), &bytes("3")),
-            Pushed::DroppedOldest
-        );
+        assert_eq!(lone(&outbox, "1"), queued(0, 0));
+        assert_eq!(lone(&outbox, "2"), queued(0, 0));
+        assert_eq!(lone(&outbox, "3"), queued(1, 0));
         let mut out = VecDeque::new();
         outbox.drain_into(&mut out);
         let got: Vec<String> = out
@@ -305,36 +383,36 @@ mod tests {
         let socket = Arc::new(FakeSocket::default());
         *socket.room.lock().unwrap() = 1;
         outbox.set_direct(Some(socket.clone()));
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("1")), Pushed::Sent);
+        assert_eq!(lone(&outbox, "1"), Pushed::Sent);
         // The socket is full: queued, and the queue's policy applies.
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("2")), Pushed::Queued);
+        assert_eq!(lone(&outbox, "2"), queued(0, 0));
         *socket.room.lock().unwrap() = 10;
         // Room again, but "2" waits: "3" must not overtake it.
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("3")), Pushed::Queued);
-        assert_eq!(
-            outbox.push_next(&bytes("p"), &bytes("4")),
-            Pushed::DroppedOldest
-        );
+        assert_eq!(lone(&outbox, "3"), queued(0, 0));
+        assert_eq!(lone(&outbox, "4"), queued(1, 0));
         let mut writer = VecDeque::new();
         outbox.drain_into(&mut writer);
         // The writer holds "3" and "4" until its next drain comes back empty.
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("5")), Pushed::Queued);
+        assert_eq!(lone(&outbox, "5"), queued(0, 0));
         assert_eq!(drained(&outbox), ["5"]);
         assert!(drained(&outbox).is_empty());
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("6")), Pushed::Sent);
+        assert_eq!(lone(&outbox, "6"), Pushed::Sent);
         assert_eq!(*socket.got.lock().unwrap(), ["1", "6"]);
         // Control frames always queue; a result behind one queues too.
         outbox.push_control(Frame::Text("pong".into()));
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("7")), Pushed::Queued);
+        assert_eq!(lone(&outbox, "7"), queued(0, 0));
         assert_eq!(drained(&outbox).len(), 2);
         assert!(drained(&outbox).is_empty());
         // A fan-out that has handed its rest to the writers queues even
         // where the socket has room.
-        assert_eq!(outbox.queue_next(&bytes("p"), &bytes("8")), Pushed::Queued);
+        assert_eq!(
+            outbox.queue_next(&bytes("p"), &bytes("8"), Batch::start()),
+            queued(0, 0)
+        );
         assert_eq!(drained(&outbox), ["8"]);
         assert!(drained(&outbox).is_empty());
         outbox.set_direct(None);
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("9")), Pushed::Queued);
+        assert_eq!(lone(&outbox, "9"), queued(0, 0));
         assert_eq!(*socket.got.lock().unwrap(), ["1", "6"]);
     }
 
@@ -344,7 +422,85 @@ mod tests {
         outbox.push_control(Frame::Close(Close::new(
             crate::protocol::CloseCode::GoingAway,
         )));
-        assert_eq!(outbox.push_next(&bytes("p"), &bytes("1")), Pushed::Closed);
+        assert_eq!(lone(&outbox, "1"), Pushed::Closed);
         assert_eq!(outbox.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_queue_is_kept_whole_and_trimmed_by_the_next_publish() {
+        let outbox = Outbox::new(3);
+        let p = bytes("p");
+        outbox.push_control(Frame::Text("ack".into()));
+        outbox.push_next(&p, &bytes("a"), Batch::start());
+        let batch = Batch::start();
+        let pushed: Vec<Pushed> = ["1", "2", "3", "4", "5"]
+            .iter()
+            .map(|n| outbox.push_next(&p, &bytes(n), batch))
+            .collect();
+        // What waited before the batch makes room; the batch never does.
+        assert_eq!(
+            pushed,
+            [
+                queued(0, 0),
+                queued(0, 0),
+                queued(1, 0),
+                queued(0, 0),
+                queued(0, 0)
+            ]
+        );
+        // A client that falls behind: the next publish trims the backlog.
+        assert_eq!(
+            outbox.push_next(&p, &bytes("6"), Batch::start()),
+            queued(3, 0)
+        );
+        assert_eq!(drained(&outbox), ["Text(\"ack\")", "4", "5", "6"]);
+    }
+
+    #[test]
+    fn a_batch_drained_as_it_is_pushed_loses_nothing() {
+        let outbox = Outbox::new(2);
+        let p = bytes("p");
+        let batch = Batch::start();
+        let mut got = Vec::new();
+        for n in 0..10 {
+            assert_eq!(
+                outbox.push_next(&p, &bytes(&n.to_string()), batch),
+                queued(0, 0)
+            );
+            if n % 3 == 2 {
+                got.extend(drained(&outbox));
+            }
+        }
+        got.extend(drained(&outbox));
+        assert_eq!(got, (0..10).map(|n| n.to_string()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_result_of_the_same_batch_dropped_between_others_is_reported_as_its_own() {
+        let outbox = Outbox::new(2);
+        let p = bytes("p");
+        let (x, y) = (Batch::start(), Batch::start());
+        assert_eq!(outbox.push_next(&p, &bytes("x1"), x), queued(0, 0));
+        assert_eq!(outbox.push_next(&p, &bytes("y1"), y), queued(0, 0));
+        // Two publishes dispatching at once: "x1" is no longer in x's run.
+        assert_eq!(outbox.push_next(&p, &bytes("x2"), x), queued(1, 1));
+        assert_eq!(outbox.push_next(&p, &bytes("x3"), x), queued(1, 0));
+        assert_eq!(drained(&outbox), ["x2", "x3"]);
+    }
+
+    #[test]
+    fn a_purge_counts_the_run_again() {
+        let outbox = Outbox::new(3);
+        let (p, q) = (bytes("p"), bytes("q"));
+        outbox.push_next(&p, &bytes("a"), Batch::start());
+        let batch = Batch::start();
+        outbox.push_next(&q, &bytes("b1"), batch);
+        outbox.push_next(&q, &bytes("b2"), batch);
+        // Subscription q completes: "a" alone waits, older than the batch.
+        outbox.purge(&q);
+        assert_eq!(outbox.push_next(&p, &bytes("b3"), batch), queued(0, 0));
+        assert_eq!(outbox.push_next(&p, &bytes("b4"), batch), queued(0, 0));
+        assert_eq!(outbox.push_next(&p, &bytes("b5"), batch), queued(1, 0));
+        assert_eq!(drained(&outbox), ["b3", "b4", "b5"]);
     }
 }

@@ -18,7 +18,7 @@ use crate::event::Event;
 use crate::hooks::{redact, Asked, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict};
 use crate::metrics::{Metrics, Reason};
 use crate::operation::Prepared;
-use crate::outbox::{Frame, Outbox, Pushed};
+use crate::outbox::{Batch, Frame, Outbox, Pushed};
 use crate::projection::{event_extensions, Plan};
 
 /// Members per check of a fan-out's progress (see `Group::fan_out`).
@@ -43,16 +43,17 @@ pub struct Member {
     pub seen_through: u64,
 }
 
-/// Who receives a group's result for one event.
+/// Who receives a group's result for one event, and the publish it
+/// belongs to (its results never push each other out of a queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Audience {
     /// Every member that does not already have the event; `write_through`
     /// says whether results may go straight to idle sockets (a lone event)
     /// or are queued for the writer tasks, which coalesce a batch into few
     /// writes.
-    All { write_through: bool },
+    All { batch: Batch, write_through: bool },
     /// One member (by token), catching up on history it missed.
-    Only(u64),
+    Only { token: u64, batch: Batch },
 }
 
 /// The hooks in force, with a version that changes on every swap.
@@ -162,18 +163,22 @@ impl Group {
         done.groups += 1;
         let members = self.members();
         let mut count = |pushed: Pushed| match pushed {
-            Pushed::Sent | Pushed::Queued => done.deliveries += 1,
-            Pushed::DroppedOldest => {
+            Pushed::Sent => done.deliveries += 1,
+            Pushed::Queued { dropped, own } => {
                 done.deliveries += 1;
-                done.dropped += 1;
+                done.dropped += dropped;
+                done.dropped_own += own;
             }
             Pushed::Closed => {}
         };
-        let mut direct = match audience {
-            Audience::All { write_through } => write_through,
-            Audience::Only(token) => {
+        let (batch, mut direct) = match audience {
+            Audience::All {
+                batch,
+                write_through,
+            } => (batch, write_through),
+            Audience::Only { token, batch } => {
                 if let Some(member) = members.get(&token) {
-                    count(member.outbox.push_next(&member.prefix, &payload));
+                    count(member.outbox.push_next(&member.prefix, &payload, batch));
                 }
                 return;
             }
@@ -189,9 +194,9 @@ impl Group {
                 chunk_start = Some(now);
             }
             count(if direct {
-                member.outbox.push_next(&member.prefix, &payload)
+                member.outbox.push_next(&member.prefix, &payload, batch)
             } else {
-                member.outbox.queue_next(&member.prefix, &payload)
+                member.outbox.queue_next(&member.prefix, &payload, batch)
             });
         }
     }
@@ -232,15 +237,37 @@ impl SubscriptionHandle {
 pub struct Dispatched {
     /// Groups projected (or handed to an async resolver).
     pub groups: usize,
-    /// Frames queued.
+    /// Result frames written through or queued.
     pub deliveries: usize,
-    /// Older frames dropped from full queues.
+    /// Older result frames dropped from full queues to make room
+    /// (`fanwire_drops_total{reason="queue_full"}`).
     pub dropped: usize,
+    /// Of `dropped`, results the same publish had queued earlier (only when
+    /// another publish's results came between them in a queue).
+    pub dropped_own: usize,
     /// Groups for which a filter denied the event.
     pub filtered: usize,
 }
 
+impl std::ops::AddAssign for Dispatched {
+    fn add_assign(&mut self, other: Dispatched) {
+        self.groups += other.groups;
+        self.deliveries += other.deliveries;
+        self.dropped += other.dropped;
+        self.dropped_own += other.dropped_own;
+        self.filtered += other.filtered;
+    }
+}
+
 impl Dispatched {
+    /// The publish's results that reached a socket or a queue and were not
+    /// dropped by the same publish: what a publisher is told was delivered.
+    /// (A later publish may still push them out of a slow client's queue,
+    /// counted in `fanwire_drops_total{reason="queue_full"}`.)
+    pub fn delivered(&self) -> usize {
+        self.deliveries.saturating_sub(self.dropped_own)
+    }
+
     /// Adds this dispatch's counts to the metrics.
     fn record(&self, metrics: &Metrics) {
         metrics.projections.inc_by(self.groups as u64);
@@ -335,12 +362,13 @@ impl Registry {
     }
 
     /// Filters, resolves and projects the event once per group on its topic
-    /// and queues the shared bytes for every member.
+    /// and queues the shared bytes for every member, as a result of `batch`.
     pub fn dispatch(
         &self,
         event: &Event,
         active: &ActiveHooks,
         metrics: &Arc<Metrics>,
+        batch: Batch,
         write_through: bool,
     ) -> Dispatched {
         let mut done = Dispatched::default();
@@ -354,7 +382,10 @@ impl Registry {
                 group.fan_out(
                     Arc::from(group.plan.execute_event(&event.data, &outgoing.extensions)),
                     event.seq,
-                    Audience::All { write_through },
+                    Audience::All {
+                        batch,
+                        write_through,
+                    },
                     &mut done,
                 );
             }
@@ -367,7 +398,10 @@ impl Registry {
                         &outgoing,
                         data,
                         group,
-                        Audience::All { write_through },
+                        Audience::All {
+                            batch,
+                            write_through,
+                        },
                         hooks,
                         &mut done,
                         metrics,
@@ -399,7 +433,12 @@ impl Registry {
         let Some(group) = group else {
             return done;
         };
-        let audience = Audience::Only(handle.token);
+        // The whole replay arrives at once, like a batch: a subscriber that
+        // reads it gets all of it, even more results than `queue_depth`.
+        let audience = Audience::Only {
+            token: handle.token,
+            batch: Batch::start(),
+        };
         for event in events {
             match filter(event, &[&group], active, metrics).pop().flatten() {
                 Some(data) => resolve_and_fan_out(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fanwire_core::error::codes;
 use fanwire_core::hooks::{Accepted, ConnectionRequest};
 use fanwire_core::metrics::Reason;
-use fanwire_core::outbox::{Frame, Outbox, Pushed};
+use fanwire_core::outbox::{Batch, Frame, Outbox, Pushed};
 use fanwire_core::protocol::{assemble_next, Close, CloseCode, Protocol};
 use fanwire_core::registry::Dispatched;
 use fanwire_core::{Connection, ConnectionPolicy, Engine, Event, Limits, Schema};
@@ -56,9 +56,9 @@ enum Seen {
 fn seen(frame: &Frame) -> Seen {
     match frame {
         Frame::Text(text) => Seen::Json(serde_json::from_str(text).unwrap()),
-        Frame::Next { prefix, payload } => {
-            Seen::Next(String::from_utf8(assemble_next(prefix, payload)).unwrap())
-        }
+        Frame::Next {
+            prefix, payload, ..
+        } => Seen::Next(String::from_utf8(assemble_next(prefix, payload)).unwrap()),
         Frame::Close(close) => Seen::Close(close.code, close.reason.clone()),
         Frame::Revoke { id, .. } => Seen::Revoke(id.clone()),
     }
@@ -114,6 +114,7 @@ fn dispatched(groups: usize, deliveries: usize, dropped: usize) -> Dispatched {
         groups,
         deliveries,
         dropped,
+        dropped_own: 0,
         filtered: 0,
     }
 }
@@ -336,7 +337,10 @@ fn a_closed_outbox_takes_no_more_results() {
     let outbox = Outbox::new(4);
     outbox.push_control(Frame::Close(Close::new(CloseCode::GoingAway)));
     let bytes: Arc<[u8]> = Arc::from(&b"x"[..]);
-    assert_eq!(outbox.push_next(&bytes, &bytes), Pushed::Closed);
+    assert_eq!(
+        outbox.push_next(&bytes, &bytes, Batch::start()),
+        Pushed::Closed
+    );
     outbox.push_control(Frame::Text("late".into()));
     assert_eq!(outbox.len(), 1, "nothing follows a close");
 }
@@ -477,7 +481,9 @@ fn identical_subscriptions_share_one_projection_and_one_payload() {
         .into_iter()
         .flat_map(drain_frames)
         .map(|f| match f {
-            Frame::Next { prefix, payload } => (prefix, payload),
+            Frame::Next {
+                prefix, payload, ..
+            } => (prefix, payload),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -758,6 +764,84 @@ fn a_slow_consumer_loses_its_oldest_results_and_nobody_else_does() {
     let done = engine.publish(&event("orders:5", json!({"id": "o6"})));
     assert_eq!(done.dropped, 0);
     assert_eq!(drain(&slow), [next("s", &body(6))]);
+}
+
+/// One publish of more events than `queue_depth`, queued before any writer
+/// runs: drop-oldest is for clients that fall behind, so a client that
+/// reads gets the whole batch, and one that does not loses only what it
+/// left unread when the next publish came.
+#[test]
+fn a_batch_larger_than_the_queue_reaches_a_reader_whole_and_in_order() {
+    let engine = engine_with(Limits {
+        queue_depth: 4,
+        ..Limits::default()
+    });
+    let mut reader = open(&engine);
+    subscribe(&mut reader, "r", ORDERS_5);
+    // The slow client never drains, not even its ack.
+    let mut slow = engine.connect(Protocol::TransportWs);
+    slow.on_text(r#"{"type":"connection_init"}"#);
+    subscribe(&mut slow, "s", ORDERS_5);
+    let order = |n: usize| event("orders:5", json!({"id": format!("o{n}")}));
+    let results = |id: &str, ns: std::ops::RangeInclusive<usize>| -> Vec<Seen> {
+        ns.map(|n| {
+            next(
+                id,
+                &format!(r#"{{"data":{{"orderCreated":{{"id":"o{n}","status":null}}}}}}"#),
+            )
+        })
+        .collect()
+    };
+
+    // Queued whole before the reader's writer runs at all.
+    let first: Vec<Event> = (1..=20).map(order).collect();
+    assert_eq!(engine.publish_batch(&first), 40, "20 events x 2 clients");
+    assert_eq!(drain(&reader), results("r", 1..=20));
+    assert_eq!(counter(&engine.metrics().drops, "queue_full"), 0);
+
+    // A writer draining while the batch is dispatched, on another thread.
+    let second: Vec<Event> = (21..=520).map(order).collect();
+    let outbox = reader.outbox().clone();
+    let published = std::sync::atomic::AtomicBool::new(false);
+    let got = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut got = Vec::new();
+            loop {
+                let last = published.load(std::sync::atomic::Ordering::Acquire);
+                let mut frames = VecDeque::new();
+                outbox.drain_into(&mut frames);
+                got.extend(frames.iter().map(seen));
+                if last {
+                    return got;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the publish never finished"
+                );
+                std::thread::yield_now();
+            }
+        });
+        assert_eq!(engine.publish_batch(&second), 1000);
+        published.store(true, std::sync::atomic::Ordering::Release);
+        writer.join().unwrap()
+    });
+    assert_eq!(got, results("r", 21..=520), "all, in order, once");
+
+    // The slow client's backlog from the first batch made room for the
+    // second, which it holds whole; a lone event then trims that backlog
+    // back to the queue's depth.
+    assert_eq!(counter(&engine.metrics().drops, "queue_full"), 20);
+    let done = engine.publish(&order(521));
+    assert_eq!(
+        (done.deliveries, done.dropped, done.delivered()),
+        (2, 497, 2)
+    );
+    let mut expected = vec![ack()];
+    expected.extend(results("s", 518..=521));
+    assert_eq!(drain(&slow), expected, "the ack and the newest results");
+    assert_eq!(counter(&engine.metrics().drops, "queue_full"), 517);
+    assert_eq!(drain(&reader), results("r", 521..=521));
 }
 
 #[test]

@@ -139,9 +139,9 @@ fn frames(conn: &Connection) -> Vec<Value> {
     conn.outbox().drain_into(&mut out);
     out.iter()
         .filter_map(|f| match f {
-            Frame::Next { prefix, payload } => {
-                Some(serde_json::from_slice(&assemble_next(prefix, payload)).unwrap())
-            }
+            Frame::Next {
+                prefix, payload, ..
+            } => Some(serde_json::from_slice(&assemble_next(prefix, payload)).unwrap()),
             Frame::Text(t) => {
                 let v: Value = serde_json::from_str(t).unwrap();
                 (v["type"] != "connection_ack").then_some(v)

@@ -24,9 +24,9 @@ fn frames(conn: &Connection) -> Vec<Value> {
     conn.outbox().drain_into(&mut out);
     out.iter()
         .map(|f| match f {
-            Frame::Next { prefix, payload } => {
-                serde_json::from_slice(&assemble_next(prefix, payload)).unwrap()
-            }
+            Frame::Next {
+                prefix, payload, ..
+            } => serde_json::from_slice(&assemble_next(prefix, payload)).unwrap(),
             Frame::Text(t) => serde_json::from_str(t).unwrap(),
             Frame::Close(c) => json!({"close": c.code.code()}),
             Frame::Revoke { id, .. } => json!({"revoke": id}),

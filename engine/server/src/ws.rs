@@ -264,7 +264,9 @@ async fn write_out(
         let mut close = None;
         while let Some(frame) = batch.pop_front() {
             match frame {
-                Frame::Next { prefix, payload } => {
+                Frame::Next {
+                    prefix, payload, ..
+                } => {
                     sent += 1;
                     match custom.as_mut() {
                         None => encode_text(out, &[&prefix, &payload, NEXT_SUFFIX]),

@@ -65,6 +65,126 @@ async fn identical_subscriptions_share_one_projection_per_event() {
     }
 }
 
+/// A client from `stalled_client` that starts reading at last: the rest of
+/// the upgrade response is skipped and the socket speaks WebSocket again.
+async fn resume_reading(mut s: std::net::TcpStream) -> common::Client {
+    s.set_read_timeout(Some(common::WAIT)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 4096, "the upgrade response ends");
+        s.read_exact(&mut byte)
+            .expect("the upgrade response arrives");
+        head.push(byte[0]);
+    }
+    s.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(s).unwrap();
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    common::Client { ws, protocol: None }
+}
+
+/// One `POST /publish` of more events than `queue_depth` arrives at once,
+/// before any writer runs: a subscriber that reads as fast as it can gets
+/// every event of it, in order, once. Drop-oldest still applies to a client
+/// that never reads: what it left unread makes room when the next publish
+/// comes, counted, and when it reads at last it has the newest results.
+///
+/// One worker runs the server, so a batch's dispatch always finishes before
+/// any writer task runs (the test's clients run on the test's own thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_publish_larger_than_the_queue_reaches_a_reader_whole() {
+    const DEPTH: usize = 64;
+    const BATCH: u64 = 500;
+    let server = TestServer::start(|c| {
+        c.limits.queue_depth = DEPTH;
+        c.server.max_publish_bytes = 16 * 1024 * 1024;
+        // The stalled client must not be closed as a dead peer meanwhile.
+        c.limits.keep_alive_ms = 120_000;
+    })
+    .await;
+    let stalled = stalled_client(server.addr);
+    let mut reader = server.ready_client().await;
+    reader.subscribe("r", TICK, json!({})).await;
+    server
+        .eventually("both subscribed", |s| {
+            s.metric("fanwire_subscriptions") == 2.0
+        })
+        .await;
+
+    // 16 KB per event for the stalled client, which subscribed to the blob:
+    // a few batches fill its socket's buffers, and then its queue.
+    let blob = "x".repeat(16 * 1024);
+    let drops = |server: &TestServer| server.metric("fanwire_drops_total{reason=\"queue_full\"}");
+    let mut published = 0u64;
+    // Until the stalled client has lost something, and once more after.
+    let mut batches_after_drops = 0;
+    for batch in 0.. {
+        assert!(batch < 8, "the stalled client's queue never overflowed");
+        let first = published + 1;
+        published += BATCH;
+        let events: Vec<_> = (first..=published)
+            .map(|seq| json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
+            .collect();
+        let body = serde_json::Value::Array(events).to_string();
+        let read = async {
+            for seq in first..=published {
+                assert_eq!(
+                    reader.recv().await,
+                    json!({"id": "r", "type": "next", "payload": {"data": {"tick": {"seq": seq}}}}),
+                    "every event of the batch, in order, once"
+                );
+            }
+        };
+        let ((status, body), ()) = tokio::join!(server.publish(&body, None), read);
+        assert_eq!(
+            (status, body),
+            (200, json!({"accepted": BATCH, "deliveries": 2 * BATCH})),
+            "every result of the batch was queued, none dropped by it"
+        );
+        if drops(&server) > 0.0 {
+            batches_after_drops += 1;
+            if batches_after_drops == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        server.metric("fanwire_deliveries_total"),
+        (2 * published) as f64,
+        "the responses counted what was queued"
+    );
+
+    let mut stalled = resume_reading(stalled).await;
+    assert_eq!(stalled.recv().await, json!({"type": "connection_ack"}));
+    let mut got = Vec::new();
+    while got.last() != Some(&published) {
+        let msg = stalled.recv().await;
+        assert_eq!(msg["id"], "1", "{msg}");
+        let seq = msg["payload"]["data"]["tick"]["seq"].as_u64().unwrap();
+        assert!(
+            got.last().is_none_or(|last| *last < seq),
+            "in order, nothing twice: {seq} after {:?}",
+            got.last()
+        );
+        got.push(seq);
+    }
+    let lost = drops(&server);
+    assert_eq!(
+        got.len() as f64 + lost,
+        published as f64,
+        "every result either arrived or was counted as dropped"
+    );
+    assert!(
+        got.ends_with(&(published - BATCH + 1..=published).collect::<Vec<_>>()),
+        "the newest results, the whole last batch, survive"
+    );
+}
+
 /// A raw client that upgrades, subscribes and then never reads again.
 fn stalled_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
