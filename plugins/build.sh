@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds every plugin that ships with Fanwire into plugins/dist/*.wasm:
 # the Rust plugins of this workspace (wasm32-wasip2 components, one cargo
-# invocation each so the SDK is built with exactly that plugin's world) and
-# the Python plugin (componentize-py). Installs the Rust target and
-# componentize-py itself. Usage: bash plugins/build.sh
+# invocation per SDK world so the SDK is built with exactly that world, the
+# plugins of one world in parallel) and the Python plugin (componentize-py).
+# Installs the Rust target and componentize-py itself.
+# Usage: bash plugins/build.sh          build every plugin into dist/
+#        bash plugins/build.sh --lint   clippy (-D warnings) instead, world by world
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -15,13 +17,53 @@ mkdir -p "$dist"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
 # Every workspace member but the SDK is a plugin; its package name is its
-# folder's name.
+# folder's name. Its world is the SDK feature its Cargo.toml asks for
+# ("none": it uses wit-bindgen directly, so it can join any build).
+declare -A world_of
 plugins=$(sed -n '/^members = \[/,/^\]/p' Cargo.toml | grep -o '"[^"]*"' | tr -d '"' | grep -v '^sdk$')
 for path in $plugins; do
-  name="$(basename "$path")"
-  cargo build --quiet --locked --release --target wasm32-wasip2 -p "$name"
-  cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${name//-/_}.wasm" "$dist/$name.wasm"
+  sdk="$(tr -d ' \n' < "$path/Cargo.toml" | grep -o 'fanwire-sdk={[^}]*}' || true)"
+  world="$(grep -o 'features=\[[^]]*\]' <<<"$sdk" | tr -d '"[]' | sed 's/features=//' || true)"
+  world_of[$path]="${world:-none}"
 done
+
+# cargo unifies the SDK's features across the packages of one invocation, so
+# each invocation holds one world.
+lint=false
+if [[ "${1:-}" == --lint ]]; then lint=true; fi
+build() { # packages...
+  local args=() name
+  for name in "$@"; do args+=(-p "$name"); done
+  if $lint; then
+    # `--release` reuses the build scripts and proc macros of the build.
+    cargo clippy --quiet --locked --release --target wasm32-wasip2 --all-targets "${args[@]}" -- -D warnings
+    return
+  fi
+  cargo build --quiet --locked --release --target wasm32-wasip2 "${args[@]}"
+  for name in "$@"; do
+    cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${name//-/_}.wasm" "$dist/$name.wasm"
+  done
+}
+# The plugins that use no SDK world build with the event filters. The
+# test-only plugins (testing/*) keep the release profile's LTO: a profile of
+# their own would compile wit-bindgen and every dependency a second time,
+# which costs more on a cold build than LTO on a few small plugins.
+for world in $(printf '%s\n' "${world_of[@]}" | grep -vx none | sort -u); do
+  names=()
+  for path in $plugins; do
+    if [[ "${world_of[$path]}" == "$world" || ( "$world" == event-filter && "${world_of[$path]}" == none ) ]]; then
+      names+=("$(basename "$path")")
+    fi
+  done
+  build "${names[@]}"
+done
+if $lint; then
+  # The SDK itself, once per world.
+  for world in $(printf '%s\n' "${world_of[@]}" | grep -vx none | sort -u); do
+    cargo clippy --quiet --locked --release --target wasm32-wasip2 -p fanwire-sdk --features "$world" -- -D warnings
+  done
+  exit 0
+fi
 
 # The Python event filter. componentize-py works offline; --stub-wasi
 # replaces the WASI imports of the Python runtime with traps, since the host

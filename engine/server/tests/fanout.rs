@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
 use common::TestServer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -65,7 +63,7 @@ async fn identical_subscriptions_share_one_projection_per_event() {
     }
 }
 
-/// A client from `stalled_client` that starts reading at last: the rest of
+/// A client from `stalled_raw_client` that starts reading at last: the rest of
 /// the upgrade response is skipped and the socket speaks WebSocket again.
 async fn resume_reading(mut s: std::net::TcpStream) -> common::Client {
     s.set_read_timeout(Some(common::WAIT)).unwrap();
@@ -107,7 +105,7 @@ async fn a_publish_larger_than_the_queue_reaches_a_reader_whole() {
         c.limits.keep_alive_ms = 120_000;
     })
     .await;
-    let stalled = stalled_client(server.addr);
+    let stalled = stalled_raw_client(server.addr);
     let mut reader = server.ready_client().await;
     reader.subscribe("r", TICK, json!({})).await;
     server
@@ -119,7 +117,7 @@ async fn a_publish_larger_than_the_queue_reaches_a_reader_whole() {
     // 16 KB per event for the stalled client, which subscribed to the blob:
     // a few batches fill its socket's buffers, and then its queue.
     let blob = "x".repeat(16 * 1024);
-    let drops = |server: &TestServer| server.metric("fanwire_drops_total{reason=\"queue_full\"}");
+    let drops = |server: &TestServer| server.drops("queue_full") as f64;
     let mut published = 0u64;
     // Until the stalled client has lost something, and once more after.
     let mut batches_after_drops = 0;
@@ -186,7 +184,7 @@ async fn a_publish_larger_than_the_queue_reaches_a_reader_whole() {
 }
 
 /// A raw client that upgrades, subscribes and then never reads again.
-fn stalled_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+fn stalled_raw_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(
         b"GET /graphql HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -218,10 +216,38 @@ fn stalled_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
     s
 }
 
+/// A client subscribed to `tick { seq blob }` that the test does not read
+/// until it chooses to: the server's frames pile up in the kernel buffers,
+/// then in its queue.
+async fn stalled_client(server: &TestServer) -> common::Client {
+    let mut c = server.ready_client().await;
+    c.subscribe("s", "subscription { tick { seq blob } }", json!({}))
+        .await;
+    c
+}
+
+/// Publishes `seqs` on `ticks:demo`, each event carrying a 16 KB blob.
+async fn publish_blobs(server: &TestServer, seqs: &[u64]) {
+    let blob = "x".repeat(16 * 1024);
+    let batch: Vec<_> = seqs
+        .iter()
+        .map(|seq| json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
+        .collect();
+    let (status, body) = server
+        .publish(&serde_json::Value::Array(batch).to_string(), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_client_loses_its_oldest_frames_and_nobody_else_waits() {
-    let server = TestServer::start(|c| c.limits.queue_depth = 8).await;
-    let stalled = stalled_client(server.addr);
+async fn a_stalled_client_loses_its_oldest_frames_keeps_the_newest_and_every_control_frame() {
+    let server = TestServer::start(|c| {
+        c.limits.queue_depth = 8;
+        // Not a dead peer nor a write timeout while the test holds it stalled.
+        c.limits.keep_alive_ms = 120_000;
+    })
+    .await;
+    let mut stalled = stalled_client(&server).await;
     let mut good = server.ready_client().await;
     good.subscribe("g", "subscription { tick { seq } }", json!({}))
         .await;
@@ -234,7 +260,6 @@ async fn a_stalled_client_loses_its_oldest_frames_and_nobody_else_waits() {
     // 2,000 events of 16 KB: far more than the stalled socket's kernel
     // buffers hold. They go out in small batches, each one waiting for the
     // good client to have read the last, so only the stalled queue overflows.
-    let blob = "x".repeat(16 * 1024);
     let events: u64 = 2_000;
     let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
     let reader = tokio::spawn(async move {
@@ -249,14 +274,7 @@ async fn a_stalled_client_loses_its_oldest_frames_and_nobody_else_waits() {
         good
     });
     for chunk in (1..=events).collect::<Vec<_>>().chunks(4) {
-        let batch: Vec<_> = chunk
-            .iter()
-            .map(|seq| json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
-            .collect();
-        let (status, _) = server
-            .publish(&serde_json::Value::Array(batch).to_string(), None)
-            .await;
-        assert_eq!(status, 200);
+        publish_blobs(&server, chunk).await;
         let last = *chunk.last().unwrap();
         tokio::time::timeout(common::WAIT, progress.wait_for(|got| *got >= last))
             .await
@@ -273,7 +291,95 @@ async fn a_stalled_client_loses_its_oldest_frames_and_nobody_else_waits() {
         "the stalled client's queue overflowed and was trimmed\n{}",
         server.metrics()
     );
-    drop(stalled);
+
+    // Control frames asked for while stalled (a pong, a subscribe's error)
+    // are never dropped; once read, the client holds the newest results, in
+    // order, and then both control frames.
+    stalled.send(json!({"type": "ping"})).await;
+    stalled.subscribe("bad", "subscription {", json!({})).await;
+    let (mut seqs, mut pong, mut error) = (Vec::new(), false, false);
+    while !(pong && error && seqs.last() == Some(&events)) {
+        let msg = stalled.recv().await;
+        match msg["type"].as_str() {
+            Some("next") => {
+                assert!(!pong && !error, "no result after the control frames: {msg}");
+                seqs.push(msg["payload"]["data"]["tick"]["seq"].as_u64().unwrap());
+            }
+            Some("pong") => pong = true,
+            Some("error") => {
+                assert_eq!(msg["id"], "bad", "{msg}");
+                error = true;
+            }
+            _ => panic!("unexpected {msg}"),
+        }
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {seqs:?}"
+    );
+    assert!(
+        (seqs.len() as u64) < events,
+        "the oldest results were dropped"
+    );
+    assert_eq!(
+        drops as usize + seqs.len(),
+        events as usize,
+        "every result is either received or counted as dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_by_the_write_timeout() {
+    // A write blocked for two keep-alive periods (3 s) ends the connection;
+    // the client's pings below keep it from looking like a dead peer, as
+    // long as each round of the loop takes less than those 3 s.
+    let server = TestServer::start(|c| {
+        c.limits.keep_alive_ms = 1_500;
+        c.limits.queue_depth = 8;
+    })
+    .await;
+    let mut stalled = stalled_client(&server).await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    // The client keeps talking (it is alive, not a dead peer) but never
+    // reads, until its socket backs up and the server's write times out.
+    let deadline = tokio::time::Instant::now() + 2 * common::WAIT;
+    let mut seq = 0;
+    while server.metric("fanwire_connections") > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client was never disconnected\n{}",
+            server.metrics()
+        );
+        stalled.send(json!({"type": "ping"})).await;
+        let batch: Vec<u64> = (seq + 1..=seq + 32).collect();
+        publish_blobs(&server, &batch).await;
+        seq += 32;
+    }
+    let m = server.metrics();
+    assert_eq!(
+        common::metric_value(
+            &m,
+            "fanwire_connection_rejections_total{reason=\"write_timeout\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(server.rejections("dead_peer"), 0, "{m}");
+    // The socket ends: what the kernel held, then nothing (no close frame
+    // gets through a socket the peer does not read).
+    for _ in 0..=seq + 64 {
+        match tokio::time::timeout(common::WAIT, stalled.ws.next())
+            .await
+            .expect("the socket ends")
+        {
+            Some(Ok(Message::Close(frame))) => panic!("unexpected close {frame:?}"),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => return,
+        }
+    }
+    panic!("the socket never ended");
 }
 
 /// Results go straight to an idle socket from the publishing thread, and
@@ -336,13 +442,7 @@ async fn a_slow_reader_gets_every_large_result_whole_and_in_order() {
     }
     publisher.await.unwrap();
     assert!(pongs > 0, "pings were answered between results");
-    assert_eq!(
-        common::metric_value(
-            &server.metrics(),
-            "fanwire_drops_total{reason=\"queue_full\"}"
-        ),
-        0.0
-    );
+    assert_eq!(server.drops("queue_full"), 0);
 }
 
 #[tokio::test]

@@ -141,12 +141,17 @@ async fn expired_invalid_wrong_algorithm_and_missing_tokens_are_closed_with_4403
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_tokens_expiry_closes_the_connection() {
+    // The token must still be valid when the server checks it (zero leeway)
+    // and expire while the test waits: a margin no busy machine eats
+    // between signing and the check, and a close wait (`WAIT`) well past it.
+    const LIFETIME_S: u64 = 5;
     let server = server(JwtAlgorithm::HS256).await;
-    let token = sign(Algorithm::HS256, claims(now() + 2));
     let mut c = server.client("graphql-transport-ws").await;
+    let token = sign(Algorithm::HS256, claims(now() + LIFETIME_S));
     c.send(json!({"type": "connection_init", "payload": {"token": token}}))
         .await;
     assert_eq!(c.recv().await, json!({"type": "connection_ack"}));
+    const _: () = assert!(WAIT.as_secs() >= 2 * LIFETIME_S);
     let (code, reason) = c.closed().await;
     assert_eq!((code, reason.as_str()), (4403, "Authentication expired"));
 }

@@ -212,7 +212,10 @@ async fn wait_subscribed(addr: SocketAddr, count: f64) {
         if common::metric_value(&text, "fanwire_subscriptions") >= count {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {count} subscriptions on {addr}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -489,9 +492,17 @@ async fn broker_restart_while_publishing(kind: Kind) {
     for n in 41..=EVENTS {
         // 503 until the buffer has room, 202 while it drains ahead of this
         // event, then 200. A 503 means "not accepted, retry later".
+        let deadline = tokio::time::Instant::now() + SLOW;
         loop {
             match publish(a, n).await.unwrap() {
-                503 => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                503 => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "event {n} still refused with 503 after the broker restart: {}",
+                        health(a).await
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
                 status => {
                     assert!(status == 200 || status == 202, "{status}");
                     break;

@@ -139,7 +139,11 @@ async fn a_trapping_looping_or_hoarding_plugin_is_contained_and_others_keep_rece
         c.plugins = vec![
             spec(&folder, "trap", &["orders:trap"], |_| {}),
             spec(&folder, "spin", &["orders:spin"], |s| {
-                s.timeout_ms = Some(50)
+                // The deadline stops the loop and also covers the good call
+                // after it: long enough that no preemption on a busy
+                // machine eats it (the loop never ends, so any deadline
+                // stops it; a longer one only costs this test its length).
+                s.timeout_ms = Some(2_000)
             }),
             spec(&folder, "hog", &["orders:hog"], |s| {
                 s.memory_mb = Some(16);

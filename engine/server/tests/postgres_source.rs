@@ -5,7 +5,7 @@
 mod common;
 mod services;
 
-use common::{http_raw, metric_value, TestServer};
+use common::{http_raw, metric_sample, metric_value, TestServer};
 use serde_json::{json, Value};
 use services::{ensure_postgres, unique, PG_URL};
 use tokio_postgres::{Client, NoTls};
@@ -63,10 +63,15 @@ async fn bus_metric(server: &TestServer, name: &str) -> f64 {
 
 async fn wait_metric(server: &TestServer, name: &str, at_least: f64) {
     let deadline = tokio::time::Instant::now() + services::SLOW;
-    while bus_metric(server, name).await < at_least {
+    loop {
+        let (_, text) = http_raw(server.addr, "GET", "/metrics", "", None).await;
+        // Absent until the source first reports: not there yet, not zero.
+        if metric_sample(&text, name).is_some_and(|v| v >= at_least) {
+            return;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{name} never reached {at_least}"
+            "{name} never reached {at_least}:\n{text}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -271,12 +276,17 @@ async fn killing_the_listener_while_rows_are_inserted_loses_and_repeats_nothing(
         got.push(change["new"]["n"].as_i64().unwrap());
         if got.len() == 40 || got.len() == 120 {
             // The listener may still be reconnecting from the last kill.
+            let deadline = tokio::time::Instant::now() + services::SLOW;
             loop {
                 let killed: i64 = db.query_one(&terminate, &[]).await.unwrap().get(0);
                 if killed > 0 {
                     kills += 1;
                     break;
                 }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the listener ({app}) never came back to be killed again"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
@@ -294,4 +304,184 @@ async fn killing_the_listener_while_rows_are_inserted_loses_and_repeats_nothing(
     db.batch_execute(&format!("DROP TABLE {table}; DROP TABLE {outbox}"))
         .await
         .unwrap();
+}
+
+/// Creates `table`, whose inserted rows reach `topic` through `outbox`.
+async fn rows_through_outbox(db: &Client, table: &str, outbox: &str, topic: &str) {
+    db.execute("SELECT fanwire_create_outbox($1)", &[&outbox])
+        .await
+        .unwrap();
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (n int NOT NULL);
+         CREATE TRIGGER fanwire AFTER INSERT ON {table}
+             FOR EACH ROW EXECUTE FUNCTION fanwire_row_change('{topic}', 'outbox', '{outbox}');"
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_node_resumes_the_outbox_where_it_stopped() {
+    let db = connect().await;
+    let (table, outbox) = (unique("rows"), unique("outbox"));
+    rows_through_outbox(&db, &table, &outbox, "rows:restart").await;
+    let source = |pg: &mut fanwire_bus::PostgresConfig| {
+        pg.outbox_table = Some(outbox.clone());
+        pg.cursor = outbox.clone();
+    };
+    let insert = |n: i32| {
+        let (db, table) = (&db, &table);
+        async move {
+            db.execute(&format!("INSERT INTO {table} (n) VALUES ($1)"), &[&n])
+                .await
+                .unwrap();
+        }
+    };
+    let subscriber = |server: &TestServer| {
+        let addr = server.addr;
+        async move {
+            let mut c = common::Client::connect(addr, Some("graphql-transport-ws")).await;
+            c.send(json!({"type": "connection_init"})).await;
+            assert_eq!(c.recv().await, json!({"type": "connection_ack"}));
+            c.subscribe(
+                "r",
+                r#"subscription { rowChanged(stream: "restart") { new { n } } }"#,
+                json!({}),
+            )
+            .await;
+            c
+        }
+    };
+
+    let mut first = server(source).await;
+    let mut c = subscriber(&first).await;
+    first
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    for n in 1..=10 {
+        insert(n).await;
+        assert_eq!(data(&c.recv().await, "rowChanged")["new"]["n"], n);
+    }
+    first.shutdown().await;
+    drop(c);
+
+    // Rows committed while no node runs wait in the outbox.
+    for n in 11..=20 {
+        insert(n).await;
+    }
+    let second = server(source).await;
+    // The new node reads from the saved position: rows 11 to 20, each once
+    // (rows 1 to 10 again would make 20; none at all, a lost position).
+    wait_metric(
+        &second,
+        "fanwire_source_events_total{component=\"postgres\"}",
+        10.0,
+    )
+    .await;
+    let mut c = subscriber(&second).await;
+    second
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    insert(21).await;
+    assert_eq!(data(&c.recv().await, "rowChanged")["new"]["n"], 21);
+    assert_eq!(
+        bus_metric(
+            &second,
+            "fanwire_source_events_total{component=\"postgres\"}"
+        )
+        .await,
+        11.0,
+        "rows 11 to 21, each once"
+    );
+    db.batch_execute(&format!("DROP TABLE {table}; DROP TABLE {outbox}"))
+        .await
+        .unwrap();
+}
+
+/// A TCP relay to PostgreSQL that the test can cut (refusing connections)
+/// and restore on the same port.
+struct Relay {
+    addr: std::net::SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Relay {
+    async fn open(addr: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            loop {
+                let (mut inbound, _) = listener.accept().await.unwrap();
+                links.spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect("127.0.0.1:5432")
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Relay { addr, tasks }
+    }
+
+    /// Closes the port and every relayed connection.
+    fn cut(mut self) -> std::net::SocketAddr {
+        self.tasks.abort_all();
+        self.addr
+    }
+}
+
+async fn health(server: &TestServer) -> Value {
+    let (status, body) = http_raw(server.addr, "GET", "/healthz", "", None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until `/healthz` shows the PostgreSQL source `up` (or not) and
+/// returns what it said.
+async fn wait_source(server: &TestServer, up: bool) -> Value {
+    let deadline = tokio::time::Instant::now() + services::SLOW;
+    loop {
+        let health = health(server).await;
+        if (health["sources"]["postgres"]["state"] == "up") == up {
+            return health;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the source never became {}: {health}",
+            if up { "up" } else { "not up" }
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn healthz_reports_a_source_outage_and_the_recovery() {
+    ensure_postgres();
+    let relay = Relay::open("127.0.0.1:0".parse().unwrap()).await;
+    let url = format!("postgres://postgres@{}/test", relay.addr);
+    let dir = services::temp_dir("pg-schema");
+    let schema = dir.join("schema.graphql");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let server = TestServer::start(|c| {
+        c.server.schema = Some(schema);
+        c.sources.postgres.url = Some(url);
+        c.sources.postgres.channels = vec!["fanwire_unused".into()];
+    })
+    .await;
+    let up = wait_source(&server, true).await;
+    assert_eq!(up["status"], "ok", "{up}");
+
+    let addr = relay.cut();
+    let down = wait_source(&server, false).await;
+    assert_eq!(down["status"], "degraded", "{down}");
+    assert_eq!(
+        bus_metric(&server, "fanwire_bus_up{component=\"postgres\"}").await,
+        0.0
+    );
+
+    let _relay = Relay::open(addr).await;
+    let up = wait_source(&server, true).await;
+    assert_eq!(up["status"], "ok", "{up}");
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{Client, TestServer, WAIT};
 use serde_json::json;
 
 const ORDER: &str = "subscription($t: ID!) { orderCreated(tenantId: $t) { id total: cents } }";
@@ -246,7 +246,27 @@ async fn keep_alive_pings_and_dead_peers_are_dropped() {
             s.metric("fanwire_connections") == 0.0
         })
         .await;
-    drop(c);
+    let m = server.metrics();
+    assert_eq!(
+        common::metric_value(
+            &m,
+            "fanwire_connection_rejections_total{reason=\"dead_peer\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    // Its socket ends: the pings already sent, then nothing.
+    loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(common::WAIT, c.ws.next())
+            .await
+            .expect("the socket ends")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => continue,
+            None | Some(Err(_)) => break,
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -266,4 +286,93 @@ async fn graceful_shutdown_closes_clients_with_1001() {
     assert_eq!((&mut b2).await.unwrap().0, 1001);
     // The listener is gone.
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+/// Publishes `count` events of 16 KB on `ticks:demo`, `seq` 1 to `count`.
+async fn publish_blobs(server: &TestServer, count: u64) {
+    let blob = "x".repeat(16 * 1024);
+    let seqs: Vec<u64> = (1..=count).collect();
+    for chunk in seqs.chunks(32) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|seq| json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
+            .collect();
+        let (status, body) = server
+            .publish(&serde_json::Value::Array(batch).to_string(), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_queued_results_before_the_1001() {
+    let mut server = TestServer::start(|c| {
+        c.limits.queue_depth = 100_000;
+        c.limits.keep_alive_ms = 120_000;
+        // A bound, not a wait: the client reads everything well before it.
+        c.server.shutdown_timeout_ms = 120_000;
+    })
+    .await;
+    let mut c = server.ready_client().await;
+    c.subscribe("s", "subscription { tick { seq blob } }", json!({}))
+        .await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    // 32 MB the client does not read: more than the kernel buffers hold, so
+    // results are still queued in the server when shutdown begins.
+    let events = 2_000;
+    publish_blobs(&server, events).await;
+    server.begin_shutdown();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for seq in 1..=events {
+        let msg = c.recv().await;
+        assert_eq!(
+            msg["payload"]["data"]["tick"]["seq"], seq,
+            "every result, in order"
+        );
+    }
+    assert_eq!(c.closed().await.0, 1001);
+    server.shutdown().await;
+    assert_eq!(server.drops("queue_full"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_after_its_timeout_when_a_client_cannot_be_closed() {
+    let mut server = TestServer::start(|c| {
+        c.limits.queue_depth = 8;
+        // Left alone, the stalled connection would live for minutes.
+        c.limits.keep_alive_ms = 120_000;
+        c.server.shutdown_timeout_ms = 200;
+    })
+    .await;
+    let mut stalled = server.ready_client().await;
+    stalled
+        .subscribe("s", "subscription { tick { seq blob } }", json!({}))
+        .await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    // Enough that the queue overflows: the socket is backed up and the
+    // server's writer is stuck in a write the client never reads.
+    let mut published = 0;
+    while server.drops("queue_full") == 0 {
+        assert!(published < 10_000, "the stalled socket never backed up");
+        publish_blobs(&server, 64).await;
+        published += 64;
+    }
+    // `run` returns (within `WAIT`, or `shutdown` fails the test) while the
+    // connection it could not close is still open: the timeout ended the
+    // wait, not the connection. (Without the timeout, `run` waits for the
+    // connection to end, and it is no longer counted here.)
+    server.shutdown().await;
+    assert_eq!(server.metric("fanwire_connections"), 1.0, "still stuck");
+    drop(stalled);
 }

@@ -64,11 +64,16 @@ impl TestServer {
         }
     }
 
-    /// Triggers graceful shutdown and waits for `run` to return.
-    pub async fn shutdown(&mut self) {
+    /// Triggers graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(&mut self) {
+        self.begin_shutdown();
         if let Some(done) = self.done.take() {
             tokio::time::timeout(WAIT, done)
                 .await
@@ -79,6 +84,24 @@ impl TestServer {
 
     pub fn metrics(&self) -> String {
         self.engine.metrics().encode()
+    }
+
+    /// `fanwire_drops_total{reason}`, read from the counter itself: 0
+    /// before its first increment (the text has no such series yet), and a
+    /// renamed family fails to compile rather than reading as 0.
+    pub fn drops(&self, reason: &'static str) -> u64 {
+        let reason = fanwire_core::metrics::Reason { reason };
+        self.engine.metrics().drops.get_or_create(&reason).get()
+    }
+
+    /// `fanwire_connection_rejections_total{reason}`, as [`Self::drops`].
+    pub fn rejections(&self, reason: &'static str) -> u64 {
+        let reason = fanwire_core::metrics::Reason { reason };
+        self.engine
+            .metrics()
+            .connection_rejections
+            .get_or_create(&reason)
+            .get()
     }
 
     /// Reads one sample from the metrics text, e.g. `fanwire_projections_total`.
@@ -130,11 +153,25 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The sample of series `name` (with its labels, e.g.
+/// `fanwire_bus_up{component="postgres"}`) in a metrics text; panics when the
+/// series is absent, so a renamed metric fails an `== 0` assertion rather
+/// than passing it.
 pub fn metric_value(text: &str, name: &str) -> f64 {
+    metric_sample(text, name)
+        .unwrap_or_else(|| panic!("no series `{name}` in the metrics:\n{text}"))
+}
+
+/// The sample of series `name`, or `None` while it does not exist yet (a
+/// labelled series appears on its first increment): for waits only.
+pub fn metric_sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("sample of `{name}` is not a number ({e}): {v}"))
+        })
 }
 
 pub struct Client {
