@@ -88,7 +88,7 @@ async def test_close_codes(mode: str, stack: AsyncExitStack) -> None:
 # Python-held sockets, where the handler's size check decides.
 @pytest.mark.parametrize("mode", ["fastapi", "starlette", "custom"])
 async def test_oversized_message_closes_1009(mode: str, stack: AsyncExitStack) -> None:
-    manager = SubscriptionManager(SCHEMA, SubscriptionConfig(max_message_bytes=1024))
+    manager = SubscriptionManager(SCHEMA, SubscriptionConfig(max_message_bytes=1024, max_document_bytes=512))
     url = (await serve(manager, mode, stack)).url
     ws = await open_ws(url)
     await ws.send(msg(type="connection_init"))
@@ -142,7 +142,9 @@ async def test_expired_credentials_close_4403(mode: str, stack: AsyncExitStack) 
 
     @manager.connection_policy
     def short_lived(params: dict[str, Any], headers: dict[str, str]) -> Principal:
-        return Principal("u", expires_at=int(time.time()) + 1)
+        # Whole seconds: +1 could leave a millisecond between this call and
+        # the engine's check at init; +2 leaves at least one.
+        return Principal("u", expires_at=int(time.time()) + 2)
 
     url = (await serve(manager, mode, stack)).url
     ws = await open_ws(url)
