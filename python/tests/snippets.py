@@ -251,12 +251,13 @@ def stop(running: Process) -> int:
         pytest.fail(f"still running {STOP_SECONDS} s after SIGINT:\n{running.output()}")
 
 
-def client(url: str, init: dict[str, Any] | None = None) -> ClientConnection:
-    """A graphql-transport-ws client, acknowledged."""
-    ws = connect(url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=STEP_SECONDS)
-    ws.send(json.dumps({"type": "connection_init", "payload": init or {}}))
-    assert json.loads(recv(ws, "the connection_ack")) == {"type": "connection_ack"}
-    return ws
+@contextmanager
+def client(url: str, init: dict[str, Any] | None = None) -> Iterator[ClientConnection]:
+    """A graphql-transport-ws client, acknowledged, until the block ends."""
+    with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=STEP_SECONDS) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": init or {}}))
+        assert json.loads(recv(ws, "the connection_ack")) == {"type": "connection_ack"}
+        yield ws
 
 
 def recv(ws: ClientConnection, what: str) -> str | bytes:

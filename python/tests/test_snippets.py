@@ -61,9 +61,9 @@ def test_readme_snippet_runs_as_written(snippet: Snippet, venvs: Venvs, tmp_path
     file = tmp_path / "snippet.py"
     file.write_text(written.sub(str(port), code))
     with serving(python, [str(file)], port, tmp_path / "snippet.log", snippet.env) as running:
-        ws = client(f"ws://127.0.0.1:{port}{match.group(2)}", snippet.init)
-        code_at_exit = stop(running)
-        assert close_code(ws) == snippet.closes, running.output()
+        with client(f"ws://127.0.0.1:{port}{match.group(2)}", snippet.init) as ws:
+            code_at_exit = stop(running)
+            assert close_code(ws) == snippet.closes, running.output()
         assert code_at_exit == 0, f"exit code {code_at_exit} on Ctrl-C:\n{running.output()}"
         assert "Traceback" not in running.output(), running.output()
 
@@ -104,20 +104,20 @@ def test_example_runs_as_documented(example: Path, venvs: Venvs, tmp_path: Path)
     with serving(venvs.python(extra), [str(example), "--port", str(port)], port, tmp_path / "log") as running:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=20) as response:
             assert response.status == 200 and "graphql-transport-ws" in response.read().decode()
-        ws = client(f"ws://127.0.0.1:{port}/graphql")
-        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": ORDERS}}))
-        # Frames are handled in order: once the pong is back, so is the subscription.
-        ws.send(json.dumps({"type": "ping"}))
-        frames = [json.loads(recv(ws, "the pong"))]
-        while frames[-1]["type"] != "pong":
-            assert len(frames) < 10, frames
-            frames.append(json.loads(recv(ws, "the pong")))
-        make_order(port)
-        frame = frames[0] if frames[0]["type"] == "next" else json.loads(recv(ws, "an order for tenant 5"))
-        assert frame["type"] == "next" and frame["id"] == "1", frame
-        order = frame["payload"]["data"]["orderCreated"]
-        assert set(order) == {"id", "total"}, order
-        code_at_exit = stop(running)
-        assert close_code(ws) == closes, running.output()
+        with client(f"ws://127.0.0.1:{port}/graphql") as ws:
+            ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": ORDERS}}))
+            # Frames are handled in order: once the pong is back, so is the subscription.
+            ws.send(json.dumps({"type": "ping"}))
+            frames = [json.loads(recv(ws, "the pong"))]
+            while frames[-1]["type"] != "pong":
+                assert len(frames) < 10, frames
+                frames.append(json.loads(recv(ws, "the pong")))
+            make_order(port)
+            frame = frames[0] if frames[0]["type"] == "next" else json.loads(recv(ws, "an order for tenant 5"))
+            assert frame["type"] == "next" and frame["id"] == "1", frame
+            order = frame["payload"]["data"]["orderCreated"]
+            assert set(order) == {"id", "total"}, order
+            code_at_exit = stop(running)
+            assert close_code(ws) == closes, running.output()
         assert code_at_exit == 0, f"exit code {code_at_exit} on Ctrl-C:\n{running.output()}"
         assert "Traceback" not in running.output(), running.output()
