@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the fanwire wheel with maturin and checks it in a venv of its own:
-# pytest (warnings are errors), mypy --strict on the package, its tests and
-# the examples, and stubtest of the native module against its stub. The bus,
+# pytest (warnings are errors, a per-test timeout), mypy --strict on the
+# package, its tests and the examples, and stubtest of the native module
+# against its stub. pytest also runs every README snippet and example as
+# written, each in a fresh venv with the wheel and its extra. The bus,
 # source and plugin tests need PostgreSQL, NATS and Redis (started here by
 # tests/services.sh when down), the `fanwire` binary (built here) and the
 # bundled plugins (`bash plugins/build.sh`, which tests/run.sh runs first);
@@ -23,7 +25,10 @@ wheels="$cache/wheels"
 echo "-- building the wheel (maturin)"
 rm -rf "$wheels"
 (cd "$here" && "$venv/bin/maturin" build --quiet --out "$wheels")
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheels"/fanwire-*.whl
+wheel="$(ls "$wheels"/fanwire-*.whl)"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+# The snippet tests install it again, with each extra, into fresh venvs.
+export FANWIRE_WHEEL="$wheel"
 
 # From a neutral folder, so `import fanwire` is the installed wheel, not the source tree.
 cd "$(mktemp -d)"

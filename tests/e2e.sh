@@ -23,9 +23,13 @@ fi
 FANWIRE_BIN="$(cd "$(dirname "$FANWIRE_BIN")" && pwd)/$(basename "$FANWIRE_BIN")"
 export FANWIRE_BIN
 
+# The venv python/check.sh makes (and reuses): nothing goes into the system interpreter.
+venv="${FANWIRE_PY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/py-venv}"
+
 install() {
   (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error) || return 1
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/python/requirements.txt" || return 1
+  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" || return 1
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/python/requirements.txt" || return 1
 }
 
 if ! install; then
@@ -39,7 +43,7 @@ echo "== node: graphql-ws =="
 (cd "$here/node" && npm test --silent) || status=1
 
 echo "== python: gql =="
-(cd "$here/python" && python3 -m pytest) || status=1
+(cd "$here/python" && "$venv/bin/python" -m pytest) || status=1
 
 if [[ $status -ne 0 ]]; then
   echo "e2e: FAILED" >&2

@@ -1,6 +1,7 @@
 """Fanwire on a framework that is neither FastAPI nor Starlette: the plain
-``websockets`` library. Run it with ``python custom_server_example.py`` and
-open http://127.0.0.1:8002/ (``--port`` changes the port).
+``websockets`` library. ``pip install './python[websockets]'``, run it with
+``python custom_server_example.py`` and open http://127.0.0.1:8002/
+(``--port`` changes the port).
 
 All a framework needs is a :class:`fanwire.WebSocketAdapter` (a dozen lines
 below); :class:`fanwire.GraphQLTransportWSHandler` does the rest, with the

@@ -1,4 +1,5 @@
-"""Fanwire in a FastAPI app: ``python fastapi_example.py``, then open http://127.0.0.1:8000/.
+"""Fanwire in a FastAPI app: ``pip install './python[fastapi]'``, then
+``python fastapi_example.py`` and open http://127.0.0.1:8000/.
 
 The ASGI server (uvicorn) holds the sockets; the Rust engine holds the
 protocol state, the subscriptions and each client's queue. ``POST /orders``

@@ -1,7 +1,9 @@
-"""Fanwire in a Starlette app: ``python starlette_example.py``, then open http://127.0.0.1:8001/.
+"""Fanwire in a Starlette app: ``pip install './python[starlette]'``, then
+``python starlette_example.py`` and open http://127.0.0.1:8001/.
 
 ``create_subscription_app(app, manager)`` adds the ``/graphql`` WebSocket
-route; a background task publishes an order for tenant 5 every second.
+route; a background task publishes an order for tenant 5 every second
+(``FANWIRE_EXAMPLE_INTERVAL`` seconds; ``0`` turns it off, as the tests do).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,18 +55,25 @@ async def stats(request: Request) -> JSONResponse:
     return JSONResponse(manager.stats())
 
 
-async def generate_orders() -> None:
-    """A stand-in for the application: an order for tenant 5 every second."""
+async def generate_orders(interval: float) -> None:
+    """A stand-in for the application: an order for tenant 5 every `interval` seconds."""
     for n in itertools.count(1):
         await manager.publish("orders:5", {"id": n, "cents": random.randint(100, 9999)})
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(interval)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    task = asyncio.create_task(generate_orders())
+    interval = float(os.environ.get("FANWIRE_EXAMPLE_INTERVAL", "1.0"))
+    if interval <= 0:
+        yield
+        return
+    task = asyncio.create_task(generate_orders(interval))
     yield
     task.cancel()
+    # Awaited so that shutdown leaves no task behind.
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 app = create_subscription_app(

@@ -52,6 +52,16 @@ async def until(what: str, condition: Callable[[], bool]) -> None:
     await guard(poll(), what)
 
 
+async def until_async(what: str, condition: Callable[[], Awaitable[bool]]) -> None:
+    """Polls the awaitable `condition` (an HTTP request, a query) until it holds."""
+
+    async def poll() -> None:
+        while not await condition():
+            await asyncio.sleep(0.02)
+
+    await guard(poll(), what)
+
+
 def load_example(name: str, file: str) -> Any:
     """Imports an example module by path (examples are not a package)."""
     path = ROOT / "examples" / name / file

@@ -90,10 +90,13 @@ def install_postgres_sql() -> None:
 
 
 def _raw(port: int, request: bytes, until: bytes) -> None:
+    deadline = time.monotonic() + 10
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(request)
         got = b""
         while until not in got:
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up waiting for {until!r} from 127.0.0.1:{port}; got {got[-200:]!r}")
             chunk = s.recv(4096)
             if not chunk:
                 return

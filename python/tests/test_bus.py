@@ -15,7 +15,7 @@ import pytest
 from gql import Client, GraphQLRequest
 from graphql import ExecutionResult
 
-from conftest import RawClient, guard, serve, transport, until
+from conftest import RawClient, guard, serve, transport, until, until_async
 from fanwire import BusConfig, Context, PublishError, SubscriptionConfig, SubscriptionManager
 from services import BROKER_URLS, drop_stream, host, in_thread, require, unique
 
@@ -89,8 +89,11 @@ async def test_a_python_node_and_a_fanwire_node_share_events_exactly_once(
         first_host = asyncio.ensure_future(take(from_host, 1, "the host's first tick"))
         first_python = asyncio.ensure_future(take(from_python, 1, "the Python node's first tick"))
         await until("the Python subscription", lambda: manager.stats()["subscriptions"] == 1)
-        while (await in_thread(node.get, "/healthz"))["subscriptions"] != 1:
-            await asyncio.sleep(0.02)
+
+        async def host_subscribed() -> bool:
+            return bool((await in_thread(node.get, "/healthz"))["subscriptions"] == 1)
+
+        await until_async("the host's subscription (its /healthz)", host_subscribed)
 
         # Awaited: once the broker has stored it; delivered when read back.
         assert await manager.publish("ticks:s", {"n": 1}, id="e1") == 0

@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 import pytest
 from gql import Client, GraphQLRequest
 
-from conftest import guard, serve, transport, until
+from conftest import guard, serve, transport, until, until_async
 from fanwire import PostgresSource, SubscriptionConfig, SubscriptionManager
 from services import PG_URL, in_thread, install_postgres_sql, psql, unique
 
@@ -72,8 +72,7 @@ async def test_a_row_change_reaches_a_client(how: str, mode: str, stack: AsyncEx
     # Closing the manager (with the server or app) closes its connection.
     assert not manager.is_open
 
-    async def disconnected() -> None:
-        while await in_thread(backends, table) != 0:
-            await asyncio.sleep(0.05)
+    async def disconnected() -> bool:
+        return bool(await in_thread(backends, table) == 0)
 
-    await guard(disconnected(), "the source's connection to close")
+    await until_async("the source's connection to close", disconnected)

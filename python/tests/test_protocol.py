@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from conftest import MODES, guard, serve
+from conftest import MODES, guard, serve, until
 from fanwire import SubscriptionConfig, SubscriptionManager
 
 SCHEMA = "type Query { ok: Boolean } type T { a: Int } type Subscription { t: T }"
@@ -24,12 +24,17 @@ async def open_ws(url: str, protocol: str = "graphql-transport-ws") -> ClientCon
 
 async def closed_with(ws: ClientConnection) -> tuple[int, str]:
     """Reads until the server's close frame; its code and reason."""
-    try:
+
+    async def read_to_close() -> None:
         while True:
-            await guard(ws.recv(), "the close")
+            await ws.recv()
+
+    try:
+        await guard(read_to_close(), "the server's close frame")
     except ConnectionClosed as closed:
         assert closed.rcvd is not None, "the server sent no close frame"
         return closed.rcvd.code, closed.rcvd.reason
+    raise AssertionError("unreachable: read_to_close only ends by raising")
 
 
 async def served(mode: str, stack: AsyncExitStack) -> str:
@@ -70,6 +75,31 @@ async def test_close_codes(mode: str, stack: AsyncExitStack) -> None:
     ws = await open_ws(url)
     await ws.send(b"\x00binary")
     assert (await closed_with(ws))[0] == 4400
+
+    ws = await open_ws(url)
+    await ws.send(msg(type="connection_init"))
+    assert json.loads(await guard(ws.recv(), "ack")) == {"type": "connection_ack"}
+    await ws.send(msg(id="1", type="subscribe", payload={"query": "subscription { t { a } }"}))
+    await ws.send(msg(id="1", type="subscribe", payload={"query": "subscription { t { a } }"}))
+    assert await closed_with(ws) == (4409, "Subscriber for 1 already exists")
+
+
+# The Rust server's own 1009 path is tested in engine/server; these are the
+# Python-held sockets, where the handler's size check decides.
+@pytest.mark.parametrize("mode", ["fastapi", "starlette", "custom"])
+async def test_oversized_message_closes_1009(mode: str, stack: AsyncExitStack) -> None:
+    manager = SubscriptionManager(SCHEMA, SubscriptionConfig(max_message_bytes=1024, max_document_bytes=512))
+    url = (await serve(manager, mode, stack)).url
+    ws = await open_ws(url)
+    await ws.send(msg(type="connection_init"))
+    assert json.loads(await guard(ws.recv(), "ack")) == {"type": "connection_ack"}
+    # Within the limit: answered.
+    await ws.send(msg(type="ping", payload={"pad": "x" * 900}))
+    assert json.loads(await guard(ws.recv(), "pong"))["type"] == "pong"
+    await ws.send(msg(type="ping", payload={"pad": "x" * 1100}))
+    code, reason = await closed_with(ws)
+    assert code == 1009 and "exceeds the limit of 1024" in reason, (code, reason)
+    await until("the connection to be gone", lambda: manager.stats()["connections"] == 0)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -112,7 +142,9 @@ async def test_expired_credentials_close_4403(mode: str, stack: AsyncExitStack) 
 
     @manager.connection_policy
     def short_lived(params: dict[str, Any], headers: dict[str, str]) -> Principal:
-        return Principal("u", expires_at=int(time.time()) + 1)
+        # Whole seconds: +1 could leave a millisecond between this call and
+        # the engine's check at init; +2 leaves at least one.
+        return Principal("u", expires_at=int(time.time()) + 2)
 
     url = (await serve(manager, mode, stack)).url
     ws = await open_ws(url)

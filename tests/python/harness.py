@@ -13,6 +13,7 @@ import queue
 import re
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable
@@ -96,12 +97,14 @@ class Server:
             self.stderr.append(line)
 
     def _wait_for_port(self, lines: queue.Queue[str | None]) -> int:
+        # One deadline for the whole wait, however many other lines come first.
+        deadline = time.monotonic() + GUARD_SECONDS
         while True:
             try:
-                line = lines.get(timeout=GUARD_SECONDS)
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                pytest.fail("fanwire did not print its listening line", pytrace=False)
+                pytest.fail(f"fanwire did not print its listening line within {GUARD_SECONDS} s", pytrace=False)
             if line is None:
                 self.stop()
                 code = self.process.returncode
