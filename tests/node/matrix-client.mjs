@@ -5,14 +5,14 @@
 //   node matrix-client.mjs browser PAGE_URL
 //
 // It prints JSON lines on stdout: first `{"client", "version", "typename",
-// "closeCode"}`, then `{"result": ...}` for each result the client receives
+// "cleanClose"}`, then `{"result": ...}` for each result the client receives
 // (`{"item": "..."}` for each list item the page adds). A line `close` on
 // stdin (or its end) unsubscribes and closes; then it prints
 // `{"closed": CODE}` and exits 0. Any failure goes to stderr, exit 1.
 
 import { createInterface } from 'node:readline';
 
-import { CLIENTS, QUERY, openPage, versionOf } from './clients.mjs';
+import { CLEAN_CLOSE, CLIENTS, QUERY, openPage, versionOf } from './clients.mjs';
 
 function emit(line) {
   process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -51,7 +51,7 @@ async function main() {
   const stop = closeRequested();
 
   if (name === 'browser') {
-    emit({ client: 'browser', version: versionOf('puppeteer-core'), typename: false, closeCode: null });
+    emit({ client: 'browser', version: versionOf('puppeteer-core'), typename: false, cleanClose: [null] });
     const page = await openPage(url);
     try {
       await forward(page.next, 'item', stop);
@@ -69,7 +69,7 @@ async function main() {
     client: client.name,
     version: versionOf(client.packageName),
     typename: client.typename,
-    closeCode: client.closeCode,
+    cleanClose: CLEAN_CLOSE,
   });
   const session = client.open(url, { query: QUERY, variables: JSON.parse(variables ?? '{}') });
   await forward(session.next, 'result', stop);
