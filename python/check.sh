@@ -46,5 +46,8 @@ bash "$here/../tests/services.sh"
 (cd "$here/.." && cargo build --quiet --locked -p fanwire-server --bin fanwire)
 export FANWIRE_BIN="${CARGO_TARGET_DIR:-$cache/target}/debug/fanwire"
 
+echo "-- the client matrix's Node clients and Chromium (tests/node/setup.sh)"
+bash "$here/../tests/node/setup.sh"
+
 echo "-- pytest"
 (cd "$here" && "$venv/bin/pytest" -p no:cacheprovider tests)

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suites against a built fanwire binary:
-#   tests/node    the graphql-ws reference client (node --test)
-#   tests/python  gql over both WebSocket subprotocols (pytest)
+#   tests/node    the graphql-ws reference client, and the stock-client
+#                 matrix's binary half: graphql-ws, Apollo, urql,
+#                 subscriptions-transport-ws and the demo page in headless
+#                 Chromium (node --test)
+#   tests/python  gql over both WebSocket subprotocols and with its default
+#                 (none named) (pytest)
+# The matrix's Python-mode half runs from python/check.sh (it needs the wheel).
 #
 # Usage: FANWIRE_BIN=/path/to/fanwire tests/e2e.sh
-# Installs the suites' dependencies first (npm ci; pip install -r), which is
-# a no-op when they are already in place. Exits non-zero if either suite fails;
-# both suites run even when the first one fails.
+# Installs the suites' dependencies first (tests/node/setup.sh: npm ci and
+# Debian's chromium; pip install -r), which is a no-op when they are already
+# in place. Exits non-zero if either suite fails; both suites run even when
+# the first one fails.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +33,7 @@ export FANWIRE_BIN
 venv="${FANWIRE_PY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/py-venv}"
 
 install() {
-  (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error) || return 1
+  bash "$here/node/setup.sh" || return 1
   [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" || return 1
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/python/requirements.txt" || return 1
 }
@@ -39,7 +45,7 @@ fi
 
 status=0
 
-echo "== node: graphql-ws =="
+echo "== node: graphql-ws, and the client matrix against the binary =="
 (cd "$here/node" && npm test --silent) || status=1
 
 echo "== python: gql =="

@@ -16,6 +16,11 @@ import WebSocket from 'ws';
 
 export const SCHEMA = fileURLToPath(new URL('../fixtures/schema.graphql', import.meta.url));
 
+/** The schema of `fanwire serve --demo`, which the page at `/` subscribes with. */
+export const DEMO_SCHEMA = fileURLToPath(
+  new URL('../../engine/server/src/demo/schema.graphql', import.meta.url),
+);
+
 /** How long any single wait may take before the test fails. */
 export const GUARD_MS = 20_000;
 
@@ -47,11 +52,11 @@ export function guard(promise, what, ms = GUARD_MS) {
 
 /**
  * Starts `fanwire serve` and resolves once it reports its port.
- * @param {{publishToken?: string}} [options]
+ * @param {{publishToken?: string, schema?: string}} [options]
  */
-export async function startServer({ publishToken } = {}) {
+export async function startServer({ publishToken, schema = SCHEMA } = {}) {
   const bin = fanwireBin();
-  const args = ['serve', '--schema', SCHEMA, '--listen', '127.0.0.1:0'];
+  const args = ['serve', '--schema', schema, '--listen', '127.0.0.1:0'];
   if (publishToken) args.push('--publish-token', publishToken);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 
