@@ -60,7 +60,7 @@ max_subscriptions_per_connection = 50
 subscribes_per_second = 10000.0
 subscribe_burst = 10000.0
 queue_depth = 128
-keep_alive_ms = 2000
+keep_alive_ms = 15000
 init_timeout_ms = 2000
 history_per_topic = 200
 """
@@ -279,8 +279,9 @@ async def never_reader(server: Server, deadline: float) -> None:
             b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
             + b"".join(mask(f.encode()) for f in frames)
         )
-        # Held for a while (the server should have given up on it by then), then dropped.
-        end = min(deadline, time.monotonic() + 15)
+        # Held past the point where its queue overflows (the kernel buffers fill in seconds)
+        # and past two keep-alive periods, when the server gives up on it; then dropped.
+        end = min(deadline, time.monotonic() + 45)
         while time.monotonic() < end:
             await asyncio.sleep(0.5)
         writer.transport.abort()
