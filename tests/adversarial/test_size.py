@@ -12,6 +12,8 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import pytest
+
 from harness import (
     BASE_LIMITS,
     TICK,
@@ -40,15 +42,18 @@ async def test_thousands_of_subscriptions_on_one_connection_stop_at_the_limit(
         assert msg["type"] == "error", msg
         errors += 1
     assert (await server.counts())["subscriptions"] == limit
-    # Every live one still gets its event, once.
-    await server.publish([{"topic": f"ticks:many{s}", "data": {"n": s}} for s in range(7)])
+    # Every live one still gets its event, once. One topic at a time (about 143 results),
+    # so that no single publish queues more than queue_depth results for this connection.
     seen: set[str] = set()
-    while len(seen) < limit:
-        msg = await client.recv(f"result {len(seen) + 1} of {limit}")
-        assert msg["type"] == "next", msg
-        assert msg["id"] not in seen, f"two results for {msg['id']}"
-        assert msg["payload"]["data"]["tick"]["n"] == int(msg["id"]) % 7
-        seen.add(msg["id"])
+    for s in range(7):
+        await server.publish({"topic": f"ticks:many{s}", "data": {"n": s}})
+        expected = len([i for i in range(limit) if i % 7 == s])
+        for _ in range(expected):
+            msg = await client.recv(f"result {len(seen) + 1} of {limit}")
+            assert msg["type"] == "next", msg
+            assert msg["id"] not in seen, f"two results for {msg['id']}"
+            assert msg["payload"]["data"]["tick"]["n"] == int(msg["id"]) % 7 == s
+            seen.add(msg["id"])
     await client.ping_pong()
     await client.close()
     await server.settle("the subscriptions of the closed connection to go")
@@ -126,7 +131,7 @@ async def test_a_never_reading_client_does_not_cost_others_any_event(server: Ser
         await client.subscribe("r", TICK, {"s": "slow"})
         await client.ping_pong()
     drops_before = await server.metric('fanwire_drops_total{reason="queue_full"}')
-    payload = "x" * 2048
+    payload = "x" * 12288  # 12 MB in all: more than the kernel buffers absorb
     for start in range(0, events, 16):
         await server.publish(
             [{"topic": "ticks:slow", "data": {"n": n, "payload": payload}} for n in range(start, start + 16)]
@@ -143,18 +148,28 @@ async def test_a_never_reading_client_does_not_cost_others_any_event(server: Ser
     await server.settle("the slow client to be dropped or counted out")
 
 
-async def test_connection_rate_limit_answers_429(start_server: Callable[..., Server]) -> None:
-    server = start_server(
-        limits={"connections_per_second": 0.001, "connection_burst": 40.0}
-    )
+@pytest.fixture(scope="module")
+def rate_server(start_server: Callable[..., Server]) -> Server:
+    """A server whose connection bucket holds 40 and refills one per 1,000 s."""
+    return start_server(limits={"connections_per_second": 0.001, "connection_burst": 40.0})
+
+
+@pytest.fixture(scope="module")
+def subscribe_rate_server(start_server: Callable[..., Server]) -> Server:
+    """A server whose per-connection subscribe bucket holds 5 and barely refills."""
+    return start_server(limits={"subscribes_per_second": 0.001, "subscribe_burst": 5.0})
+
+
+async def test_connection_rate_limit_answers_429(rate_server: Server) -> None:
+    server = rate_server
     # The warm-up took 20 of the 40; the bucket refills one per 1,000 s.
     statuses = [await upgrade_status(server) for _ in range(25)]
     assert statuses.count(429) >= 5 and set(statuses) <= {101, 429}, statuses
     await server.assert_settled()
 
 
-async def test_subscribe_rate_limit_answers_rate_limited(start_server: Callable[..., Server]) -> None:
-    server = start_server(limits={"subscribes_per_second": 0.001, "subscribe_burst": 5.0})
+async def test_subscribe_rate_limit_answers_rate_limited(subscribe_rate_server: Server) -> None:
+    server = subscribe_rate_server
     client = await Client.open(server)
     await client.init()
     for i in range(20):
