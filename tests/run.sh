@@ -34,5 +34,8 @@ step "end-to-end tests with stock clients (graphql-ws on Node, gql on Python)"
 cargo build --locked -p fanwire-server --bin fanwire
 FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire" bash tests/e2e.sh
 
+step "adversarial suite: hostile clients against the release binary (tests/adversarial)"
+bash tests/adversarial/run.sh
+
 step "Python package: maturin wheel, pytest over every serving mode, mypy --strict, stubtest"
 bash python/check.sh
