@@ -315,7 +315,9 @@ impl<'a> Meter<'a> {
                         ..sub
                     }
                 }
-                ast::Selection::FragmentSpread(s) => self.fragment(s.fragment_name.as_str(), level)?,
+                ast::Selection::FragmentSpread(s) => {
+                    self.fragment(s.fragment_name.as_str(), level)?
+                }
             };
             total.depth = total.depth.max(inner.depth);
             total.height = total.height.max(inner.height);
@@ -382,7 +384,9 @@ fn check_limits(doc: &ast::Document, limits: &Limits) -> Result<(), Vec<GraphQLE
             ast::Definition::OperationDefinition(op) => operations.push(&op.selection_set[..]),
             ast::Definition::FragmentDefinition(f) => {
                 // A repeated name is a validation error; the first one is measured.
-                fragments.entry(f.name.as_str()).or_insert(&f.selection_set[..]);
+                fragments
+                    .entry(f.name.as_str())
+                    .or_insert(&f.selection_set[..]);
             }
             _ => {}
         }
