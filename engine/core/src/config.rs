@@ -44,13 +44,17 @@ pub struct Limits {
     /// Milliseconds between server keep-alive pings; a peer silent for two
     /// intervals is dropped as dead.
     pub keep_alive_ms: u64,
-    /// Largest GraphQL document in bytes.
+    /// Largest GraphQL document in bytes, checked before parsing (parsing
+    /// costs about a hundred times this in transient memory); it also bounds
+    /// the parser's tokens.
     pub max_document_bytes: usize,
-    /// Deepest field nesting in a document.
+    /// Deepest field nesting in a document, fragments expanded; the parser
+    /// and the walk through fragment spreads stop at `2 x this + 16` nested
+    /// selection sets, so a deep document never reaches the stack's end.
     pub max_depth: usize,
-    /// Most aliases in a document.
+    /// Most aliases in a document, every fragment spread expanded.
     pub max_aliases: usize,
-    /// Most field selections in a document, fragments expanded.
+    /// Most field selections in a document, every fragment spread expanded.
     pub max_fields: usize,
     /// Recent events kept per topic in memory so a reconnecting client can
     /// resume (`extensions.resumeFrom`); 0 keeps none. Memory grows with

@@ -75,10 +75,11 @@ impl Connection {
     }
 
     /// When the principal's credentials expire; the host closes the connection then.
+    /// An expiry past what the clock can represent is no practical expiry: `None`.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.principal
-            .expires_at
-            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        // The seconds come from a client's token: checked, never `+`.
+        let secs = self.principal.expires_at?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
     }
 
     /// The credentials expired: close 4403.
@@ -335,5 +336,28 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.unsubscribe_all();
         self.engine.metrics().connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Limits, Schema};
+
+    #[test]
+    fn an_absurd_expiry_is_no_expiry_and_never_a_panic() {
+        let schema = Schema::parse("type Subscription { t: Int }").unwrap();
+        let engine = Engine::new(schema, Limits::default()).unwrap();
+        let mut conn = engine.connect(Protocol::TransportWs);
+        assert_eq!(conn.expires_at(), None);
+        conn.principal.expires_at = Some(1_796_607_317);
+        assert_eq!(
+            conn.expires_at(),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_607_317))
+        );
+        for secs in [1 << 63, u64::MAX] {
+            conn.principal.expires_at = Some(secs);
+            assert_eq!(conn.expires_at(), None, "{secs}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use apollo_compiler::ast::{OperationType, Value as AstValue};
+use apollo_compiler::ast::{self, OperationType, Value as AstValue};
 use apollo_compiler::executable::{ExecutableDocument, Field, Selection, SelectionSet};
 use apollo_compiler::parser::Parser;
 use serde_json::{Map, Value};
@@ -39,39 +39,13 @@ pub fn prepare(
     limits: &Limits,
     request: &SubscribePayload,
 ) -> Result<Prepared, Vec<GraphQLError>> {
-    if request.query.len() > limits.max_document_bytes {
-        return Err(vec![GraphQLError::new(
-            format!(
-                "The document is {} bytes; the limit is {}",
-                request.query.len(),
-                limits.max_document_bytes
-            ),
-            codes::LIMIT_EXCEEDED,
-        )]);
-    }
-    let recursion_limit = limits.max_depth * 2 + 16;
-    let mut parser = Parser::new()
-        .recursion_limit(recursion_limit)
-        .token_limit(limits.max_document_bytes);
-    let ast = match parser.parse_ast(request.query.as_str(), "subscription.graphql") {
-        Ok(ast) => ast,
-        // The parser's recursion bound guards the stack; hitting it means the
-        // document nests too deeply, which the client must hear as a limit.
-        Err(_) if parser.recursion_reached() > recursion_limit => {
-            return Err(vec![GraphQLError::new(
-                format!(
-                    "The document nests too deeply; the depth limit is {}",
-                    limits.max_depth
-                ),
-                codes::LIMIT_EXCEEDED,
-            )]);
-        }
-        Err(e) => return Err(diagnostics(&e.errors, codes::PARSE_FAILED)),
-    };
+    let ast = parse(limits, &request.query)?;
+    // Limits first: they are linear in the document's size, while validation
+    // walks every fragment expansion and reports every conflict it finds.
+    check_limits(&ast, limits)?;
     let doc = ast
         .to_executable_validate(schema.apollo())
         .map_err(|e| diagnostics(&e.errors, codes::VALIDATION_FAILED))?;
-    check_limits(&doc, limits)?;
 
     let operation = doc
         .operations
@@ -176,13 +150,76 @@ pub fn prepare(
     })
 }
 
+/// Parses a document within the size, token and nesting bounds, so that a
+/// hostile document is refused before its tree is built.
+fn parse(limits: &Limits, query: &str) -> Result<ast::Document, Vec<GraphQLError>> {
+    if query.len() > limits.max_document_bytes {
+        return Err(vec![GraphQLError::new(
+            format!(
+                "The document is {} bytes; the limit is {}",
+                query.len(),
+                limits.max_document_bytes
+            ),
+            codes::LIMIT_EXCEEDED,
+        )]);
+    }
+    let recursion_limit = nesting_limit(limits);
+    // Every token (whitespace included) is at least one byte, plus the end
+    // token: the byte check above already bounds the tokens, and this bound
+    // keeps the lexer to it whatever it counts.
+    let token_limit = limits.max_document_bytes.saturating_add(1);
+    let mut parser = Parser::new()
+        .recursion_limit(recursion_limit)
+        .token_limit(token_limit);
+    match parser.parse_ast(query, "subscription.graphql") {
+        Ok(ast) => Ok(ast),
+        // The parser's recursion bound guards the stack; hitting it means the
+        // document nests too deeply, which the client must hear as a limit.
+        Err(_) if parser.recursion_reached() > recursion_limit => Err(too_deep(limits)),
+        Err(_) if parser.tokens_reached() > token_limit => Err(vec![GraphQLError::new(
+            format!("The document has more than {token_limit} tokens"),
+            codes::LIMIT_EXCEEDED,
+        )]),
+        Err(e) => Err(diagnostics(&e.errors, codes::PARSE_FAILED)),
+    }
+}
+
+/// How many selection sets (fields, fragments, spreads) may nest along one
+/// path: room for `max_depth` fields with a fragment or two at each level.
+fn nesting_limit(limits: &Limits) -> usize {
+    limits.max_depth.saturating_mul(2).saturating_add(16)
+}
+
+fn too_deep(limits: &Limits) -> Vec<GraphQLError> {
+    vec![GraphQLError::new(
+        format!(
+            "The document nests too deeply; the depth limit is {}",
+            limits.max_depth
+        ),
+        codes::LIMIT_EXCEEDED,
+    )]
+}
+
+/// Errors in one response, as graphql-js caps them: one document must not
+/// turn into a frame of thousands of errors.
+pub const MAX_ERRORS: usize = 100;
+
 fn diagnostics(
     list: &apollo_compiler::validation::DiagnosticList,
     code: &str,
 ) -> Vec<GraphQLError> {
-    list.iter()
+    let mut errors: Vec<GraphQLError> = list
+        .iter()
+        .take(MAX_ERRORS)
         .map(|d| GraphQLError::from_apollo(d.to_json(), code))
-        .collect()
+        .collect();
+    if list.len() > MAX_ERRORS {
+        errors.push(GraphQLError::new(
+            "Too many validation errors, error limit reached. Validation aborted.",
+            code,
+        ));
+    }
+    errors
 }
 
 /// The first field of the root selection, looking through fragments
@@ -224,70 +261,144 @@ fn to_json(value: &AstValue, variables: &Map<String, Value>) -> Value {
     }
 }
 
+/// What a selection set costs with its fragments expanded.
 #[derive(Clone, Copy, Default)]
-struct Stats {
+struct Cost {
+    /// Fields nested along the deepest path.
     depth: usize,
+    /// Selection sets (fields, inline fragments, spreads) along the deepest path.
+    height: usize,
+    /// Field selections.
     fields: usize,
+    /// Aliased field selections.
     aliases: usize,
 }
 
-/// Depth, alias and field-count limits, with fragments expanded (each
-/// fragment measured once, so a fragment used many times costs nothing extra).
-fn check_limits(doc: &ExecutableDocument, limits: &Limits) -> Result<(), Vec<GraphQLError>> {
-    fn measure<'a>(
-        doc: &'a ExecutableDocument,
-        set: &'a SelectionSet,
-        memo: &mut HashMap<&'a str, Stats>,
-    ) -> Stats {
-        let mut total = Stats::default();
-        for selection in &set.selections {
+/// Measures operations against the depth, alias and field-count limits.
+///
+/// Each fragment is measured once and its cost reused wherever it is spread,
+/// so the walk is linear in the document even when the expansion is
+/// exponential; counts saturate, and the walk stops at the first limit
+/// passed (every count only grows, so a partial count over a limit means the
+/// whole is over it). A fragment cycle counts as nothing here: validation
+/// reports it.
+struct Meter<'a> {
+    limits: &'a Limits,
+    nesting_limit: usize,
+    fragments: HashMap<&'a str, &'a [ast::Selection]>,
+    /// `None` while the fragment is being measured.
+    measured: HashMap<&'a str, Option<Cost>>,
+}
+
+impl<'a> Meter<'a> {
+    /// The cost of a selection set that sits `level` sets below the operation.
+    fn set(&mut self, set: &'a [ast::Selection], level: usize) -> Result<Cost, Vec<GraphQLError>> {
+        if level > self.nesting_limit {
+            return Err(too_deep(self.limits));
+        }
+        let mut total = Cost::default();
+        for selection in set {
             let inner = match selection {
-                Selection::Field(f) => {
-                    let sub = measure(doc, &f.selection_set, memo);
-                    Stats {
-                        depth: sub.depth + 1,
-                        fields: sub.fields + 1,
-                        aliases: sub.aliases + usize::from(f.alias.is_some()),
+                ast::Selection::Field(f) => {
+                    let sub = self.set(&f.selection_set, level.saturating_add(1))?;
+                    Cost {
+                        depth: sub.depth.saturating_add(1),
+                        height: sub.height.saturating_add(1),
+                        fields: sub.fields.saturating_add(1),
+                        aliases: sub.aliases.saturating_add(usize::from(f.alias.is_some())),
                     }
                 }
-                Selection::InlineFragment(i) => measure(doc, &i.selection_set, memo),
-                Selection::FragmentSpread(s) => {
-                    let name = s.fragment_name.as_str();
-                    if let Some(stats) = memo.get(name) {
-                        *stats
-                    } else if let Some(fragment) = doc.fragments.get(name) {
-                        let stats = measure(doc, &fragment.selection_set, memo);
-                        memo.insert(name, stats);
-                        stats
-                    } else {
-                        Stats::default()
+                ast::Selection::InlineFragment(i) => {
+                    let sub = self.set(&i.selection_set, level.saturating_add(1))?;
+                    Cost {
+                        height: sub.height.saturating_add(1),
+                        ..sub
                     }
+                }
+                ast::Selection::FragmentSpread(s) => {
+                    self.fragment(s.fragment_name.as_str(), level)?
                 }
             };
             total.depth = total.depth.max(inner.depth);
+            total.height = total.height.max(inner.height);
             total.fields = total.fields.saturating_add(inner.fields);
             total.aliases = total.aliases.saturating_add(inner.aliases);
+            self.check(&total)?;
         }
-        total
+        Ok(total)
     }
-    let mut memo = HashMap::new();
-    for operation in doc.operations.iter() {
-        let stats = measure(doc, &operation.selection_set, &mut memo);
-        let over = |what: &str, got: usize, max: usize| {
-            vec![GraphQLError::new(
-                format!("The document's {what} is {got}; the limit is {max}"),
-                codes::LIMIT_EXCEEDED,
-            )]
+
+    /// The cost of spreading fragment `name` in a set `level` sets deep.
+    fn fragment(&mut self, name: &'a str, level: usize) -> Result<Cost, Vec<GraphQLError>> {
+        let cost = match self.measured.get(name) {
+            Some(Some(cost)) => *cost,
+            Some(None) => return Ok(Cost::default()),
+            None => {
+                let Some(set) = self.fragments.get(name).copied() else {
+                    // Validation reports the unknown fragment.
+                    return Ok(Cost::default());
+                };
+                self.measured.insert(name, None);
+                let sub = self.set(set, level.saturating_add(1))?;
+                let cost = Cost {
+                    height: sub.height.saturating_add(1),
+                    ..sub
+                };
+                self.measured.insert(name, Some(cost));
+                cost
+            }
         };
-        if stats.depth > limits.max_depth {
-            return Err(over("depth", stats.depth, limits.max_depth));
+        if level.saturating_add(cost.height) > self.nesting_limit {
+            return Err(too_deep(self.limits));
         }
-        if stats.aliases > limits.max_aliases {
-            return Err(over("alias count", stats.aliases, limits.max_aliases));
+        Ok(cost)
+    }
+
+    fn check(&self, cost: &Cost) -> Result<(), Vec<GraphQLError>> {
+        let over = |what: &str, max: usize| {
+            Err(vec![GraphQLError::new(
+                format!("The document's {what} exceeds the limit of {max} (fragments expanded)"),
+                codes::LIMIT_EXCEEDED,
+            )])
+        };
+        let limits = self.limits;
+        if cost.depth > limits.max_depth {
+            return over("depth", limits.max_depth);
         }
-        if stats.fields > limits.max_fields {
-            return Err(over("field count", stats.fields, limits.max_fields));
+        if cost.aliases > limits.max_aliases {
+            return over("alias count", limits.max_aliases);
         }
+        if cost.fields > limits.max_fields {
+            return over("field count", limits.max_fields);
+        }
+        Ok(())
+    }
+}
+
+/// Depth, alias and field-count limits of every operation, fragments expanded.
+fn check_limits(doc: &ast::Document, limits: &Limits) -> Result<(), Vec<GraphQLError>> {
+    let mut fragments = HashMap::new();
+    let mut operations = Vec::new();
+    for definition in &doc.definitions {
+        match definition {
+            ast::Definition::OperationDefinition(op) => operations.push(&op.selection_set[..]),
+            ast::Definition::FragmentDefinition(f) => {
+                // A repeated name is a validation error; the first one is measured.
+                fragments
+                    .entry(f.name.as_str())
+                    .or_insert(&f.selection_set[..]);
+            }
+            _ => {}
+        }
+    }
+    let mut meter = Meter {
+        limits,
+        nesting_limit: nesting_limit(limits),
+        fragments,
+        measured: HashMap::new(),
+    };
+    for operation in operations {
+        meter.set(operation, 0)?;
     }
     Ok(())
 }

@@ -133,13 +133,23 @@ impl Schema {
                 )
             })
             .unwrap_or(false);
-        let mut builder = apollo_compiler::Schema::builder().parse(sdl, "schema.graphql");
-        if !declares_topic {
-            builder = builder.parse(TOPIC_DIRECTIVE, "fanwire-builtins.graphql");
+        let build = |extra: Option<&str>| {
+            let mut builder = apollo_compiler::Schema::builder().parse(sdl, "schema.graphql");
+            if !declares_topic {
+                builder = builder.parse(TOPIC_DIRECTIVE, "fanwire-builtins.graphql");
+            }
+            if let Some(extra) = extra {
+                builder = builder.parse(extra, "fanwire-query-root.graphql");
+            }
+            builder
+                .build()
+                .map_err(|e| SchemaError::Invalid(e.errors.to_string()))
+        };
+        let mut unvalidated = build(None)?;
+        if unvalidated.schema_definition.query.is_none() {
+            unvalidated = build(Some(hidden_query_root(&unvalidated).as_str()))?;
         }
-        let inner = builder
-            .build()
-            .map_err(|e| SchemaError::Invalid(e.errors.to_string()))?
+        let inner = unvalidated
             .validate()
             .map_err(|e| SchemaError::Invalid(e.errors.to_string()))?;
         let subscription_type = inner
@@ -200,6 +210,23 @@ impl Schema {
     pub fn subscription_fields(&self) -> impl Iterator<Item = &str> {
         self.topics.keys().map(String::as_str)
     }
+}
+
+/// SDL for a query root, for a schema that declares only subscriptions:
+/// GraphQL requires one, Fanwire never serves it, and users should not have
+/// to write one. It is `Query` when that name is free (the implicit root);
+/// otherwise a free name added to the schema definition.
+fn hidden_query_root(schema: &apollo_compiler::Schema) -> String {
+    const FIELD: &str = "\"Fanwire serves subscriptions only.\" _fanwire: Boolean";
+    let explicit = schema.schema_definition.location().is_some();
+    if !explicit && !schema.types.contains_key("Query") {
+        return format!("type Query {{ {FIELD} }}\n");
+    }
+    let mut name = String::from("FanwireQuery");
+    while schema.types.contains_key(name.as_str()) {
+        name.push('_');
+    }
+    format!("extend schema {{ query: {name} }}\ntype {name} {{ {FIELD} }}\n")
 }
 
 /// Parses `template` and checks that its placeholders are arguments of `field`.

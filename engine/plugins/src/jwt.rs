@@ -3,11 +3,21 @@
 //! Native rather than a plugin: it runs once per connection, needs real
 //! cryptography (RSA, P-256), and `jsonwebtoken` is the maintained,
 //! widely used implementation (with its pure-Rust `rust_crypto` backend, so
-//! no C toolchain). Tokens come from the `connection_init` payload (`token`,
-//! or `Authorization: Bearer ...`) or the upgrade request's `Authorization`
-//! header. A missing, malformed, wrongly signed, wrong-algorithm or expired
-//! token is refused (close 4403); an accepted token's `exp` becomes the
-//! principal's expiry, and the host closes the connection at that moment.
+//! no C toolchain).
+//!
+//! Where the token comes from, one rule: the first of the `connection_init`
+//! payload's `token_field`, `Authorization` and `authorization` that is
+//! present and not null is the token, and must be a non-empty string (a
+//! number, an empty string or an invalid token is refused, never passed
+//! over); only when the payload has none of them is the upgrade request's
+//! `Authorization` header read. Either may be `Bearer <token>` (the scheme
+//! in any case) or the bare token; another scheme is refused.
+//!
+//! A missing, malformed, wrongly signed, wrong-algorithm, expired or
+//! not-yet-valid token is refused (close 4403), and so is one without the
+//! configured `iss` or `aud`. An accepted token's `exp` (whole or
+//! fractional seconds) becomes the principal's expiry, and the host closes
+//! the connection at that moment.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +29,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::LoadError;
+
+/// The largest clock skew `leeway_s` may tolerate.
+pub const MAX_LEEWAY_S: u64 = 86_400;
 
 /// The signing algorithms the policy accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,13 +59,14 @@ pub struct JwtConfig {
     /// The `connection_init` payload field holding the token.
     #[serde(default = "default_token_field")]
     pub token_field: String,
-    /// Required `iss`, if set.
+    /// Required `iss`, if set: a token without it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Required `aud`, if set.
+    /// Required `aud`, if set: a token without it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
-    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    /// Seconds of clock skew tolerated on `exp` and `nbf` at connect (at most a
+    /// day); a live connection still closes at `exp` itself.
     #[serde(default)]
     pub leeway_s: u64,
     /// The claim naming the principal's tenant.
@@ -140,16 +154,31 @@ impl JwtPolicy {
                 DecodingKey::from_ec_pem(&pem()?).map_err(|e| invalid(e.to_string()))?,
             ),
         };
+        // jsonwebtoken computes `now - leeway` unchecked.
+        if config.leeway_s > MAX_LEEWAY_S {
+            return Err(invalid(format!(
+                "leeway_s must be at most {MAX_LEEWAY_S} (a day), got {}",
+                config.leeway_s
+            )));
+        }
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_s;
         validation.validate_nbf = true;
+        // jsonwebtoken checks `iss` and `aud` only when the token has them:
+        // a configured one must also be present.
+        let mut required = vec!["exp"];
         match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(JwtPolicy {
             key,
             validation,
@@ -157,25 +186,69 @@ impl JwtPolicy {
         })
     }
 
-    /// The token of a connection request, if it carries one.
-    fn token<'a>(&self, request: &'a ConnectionRequest<'_>) -> Option<&'a str> {
-        let bearer = |v: &'a str| v.strip_prefix("Bearer ").unwrap_or(v).trim();
+    /// The token of a connection request (see the module doc for the rule).
+    fn token<'a>(&self, request: &'a ConnectionRequest<'_>) -> Result<&'a str, String> {
         let payload = request.init_payload;
-        payload
-            .get(&self.config.token_field)
-            .or_else(|| payload.get("Authorization"))
-            .or_else(|| payload.get("authorization"))
-            .and_then(Value::as_str)
-            .or_else(|| {
-                request
-                    .headers
-                    .iter()
-                    .find(|(n, _)| n == "authorization")
-                    .map(|(_, v)| v.as_str())
-            })
-            .map(bearer)
-            .filter(|t| !t.is_empty())
+        let given = [
+            self.config.token_field.as_str(),
+            "Authorization",
+            "authorization",
+        ]
+        .into_iter()
+        .find_map(|field| match payload.get(field) {
+            None | Some(Value::Null) => None,
+            Some(value) => Some((field, value)),
+        });
+        if let Some((field, value)) = given {
+            return match value {
+                Value::String(s) => credentials(s),
+                _ => Err(format!(
+                    "connection_init payload field `{field}` must be a token string"
+                )),
+            };
+        }
+        let header = request
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        match header {
+            Some((_, value)) => credentials(value),
+            None => Err("Missing authentication token".to_owned()),
+        }
     }
+}
+
+/// The token of an `Authorization` value: `Bearer <token>`, the scheme in
+/// any case (RFC 7235), or the bare token.
+fn credentials(value: &str) -> Result<&str, String> {
+    let value = value.trim();
+    let token = match value.split_once([' ', '\t']) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some((scheme, _)) => {
+            return Err(format!(
+                "Authorization scheme `{scheme}` not accepted (use Bearer)"
+            ))
+        }
+        None if value.eq_ignore_ascii_case("bearer") => "",
+        None => value,
+    };
+    if token.is_empty() {
+        return Err("Missing authentication token".to_owned());
+    }
+    Ok(token)
+}
+
+/// The expiry of verified claims in whole Unix seconds, rounded down so a
+/// fractional `exp` (RFC 7519 NumericDate) is never exceeded. jsonwebtoken
+/// has already refused a negative, non-numeric or out-of-range `exp`.
+fn expiry(claims: &Map<String, Value>) -> Option<u64> {
+    let exp = claims.get("exp")?.as_number()?;
+    if let Some(secs) = exp.as_u64() {
+        return Some(secs);
+    }
+    let secs = exp.as_f64()?;
+    // `as` saturates; anything past u64 is no practical expiry anyway.
+    (secs.is_finite() && secs >= 0.0).then(|| secs.floor() as u64)
 }
 
 fn text(value: Option<&Value>) -> Option<String> {
@@ -188,9 +261,7 @@ fn text(value: Option<&Value>) -> Option<String> {
 
 impl ConnectionPolicy for JwtPolicy {
     fn check(&self, request: &ConnectionRequest<'_>) -> Result<Accepted, String> {
-        let token = self
-            .token(request)
-            .ok_or_else(|| "Missing authentication token".to_owned())?;
+        let token = self.token(request)?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => "Token expired".to_owned(),
@@ -202,6 +273,12 @@ impl ConnectionPolicy for JwtPolicy {
             ErrorKind::ImmatureSignature => "Token not yet valid".to_owned(),
             ErrorKind::InvalidIssuer => "Token issuer not accepted".to_owned(),
             ErrorKind::InvalidAudience => "Token audience not accepted".to_owned(),
+            ErrorKind::MissingRequiredClaim(claim) => {
+                format!("Token has no valid `{claim}` claim")
+            }
+            ErrorKind::InvalidClaimFormat(claim) => {
+                format!("Token claim `{claim}` is not a valid NumericDate")
+            }
             _ => format!("Invalid token: {e}"),
         })?;
         let claims = data.claims;
@@ -218,7 +295,7 @@ impl ConnectionPolicy for JwtPolicy {
                 subject: text(claims.get("sub")),
                 tenant: text(claims.get(&self.config.tenant_claim)),
                 roles,
-                expires_at: claims.get("exp").and_then(Value::as_u64),
+                expires_at: expiry(&claims),
                 claims,
             },
             ack: None,

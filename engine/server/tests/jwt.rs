@@ -1,6 +1,8 @@
 //! The native JWT connection policy in a running host: HS256, RS256 and
 //! ES256; valid, expired, wrongly signed, wrong-algorithm and missing
-//! tokens; a live token's expiry closes the connection with 4403.
+//! tokens; a live token's expiry (whole or fractional) closes the connection
+//! with 4403, an absurd one neither panics nor expires; required `iss`/`aud`;
+//! the payload token against the upgrade's `Authorization` header.
 
 mod common;
 
@@ -56,6 +58,36 @@ async fn server(algorithm: JwtAlgorithm) -> TestServer {
 /// Sends `connection_init` with `payload`; the ack, or the close code and reason.
 async fn init(server: &TestServer, payload: Value) -> Result<Value, (u16, String)> {
     let mut c = server.client("graphql-transport-ws").await;
+    answer(&mut c, payload).await
+}
+
+/// A client whose upgrade request carries `Authorization: {authorization}`.
+async fn client_with_header(server: &TestServer, authorization: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut req = format!("ws://{}/graphql", server.addr)
+        .into_client_request()
+        .unwrap();
+    let headers = req.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    headers.insert(
+        "Authorization",
+        HeaderValue::from_str(authorization).unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade succeeds");
+    Client {
+        ws,
+        protocol: Some("graphql-transport-ws".into()),
+    }
+}
+
+/// Sends `connection_init` with `payload` on `c`; the ack, or the close code and reason.
+async fn answer(c: &mut Client, payload: Value) -> Result<Value, (u16, String)> {
     c.send(json!({"type": "connection_init", "payload": payload}))
         .await;
     use futures_util::StreamExt;
@@ -198,4 +230,138 @@ async fn the_principal_reaches_the_security_plugins() {
     }
     let msg = c.recv().await;
     assert_eq!(msg["payload"]["data"]["orderCreated"]["id"], "2", "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fractional_exp_is_enforced_on_the_live_connection() {
+    let server = server(JwtAlgorithm::HS256).await;
+    let exp = now() as f64 + 2.4;
+    let mut claims = claims(0);
+    claims["exp"] = json!(exp);
+    let mut c = server.client("graphql-transport-ws").await;
+    let ack = answer(&mut c, json!({"token": sign(Algorithm::HS256, claims)})).await;
+    assert_eq!(ack, Ok(json!({"type": "connection_ack"})));
+    let (code, reason) = c.closed().await;
+    assert_eq!((code, reason.as_str()), (4403, "Authentication expired"));
+}
+
+/// An expiry beyond what the clock can hold is no practical expiry: the
+/// connection lives and receives events; one jsonwebtoken cannot read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_exp_values_never_panic_the_connection() {
+    let server = server(JwtAlgorithm::HS256).await;
+    for (i, exp) in [json!(1u64 << 63), json!(u64::MAX)].into_iter().enumerate() {
+        let mut claims = claims(0);
+        claims["exp"] = exp.clone();
+        let mut c = server.client("graphql-transport-ws").await;
+        let ack = answer(&mut c, json!({"token": sign(Algorithm::HS256, claims)})).await;
+        assert_eq!(ack, Ok(json!({"type": "connection_ack"})), "{exp}");
+        c.subscribe(
+            "1",
+            "subscription { orderCreated(tenantId: \"abs\") { id } }",
+            json!({}),
+        )
+        .await;
+        server
+            .eventually("subscribed", |s| s.metric("fanwire_subscriptions") >= 1.0)
+            .await;
+        let body = json!({"topic": "orders:abs", "data": {"id": i, "cents": 1}});
+        assert_eq!(server.publish(&body.to_string(), None).await.0, 200);
+        let msg = c.recv().await;
+        assert_eq!(
+            msg["payload"]["data"]["orderCreated"]["id"],
+            i.to_string(),
+            "{exp}: {msg}"
+        );
+        c.send(json!({"id": "1", "type": "complete"})).await;
+        server
+            .eventually("unsubscribed", |s| s.metric("fanwire_subscriptions") == 0.0)
+            .await;
+    }
+    for exp in [json!(1e300), json!(-1), json!("9999999999")] {
+        let mut claims = claims(0);
+        claims["exp"] = exp.clone();
+        let (code, reason) = init(&server, json!({"token": sign(Algorithm::HS256, claims)}))
+            .await
+            .expect_err(&exp.to_string());
+        assert_eq!(code, 4403, "{exp}");
+        assert!(reason.contains("exp"), "{exp}: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_issuer_and_audience_are_required() {
+    let server = TestServer::start(|c| {
+        let mut config = jwt(JwtAlgorithm::HS256);
+        config.issuer = Some("https://issuer.test".into());
+        config.audience = Some("fanwire".into());
+        c.auth.jwt = Some(config);
+    })
+    .await;
+    let with = |iss: Value, aud: Value| {
+        let mut claims = claims(now() + 3600);
+        claims["iss"] = iss;
+        claims["aud"] = aud;
+        json!({"token": sign(Algorithm::HS256, claims)})
+    };
+    let ok = init(
+        &server,
+        with(json!("https://issuer.test"), json!("fanwire")),
+    )
+    .await;
+    assert_eq!(ok, Ok(json!({"type": "connection_ack"})));
+    let mut no_iss = claims(now() + 3600);
+    no_iss["aud"] = json!("fanwire");
+    let mut no_aud = claims(now() + 3600);
+    no_aud["iss"] = json!("https://issuer.test");
+    let cases = [
+        ("no iss", json!({"token": sign(Algorithm::HS256, no_iss)})),
+        ("no aud", json!({"token": sign(Algorithm::HS256, no_aud)})),
+        ("iss null", with(Value::Null, json!("fanwire"))),
+        ("iss a number", with(json!(1), json!("fanwire"))),
+        ("iss an object", with(json!({"x": 1}), json!("fanwire"))),
+        ("aud null", with(json!("https://issuer.test"), Value::Null)),
+    ];
+    for (what, payload) in cases {
+        let (code, reason) = init(&server, payload).await.expect_err(what);
+        assert_eq!(code, 4403, "{what}");
+        assert!(reason.contains("claim"), "{what}: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payload_token_when_present_else_the_header_with_any_bearer_case() {
+    let server = server(JwtAlgorithm::HS256).await;
+    let token = sign(Algorithm::HS256, claims(now() + 3600));
+    let ack = Ok(json!({"type": "connection_ack"}));
+    for header in [
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        token.clone(),
+    ] {
+        let mut c = client_with_header(&server, &header).await;
+        assert_eq!(answer(&mut c, json!({})).await, ack, "{header}");
+        let mut c = client_with_header(&server, &header).await;
+        assert_eq!(
+            answer(&mut c, json!({"token": null})).await,
+            ack,
+            "{header}"
+        );
+    }
+    // A payload token that is present is the token, even beside a good header.
+    let header = format!("Bearer {token}");
+    for (payload, why) in [
+        (json!({"token": "not.a.jwt"}), "Invalid token"),
+        (json!({"token": ""}), "Missing"),
+        (json!({"token": 42}), "must be a token string"),
+    ] {
+        let mut c = client_with_header(&server, &header).await;
+        let (code, reason) = answer(&mut c, payload.clone()).await.expect_err(why);
+        assert_eq!(code, 4403, "{payload}");
+        assert!(reason.contains(why), "{payload}: {reason}");
+    }
+    let mut c = client_with_header(&server, "Basic dXNlcjpwdw==").await;
+    let (code, reason) = answer(&mut c, json!({})).await.unwrap_err();
+    assert_eq!(code, 4403);
+    assert!(reason.contains("scheme"), "{reason}");
 }
