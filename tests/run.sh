@@ -26,6 +26,9 @@ bash plugins/build.sh
 step "Rust unit and integration tests"
 cargo test --workspace --all-targets --locked
 
+step "fuzz smoke: every target briefly on its committed corpus (tests/fuzz)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash tests/fuzz/run.sh
+
 step "end-to-end tests with stock clients (graphql-ws on Node, gql on Python)"
 cargo build --locked -p fanwire-server --bin fanwire
 FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire" bash tests/e2e.sh
