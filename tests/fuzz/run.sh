@@ -24,7 +24,10 @@ export CARGO_TARGET_DIR="$cache/fuzz-target"
 sanitizer="${FUZZ_SANITIZER:-none}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-rustup toolchain install nightly --profile minimal >/dev/null
+# Installed when missing, never updated here: a new nightly rebuilds everything.
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
