@@ -61,7 +61,9 @@ impl TopicLog {
             None if self.clock => now_micros().max(self.next_seq),
             _ => self.next_seq.max(1),
         });
-        self.next_seq = seq + 1;
+        // A publisher may send any `seq`: at u64::MAX numbering stays there
+        // rather than wrapping back below the events already kept.
+        self.next_seq = seq.saturating_add(1);
         self.last_seq = Some(seq);
         // Without a floor, nothing is known about what came before the
         // first event seen (a bus numbers with gaps).
@@ -301,6 +303,16 @@ mod tests {
         assert_eq!(log.since(20).unwrap().len(), 2);
         assert_eq!(log.since(25).unwrap().len(), 2);
         assert!(log.since(19).is_err());
+    }
+
+    #[test]
+    fn a_published_seq_of_u64_max_does_not_wrap_the_numbering() {
+        let history = History::new(10);
+        let log = history.log("t");
+        History::lock(&log).record(&ev(Some(u64::MAX)), 10);
+        let next = History::lock(&log).record(&ev(None), 10).seq.unwrap();
+        assert_eq!(next, u64::MAX, "numbering never goes backwards");
+        assert!(History::lock(&log).since(u64::MAX).unwrap().is_empty());
     }
 
     #[test]

@@ -35,6 +35,15 @@ pub mod ratelimit;
 pub mod registry;
 pub mod schema;
 
+/// Internals the fuzz targets (`tests/fuzz`) call directly; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Applies a filter's redaction of dotted `path` to `value`, as dispatch does.
+    pub fn redact(value: &mut serde_json::Value, path: &str) {
+        crate::hooks::redact(value, &path.split('.').collect::<Vec<_>>());
+    }
+}
+
 pub use config::{ConfigError, Limits};
 pub use connection::Connection;
 pub use engine::Engine;

@@ -13,7 +13,8 @@ use crate::bindings::v0_1::filter::exports::fanwire::plugin::filter as wit01;
 use crate::bindings::v0_1::types;
 use crate::bindings::v0_2::filter::exports::fanwire::plugin::filter as wit02;
 use crate::config::PluginSpec;
-use crate::convert::{self, Shape};
+use crate::convert;
+use crate::guest::{self, Shape};
 use crate::metrics::{Answer, FaultKind, Function};
 use crate::plugin::{Bindings, Plugin, Version};
 
@@ -205,10 +206,7 @@ impl WasmFilter {
             wit02::Decision::Allow => Decision::Allow,
             wit02::Decision::Deny(reason) => Decision::Deny(reason),
             wit02::Decision::Redact(paths) => Decision::Redact(paths),
-            wit02::Decision::Replace(text) => match serde_json::from_str(&text) {
-                Ok(value) => Decision::Replace(value),
-                Err(e) => Decision::Deny(format!("replacement is not JSON: {e}")),
-            },
+            wit02::Decision::Replace(text) => guest::replacement(&text),
         }
     }
 

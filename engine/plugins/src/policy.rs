@@ -8,11 +8,11 @@ use fanwire_core::hooks::{
     Accepted, ConnectionPolicy, ConnectionRequest, GroupInfo, SubscriptionPolicy,
 };
 use fanwire_core::GraphQLError;
-use serde_json::Value;
 
 use crate::bindings::v0_1::types;
 use crate::config::PluginSpec;
 use crate::convert;
+use crate::guest;
 use crate::metrics::{Answer, Function};
 use crate::plugin::{Bindings, Plugin};
 
@@ -134,7 +134,7 @@ impl ConnectionPolicy for WasmConnectionPolicy {
                 m.decision(Answer::Accept, 1);
                 Ok(Accepted {
                     principal: convert::principal_from(principal),
-                    ack: ack.and_then(|a| serde_json::from_str::<Value>(&a).ok()),
+                    ack: guest::ack(ack.as_deref()),
                 })
             }
             Ok(Err(reason)) => {

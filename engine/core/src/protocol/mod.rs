@@ -70,7 +70,8 @@ impl Protocol {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let mut out = Vec::with_capacity(id.len() + 40);
+        // Saturating: the id is the client's (a capacity is only a hint).
+        let mut out = Vec::with_capacity(id.len().saturating_add(40));
         out.extend_from_slice(b"{\"id\":");
         // Writing a str into a Vec cannot fail.
         serde_json::to_writer(&mut out, id).unwrap_or_default();
@@ -86,7 +87,11 @@ pub const NEXT_SUFFIX: &[u8] = b"}";
 
 /// Builds a complete result frame from its prefix and shared payload.
 pub fn assemble_next(prefix: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + payload.len() + NEXT_SUFFIX.len());
+    let len = prefix
+        .len()
+        .saturating_add(payload.len())
+        .saturating_add(NEXT_SUFFIX.len());
+    let mut out = Vec::with_capacity(len);
     out.extend_from_slice(prefix);
     out.extend_from_slice(payload);
     out.extend_from_slice(NEXT_SUFFIX);
