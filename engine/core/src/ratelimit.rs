@@ -41,8 +41,6 @@ impl TokenBucket {
             false
         }
     }
-}
-
     /// How long until a token is available (zero if one is now).
     pub fn wait(&mut self, now: Instant) -> Duration {
         self.refill(now);

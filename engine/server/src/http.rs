@@ -353,7 +353,10 @@ fn admit(app: &App, peer: SocketAddr) -> Result<(), Duration> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .try_take(address_key(peer), now)?;
-    let mut global = app.connection_bucket.lock().unwrap_or_else(|p| p.into_inner());
+    let mut global = app
+        .connection_bucket
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if global.try_take(now) {
         Ok(())
     } else {
@@ -526,7 +529,11 @@ impl HttpIo {
 
     /// Takes `buf` if it is a 101 response head: its bytes are kept,
     /// rewritten, and written before anything else.
-    fn take_switching_head(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<io::Result<usize>> {
+    fn take_switching_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Option<io::Result<usize>> {
         if !buf.starts_with(SWITCHING_PROTOCOLS) {
             return None;
         }
@@ -595,7 +602,11 @@ impl AsyncRead for HttpIo {
 }
 
 impl AsyncWrite for HttpIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_write_head(cx))?;
         if let Some(taken) = this.take_switching_head(cx, buf) {

@@ -331,7 +331,8 @@ async fn the_upgrade_response_names_its_headers_in_canonical_case() {
 #[tokio::test]
 async fn concurrent_upgrades_never_exceed_max_connections() {
     let server = TestServer::start(|c| c.limits.max_connections = 5).await;
-    let heads = futures_util::future::join_all((0..100).map(|_| raw_upgrade(server.addr, None))).await;
+    let heads =
+        futures_util::future::join_all((0..100).map(|_| raw_upgrade(server.addr, None))).await;
     let admitted = heads
         .iter()
         .filter(|(head, _)| head.starts_with("HTTP/1.1 101 "))
