@@ -41,6 +41,7 @@ impl TokenBucket {
             false
         }
     }
+
     /// How long until a token is available (zero if one is now).
     pub fn wait(&mut self, now: Instant) -> Duration {
         self.refill(now);
