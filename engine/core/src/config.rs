@@ -67,7 +67,7 @@ impl Default for Limits {
         Limits {
             max_connections: 20_000,
             connections_per_second: 2_000.0,
-            connection_burst: 4_000.0,
+            connection_burst: 10_000.0,
             max_subscriptions_per_connection: 100,
             subscribes_per_second: 50.0,
             subscribe_burst: 100.0,

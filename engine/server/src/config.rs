@@ -78,6 +78,19 @@ pub struct ServerConfig {
     pub max_publish_bytes: usize,
     /// Milliseconds to let clients receive their close frames on shutdown.
     pub shutdown_timeout_ms: u64,
+    /// Milliseconds a client has to send a whole request head, counted from
+    /// when the connection opens or its previous response was written: a
+    /// silent, half-sent or idle keep-alive connection is closed after it.
+    pub header_read_timeout_ms: u64,
+    /// TCP connections not (yet) upgraded to WebSocket; one more is answered
+    /// 503 and closed. Open WebSockets count against `limits.max_connections`
+    /// instead, so idle sockets cannot take their places; keep the sum of
+    /// both under the process's descriptor limit (`ulimit -n`).
+    pub max_http_connections: usize,
+    /// The share of the connection bucket (`limits.connections_per_second`
+    /// and `limits.connection_burst`) that one source address (an IPv6 /64)
+    /// may use, so one address cannot starve the others; 1.0 turns it off.
+    pub connection_share_per_address: f64,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +101,9 @@ impl Default for ServerConfig {
             publish_token: None,
             max_publish_bytes: 1024 * 1024,
             shutdown_timeout_ms: 5_000,
+            header_read_timeout_ms: 10_000,
+            max_http_connections: 4096,
+            connection_share_per_address: 0.5,
         }
     }
 }
@@ -123,6 +139,22 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "server.publish_token must not be empty (omit it to disable auth)".into(),
             ));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server.header_read_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.max_http_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_http_connections must be at least 1".into(),
+            ));
+        }
+        let share = self.connection_share_per_address;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "server.connection_share_per_address must be above 0 and at most 1, not {share}"
+            )));
         }
         Ok(())
     }

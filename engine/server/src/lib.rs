@@ -4,7 +4,9 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML file and its validation.
-//! - `http`: routing of `/graphql`, `/publish`, `/healthz`, `/metrics` and `/`.
+//! - `http`: routing of `/graphql`, `/publish`, `/healthz`, `/metrics` and `/`;
+//!   the bounds on connections (how many, how long a request head may take,
+//!   how fast one address may connect).
 //! - `ws`: the only module that touches tokio-tungstenite: feeds frames to
 //!   the core's `Connection`, writes its outbox, runs its timers.
 //! - `wire`: a connection's socket, shared by its task and the dispatcher,
@@ -27,12 +29,12 @@ pub mod publish;
 mod wire;
 mod ws;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fanwire_core::ratelimit::TokenBucket;
+use fanwire_core::ratelimit::{KeyedBuckets, TokenBucket};
 use fanwire_core::{Engine, Schema, SchemaError};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -79,6 +81,10 @@ pub enum StartError {
     },
 }
 
+/// Source addresses whose connection rate is tracked at once (about 100
+/// bytes each); beyond, addresses whose bucket is full are forgotten.
+const ADDRESS_BUCKETS: usize = 65_536;
+
 /// State shared by every request handler and connection task.
 #[derive(Debug)]
 struct App {
@@ -86,6 +92,13 @@ struct App {
     config: Config,
     // A std mutex: taken once per upgrade for a few instructions, never across an await.
     connection_bucket: Mutex<TokenBucket>,
+    /// Each source address's share of the connection bucket (a std mutex
+    /// for the same reason).
+    address_buckets: Mutex<KeyedBuckets<IpAddr>>,
+    /// Open WebSockets, against `limits.max_connections`.
+    websockets: Arc<http::Slots>,
+    /// TCP connections not upgraded, against `server.max_http_connections`.
+    http_connections: Arc<http::Slots>,
     /// The bus publishes go through, the sources, the plugins.
     node: Arc<Node>,
     /// Whether the node is this server's, to stop when the server does
@@ -172,10 +185,20 @@ impl Server {
             config.limits.connection_burst,
             Instant::now(),
         );
+        let share = config.server.connection_share_per_address;
+        let address_buckets = KeyedBuckets::new(
+            config.limits.connections_per_second * share,
+            // At least one token, or a small share would refuse everyone.
+            (config.limits.connection_burst * share).max(1.0),
+            ADDRESS_BUCKETS,
+        );
         let app = Arc::new(App {
             engine: node.engine().clone(),
+            websockets: http::Slots::new(config.limits.max_connections),
+            http_connections: http::Slots::new(config.server.max_http_connections),
             config,
             connection_bucket: Mutex::new(bucket),
+            address_buckets: Mutex::new(address_buckets),
             node,
             owns_node,
             shutdown,
@@ -244,7 +267,10 @@ impl Server {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => http::spawn_connection(app.clone(), stream, peer),
+                    Ok((stream, peer)) => match app.http_connections.try_take() {
+                        Some(slot) => http::spawn_connection(app.clone(), stream, peer, slot),
+                        None => http::refuse_connection(&app, stream),
+                    },
                     // Running out of file descriptors must not end the server.
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");

@@ -97,6 +97,9 @@ pub(crate) async fn serve(
     // After a read error the stream yields nothing more; the close frame
     // already queued in the outbox must still go out.
     let mut reading = true;
+    // After a message too big, the rest of it is still arriving: it is
+    // read and dropped after the close frame (see `discard`).
+    let mut discarding = false;
     let mut revoked = Vec::new();
     // Armed once the connection policy sets an expiry on the principal.
     let mut expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
@@ -135,6 +138,7 @@ pub(crate) async fn serve(
                     None => break,
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                         reading = false;
+                        discarding = true;
                         metrics.connection_rejections.get_or_create(&Reason { reason: "message_too_big" }).inc();
                         let reason = format!("Message of {size} bytes exceeds the limit of {max_size}");
                         conn.close(Close::with_reason(CloseCode::MessageTooBig, reason));
@@ -154,7 +158,11 @@ pub(crate) async fn serve(
                         }
                     }
                     Ok(Ok(Flow::Closed)) => {
-                        wait_for_close(&mut ws).await;
+                        if discarding {
+                            discard(&mut ws).await;
+                        } else {
+                            wait_for_close(&mut ws).await;
+                        }
                         break;
                     }
                     Ok(Err(e)) => {
@@ -317,6 +325,25 @@ async fn close_and_wait(ws: &mut Ws, close: Close) {
     {
         wait_for_close(ws).await;
     }
+}
+
+/// Reads and drops what the peer still sends (the rest of a message too
+/// big to parse), up to a bound, until it closes: closing a socket with
+/// unread bytes resets it, and the peer could lose our close frame.
+async fn discard(ws: &mut Ws) {
+    use tokio::io::AsyncReadExt;
+    let io = ws.get_mut();
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut left = crate::http::DISCARD_BYTES;
+    let _ = tokio::time::timeout(crate::http::DISCARD_TIME, async {
+        while left > 0 {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// After our close frame, read until the peer's close (or a short grace period).

@@ -49,6 +49,37 @@ fn check_validates_schemas() {
 }
 
 #[test]
+fn user_errors_print_their_chain_and_no_backtrace() {
+    let bad = temp_file(
+        "bad-backtrace.graphql",
+        "type Query { a: Int } type Subscription { b: Int @topic(name: \"b:{x}\") }",
+    );
+    let config = temp_file("bad-backtrace.toml", "[limits]\nqueue_depth = 0\n");
+    for args in [
+        vec!["check", bad.to_str().unwrap()],
+        vec!["serve", "--demo", "--config", config.to_str().unwrap()],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!err.to_lowercase().contains("backtrace"), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+    // The whole chain, outermost first, on that line.
+    let (_, _, err) = run(&["check", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("is not a valid schema: ") && err.contains("uses {x}"),
+        "{err}"
+    );
+}
+
+#[test]
 fn startup_errors_are_clear() {
     let (ok, _, err) = run(&["serve", "--listen", "127.0.0.1:0"]);
     assert!(!ok);

@@ -375,4 +375,135 @@ async fn shutdown_returns_after_its_timeout_when_a_client_cannot_be_closed() {
     server.shutdown().await;
     assert_eq!(server.metric("fanwire_connections"), 1.0, "still stuck");
     drop(stalled);
+/// A raw upgrade request offering both subprotocols, as Python `gql` does
+/// by default, optionally from another loopback address; returns the
+/// response head and the socket.
+async fn raw_upgrade(
+    addr: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        socket.bind((ip, 0).into()).unwrap();
+    }
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /graphql HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Protocol: graphql-ws, graphql-transport-ws\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    // Byte by byte, so nothing after the head is taken from the socket.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(common::WAIT, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut byte).await.expect("a response head");
+            assert_eq!(n, 1, "closed before the head ended: {head:?}");
+            head.push(byte[0]);
+        }
+    })
+    .await
+    .expect("the response head arrives");
+    (String::from_utf8(head).unwrap(), stream)
+}
+
+#[tokio::test]
+async fn the_upgrade_response_names_its_headers_in_canonical_case() {
+    let server = TestServer::start(|_| {}).await;
+    let (head, _stream) = raw_upgrade(server.addr, None).await;
+    let mut lines = head.lines();
+    assert_eq!(lines.next(), Some("HTTP/1.1 101 Switching Protocols"));
+    let names: Vec<&str> = lines
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+        .collect();
+    for name in [
+        "Upgrade",
+        "Connection",
+        "Sec-WebSocket-Accept",
+        "Sec-WebSocket-Protocol",
+    ] {
+        assert!(names.contains(&name), "{name} missing from\n{head}");
+    }
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n")
+            && head.contains("Sec-WebSocket-Protocol: graphql-transport-ws\r\n"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_upgrades_never_exceed_max_connections() {
+    let server = TestServer::start(|c| c.limits.max_connections = 5).await;
+    let heads =
+        futures_util::future::join_all((0..100).map(|_| raw_upgrade(server.addr, None))).await;
+    let admitted = heads
+        .iter()
+        .filter(|(head, _)| head.starts_with("HTTP/1.1 101 "))
+        .count();
+    let refused = heads
+        .iter()
+        .filter(|(head, _)| head.starts_with("HTTP/1.1 503 "))
+        .count();
+    assert_eq!((admitted, refused), (5, 95));
+}
+
+#[tokio::test]
+async fn one_address_exhausting_its_bucket_does_not_stop_another() {
+    let server = TestServer::start(|c| {
+        c.limits.connection_burst = 4.0;
+        c.limits.connections_per_second = 0.001;
+        c.server.connection_share_per_address = 0.5;
+    })
+    .await;
+    let one: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let two: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (head, s) = raw_upgrade(server.addr, Some(one)).await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        open.push(s);
+    }
+    let (head, _) = raw_upgrade(server.addr, Some(one)).await;
+    assert!(head.starts_with("HTTP/1.1 429 "), "{head}");
+    let retry_after: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Retry-After: "))
+        .expect("a Retry-After header")
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{head}");
+    let (head, _s) = raw_upgrade(server.addr, Some(two)).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+}
+
+#[tokio::test]
+async fn an_oversized_message_sent_in_one_go_reads_the_1009_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(|c| c.limits.max_message_bytes = 4096).await;
+    let (head, stream) = raw_upgrade(server.addr, None).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (mut read, mut write) = stream.into_split();
+    // One masked text frame of 2 MiB (a zero mask leaves the bytes as they are).
+    let len: u64 = 2 << 20;
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.resize(frame.len() + len as usize, b'x');
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&frame).await;
+        write
+    });
+    // The server's first frame is its close: 0x88, length, code.
+    let mut close = [0u8; 4];
+    tokio::time::timeout(common::WAIT, read.read_exact(&mut close))
+        .await
+        .expect("the close frame arrives")
+        .expect("a close frame, not a reset");
+    assert_eq!(close[0], 0x88, "{close:?}");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1009);
+    drop(writer);
 }
