@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+
 use common::TestServer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;

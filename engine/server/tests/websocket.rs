@@ -375,6 +375,8 @@ async fn shutdown_returns_after_its_timeout_when_a_client_cannot_be_closed() {
     server.shutdown().await;
     assert_eq!(server.metric("fanwire_connections"), 1.0, "still stuck");
     drop(stalled);
+}
+
 /// A raw upgrade request offering both subprotocols, as Python `gql` does
 /// by default, optionally from another loopback address; returns the
 /// response head and the socket.
