@@ -51,10 +51,10 @@ fn check_validates_schemas() {
 #[test]
 fn user_errors_print_their_chain_and_no_backtrace() {
     let bad = temp_file(
-        "bad-backtrace.graphql",
+        "bad-chain.graphql",
         "type Query { a: Int } type Subscription { b: Int @topic(name: \"b:{x}\") }",
     );
-    let config = temp_file("bad-backtrace.toml", "[limits]\nqueue_depth = 0\n");
+    let config = temp_file("bad-chain.toml", "[limits]\nqueue_depth = 0\n");
     for args in [
         vec!["check", bad.to_str().unwrap()],
         vec!["serve", "--demo", "--config", config.to_str().unwrap()],

@@ -492,6 +492,8 @@ async fn connection_limits_refuse_upgrades_with_a_status() {
     let server = TestServer::start(|c| {
         c.limits.connection_burst = 2.0;
         c.limits.connections_per_second = 0.001;
+        // The global bucket alone (every client here has one address).
+        c.server.connection_share_per_address = 1.0;
     })
     .await;
     let _a = server.ready_client().await;

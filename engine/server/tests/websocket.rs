@@ -485,7 +485,11 @@ async fn one_address_exhausting_its_bucket_does_not_stop_another() {
 #[tokio::test]
 async fn an_oversized_message_sent_in_one_go_reads_the_1009_close() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = TestServer::start(|c| c.limits.max_message_bytes = 4096).await;
+    let server = TestServer::start(|c| {
+        c.limits.max_message_bytes = 4096;
+        c.limits.max_document_bytes = 4096;
+    })
+    .await;
     let (head, stream) = raw_upgrade(server.addr, None).await;
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     let (mut read, mut write) = stream.into_split();
