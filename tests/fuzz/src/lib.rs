@@ -176,7 +176,9 @@ impl Checked {
                         "a control frame without a type: {text}"
                     );
                 }
-                Frame::Next { prefix, payload, .. } => {
+                Frame::Next {
+                    prefix, payload, ..
+                } => {
                     let frame = assemble_next(&prefix, &payload);
                     let value: Value = parse(&frame, "a result frame");
                     assert!(
