@@ -30,8 +30,8 @@ step "Rust unit and integration tests"
 # python/check.sh, which would build it again anyway (clippy covers it above).
 cargo test --workspace --all-targets --locked --exclude fanwire-python
 
-step "fuzz smoke: every target briefly on its committed corpus (tests/fuzz)"
-FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash tests/fuzz/run.sh
+step "fuzz smoke: every target, 5,000 runs from a fixed seed on its committed corpus (tests/fuzz)"
+FUZZ_RUNS="${FUZZ_RUNS:-5000}" bash tests/fuzz/run.sh
 
 step "end-to-end tests with stock clients (graphql-ws on Node, gql on Python)"
 cargo build --locked -p fanwire-server --bin fanwire

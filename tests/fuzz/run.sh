@@ -14,6 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-20}"
+# FUZZ_RUNS=N: a fixed number of executions from a fixed seed on the
+# committed corpus alone, the same inputs every time (what CI runs: a smoke
+# run that can only fail when the code changes, never by luck).
+runs_fixed="${FUZZ_RUNS:-}"
 read -r -a targets <<<"${FUZZ_TARGETS:-protocol prepare publish notify plugin_return}"
 cache="${FUZZ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire}"
 # Instrumented builds cannot share artefacts with normal builds.
@@ -38,19 +42,28 @@ failed=()
 summary=()
 for target in "${targets[@]}"; do
     scratch="$cache/fuzz-corpus/$target"
+    budget=(-max_total_time="$seconds")
+    if [ -n "$runs_fixed" ]; then
+        scratch="$(mktemp -d)"
+        budget=(-runs="$runs_fixed" -seed=1)
+    fi
     mkdir -p "$scratch" "artifacts/$target"
     log="$cache/fuzz-logs/$target.log"
     mkdir -p "$(dirname "$log")"
-    printf '==> fuzz %s for %ss\n' "$target" "$seconds"
+    if [ -n "$runs_fixed" ]; then
+        printf '==> fuzz %s for %s runs (seed 1)\n' "$target" "$runs_fixed"
+    else
+        printf '==> fuzz %s for %ss\n' "$target" "$seconds"
+    fi
     dict=()
     [ -f "dict/$target.dict" ] && dict=(-dict="dict/$target.dict")
     status=0
     # The scratch corpus first: libFuzzer writes new inputs to the first directory.
     cargo +nightly fuzz run --fuzz-dir . --sanitizer "$sanitizer" "$target" "$scratch" "corpus/$target" -- \
-        -max_total_time="$seconds" -max_len=65536 -timeout=30 -rss_limit_mb=4096 \
+        "${budget[@]}" -max_len=65536 -timeout=30 -rss_limit_mb=4096 \
         -print_final_stats=1 "${dict[@]}" >"$log" 2>&1 || status=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    summary+=("$(printf '%-14s %10s executions in %ss' "$target" "${runs:-?}" "$seconds")")
+    summary+=("$(printf '%-14s %10s executions' "$target" "${runs:-?}")")
     if [ "$status" -ne 0 ]; then
         failed+=("$target")
         tail -n 60 "$log"

@@ -97,9 +97,14 @@ fuzz_target!(|data: &[u8]| {
     let mut conn = fixture.engine.connect(Protocol::TransportWs);
     let mut checked = Checked::default();
     let init = serde_json::json!({"type": "connection_init", "payload": {"ack": ack_value}});
-    conn.on_text(&init.to_string());
+    let init = init.to_string();
+    conn.on_text(&init);
     checked.drain(&conn);
-    assert_eq!(conn.principal(), &principal);
+    // An ack nested past serde_json's recursion limit makes the init itself
+    // unreadable: the connection is refused (4400) and keeps no principal.
+    if serde_json::from_str::<Value>(&init).is_ok() {
+        assert_eq!(conn.principal(), &principal);
+    }
     // The host arms the expiry timer with this.
     let _ = conn.expires_at();
     conn.on_text(
