@@ -48,7 +48,7 @@ async def assert_only_marker_arrives(server: Server, client: Client, stream: str
         f"Bearer {PUBLISH_TOKEN}x",
         f"Bearer {PUBLISH_TOKEN[:-1]}",
         f"Basic {PUBLISH_TOKEN}",
-        f"Bearer  {PUBLISH_TOKEN}",
+        f"Bearer {PUBLISH_TOKEN} x",
         "Bearer " + "A" * 60000,
     ],
     ids=range(10),

@@ -282,6 +282,11 @@ impl ConnectionPolicy for JwtPolicy {
             _ => format!("Invalid token: {e}"),
         })?;
         let claims = data.claims;
+        // RFC 7519: `iss` is one StringOrURI; jsonwebtoken also matches a
+        // list that contains the configured issuer.
+        if self.config.issuer.is_some() && !matches!(claims.get("iss"), Some(Value::String(_))) {
+            return Err("Token issuer not accepted".to_owned());
+        }
         let roles = match claims.get(&self.config.roles_claim) {
             Some(Value::Array(items)) => items
                 .iter()

@@ -16,7 +16,7 @@ use fanwire_bus::Published;
 use fanwire_core::metrics::Reason;
 use fanwire_core::protocol::Protocol;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -210,6 +210,15 @@ enum BodyError {
 /// dropped up to [`DISCARD_BYTES`] more, so that the client, which is
 /// likely still sending, gets the 413 rather than a reset.
 async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    if body.size_hint().lower() > limit as u64 {
+        // The declared length alone is too much: answer now, and let the
+        // body be read on and dropped beside the answer, so a client that
+        // is still sending gets the 413 rather than a reset.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DISCARD_TIME, discard(&mut body)).await;
+        });
+        return Err(BodyError::TooLarge { drained: true });
+    }
     let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyError::Read)?;
@@ -217,17 +226,7 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
             continue;
         };
         if kept.len().saturating_add(data.len()) > limit {
-            let mut dropped = 0usize;
-            let drain = async {
-                while let Some(Ok(frame)) = body.frame().await {
-                    dropped = dropped.saturating_add(frame.data_ref().map_or(0, Bytes::len));
-                    if dropped > DISCARD_BYTES {
-                        return false;
-                    }
-                }
-                true
-            };
-            let drained = tokio::time::timeout(DISCARD_TIME, drain)
+            let drained = tokio::time::timeout(DISCARD_TIME, discard(&mut body))
                 .await
                 .unwrap_or(false);
             return Err(BodyError::TooLarge { drained });
@@ -237,6 +236,19 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
     Ok(kept.into())
 }
 
+/// Reads the rest of a body and drops it, up to [`DISCARD_BYTES`]; whether
+/// it ended within that bound.
+async fn discard(body: &mut Incoming) -> bool {
+    let mut dropped = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        dropped = dropped.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+        if dropped > DISCARD_BYTES {
+            return false;
+        }
+    }
+    true
+}
+
 async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if let Some(token) = &app.config.server.publish_token {
         if !bearer_matches(&req, token) {
@@ -244,7 +256,20 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let limit = app.config.server.max_publish_bytes;
-    let body = match read_body(req.into_body(), limit).await {
+    // A body that never finishes must not hold the connection: it gets the
+    // same time as a request head.
+    let deadline = Duration::from_millis(app.config.server.header_read_timeout_ms);
+    let read = tokio::time::timeout(deadline, read_body(req.into_body(), limit)).await;
+    let Ok(read) = read else {
+        let mut res = error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        );
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    };
+    let body = match read {
         Ok(body) => body,
         Err(BodyError::TooLarge { drained }) => {
             let mut res = error(
