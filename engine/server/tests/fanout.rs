@@ -228,19 +228,6 @@ async fn stalled_client(server: &TestServer) -> common::Client {
     c
 }
 
-/// Publishes `seqs` on `ticks:demo`, each event carrying a 16 KB blob.
-async fn publish_blobs(server: &TestServer, seqs: &[u64]) {
-    let blob = "x".repeat(16 * 1024);
-    let batch: Vec<_> = seqs
-        .iter()
-        .map(|seq| json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
-        .collect();
-    let (status, body) = server
-        .publish(&serde_json::Value::Array(batch).to_string(), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_loses_its_oldest_frames_keeps_the_newest_and_every_control_frame() {
     let server = TestServer::start(|c| {
@@ -276,7 +263,7 @@ async fn a_stalled_client_loses_its_oldest_frames_keeps_the_newest_and_every_con
         good
     });
     for chunk in (1..=events).collect::<Vec<_>>().chunks(4) {
-        publish_blobs(&server, chunk).await;
+        server.publish_blobs(chunk).await;
         let last = *chunk.last().unwrap();
         tokio::time::timeout(common::WAIT, progress.wait_for(|got| *got >= last))
             .await
@@ -356,7 +343,7 @@ async fn a_client_that_stops_reading_is_disconnected_by_the_write_timeout() {
         );
         stalled.send(json!({"type": "ping"})).await;
         let batch: Vec<u64> = (seq + 1..=seq + 32).collect();
-        publish_blobs(&server, &batch).await;
+        server.publish_blobs(&batch).await;
         seq += 32;
     }
     let m = server.metrics();

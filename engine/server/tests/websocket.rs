@@ -288,19 +288,11 @@ async fn graceful_shutdown_closes_clients_with_1001() {
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
 }
 
-/// Publishes `count` events of 16 KB on `ticks:demo`, `seq` 1 to `count`.
+/// Publishes events `seq` 1 to `count` in batches of 32.
 async fn publish_blobs(server: &TestServer, count: u64) {
-    let blob = "x".repeat(16 * 1024);
     let seqs: Vec<u64> = (1..=count).collect();
     for chunk in seqs.chunks(32) {
-        let batch: Vec<_> = chunk
-            .iter()
-            .map(|seq| json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
-            .collect();
-        let (status, body) = server
-            .publish(&serde_json::Value::Array(batch).to_string(), None)
-            .await;
-        assert_eq!(status, 200, "{body}");
+        server.publish_blobs(chunk).await;
     }
 }
 

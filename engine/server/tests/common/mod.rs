@@ -125,6 +125,20 @@ impl TestServer {
         http_request(self.addr, "POST", "/publish", body, token).await
     }
 
+    /// Publishes one batch on `ticks:demo`: an event per `seq`, each with a
+    /// 16 KB blob (enough to back up a socket that is not read).
+    pub async fn publish_blobs(&self, seqs: &[u64]) {
+        let blob = "x".repeat(16 * 1024);
+        let batch: Vec<_> = seqs
+            .iter()
+            .map(|seq| serde_json::json!({"topic":"ticks:demo","data":{"seq":seq,"blob":blob}}))
+            .collect();
+        let (status, body) = self
+            .publish(&serde_json::Value::Array(batch).to_string(), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Polls until `f` holds; fails the test if it never does.
     pub async fn eventually(&self, what: &str, f: impl Fn(&TestServer) -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
