@@ -215,7 +215,7 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
         // body be read on and dropped beside the answer, so a client that
         // is still sending gets the 413 rather than a reset.
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(DISCARD_TIME, discard(&mut body)).await;
+            let _ = tokio::time::timeout(DISCARD_TIME, discard(&mut body, usize::MAX)).await;
         });
         return Err(BodyError::TooLarge { drained: true });
     }
@@ -226,7 +226,7 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
             continue;
         };
         if kept.len().saturating_add(data.len()) > limit {
-            let drained = tokio::time::timeout(DISCARD_TIME, discard(&mut body))
+            let drained = tokio::time::timeout(DISCARD_TIME, discard(&mut body, DISCARD_BYTES))
                 .await
                 .unwrap_or(false);
             return Err(BodyError::TooLarge { drained });
@@ -236,13 +236,15 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
     Ok(kept.into())
 }
 
-/// Reads the rest of a body and drops it, up to [`DISCARD_BYTES`]; whether
-/// it ended within that bound.
-async fn discard(body: &mut Incoming) -> bool {
+/// Reads the rest of a body and drops it, up to `cap` bytes; whether it
+/// ended within that bound. After an early 413 the whole body is drained
+/// (only [`DISCARD_TIME`] bounds it), so the connection is not reset under
+/// the answer.
+async fn discard(body: &mut Incoming, cap: usize) -> bool {
     let mut dropped = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
         dropped = dropped.saturating_add(frame.data_ref().map_or(0, Bytes::len));
-        if dropped > DISCARD_BYTES {
+        if dropped > cap {
             return false;
         }
     }
