@@ -18,6 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use fanwire_benches::workload::{pad_for, subscribe_message};
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::Protocol;
+use fanwire_core::testing::publish_now;
 use fanwire_core::{Connection, Engine, Event, Limits, Schema};
 
 const SDL: &str = include_str!("../schema.graphql");
@@ -62,7 +63,7 @@ impl Fixture {
             scratch: VecDeque::new(),
         };
         fixture.drain();
-        let done = fixture.engine.publish(&fixture.event);
+        let done = publish_now(&fixture.engine, std::slice::from_ref(&fixture.event));
         assert_eq!((done.deliveries, done.dropped), (subscribers, 0));
         fixture.drain();
         fixture
@@ -96,7 +97,10 @@ fn dispatch(c: &mut Criterion) {
                         let n = left.min(batch);
                         let start = Instant::now();
                         for _ in 0..n {
-                            black_box(fixture.engine.publish(black_box(&fixture.event)));
+                            black_box(publish_now(
+                                &fixture.engine,
+                                black_box(std::slice::from_ref(&fixture.event)),
+                            ));
                         }
                         timed += start.elapsed();
                         fixture.drain();

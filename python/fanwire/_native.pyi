@@ -241,6 +241,8 @@ class SubscriptionConfig:
         max_aliases: int = ...,
         max_fields: int = ...,
         history_per_topic: int = ...,
+        max_backlog: int = ...,
+        publish_wait_ms: int = ...,
         resolver_timeout_ms: int = ...,
         bus: BusConfig | None = None,
         sources: Sequence[PostgresSource] = ...,
@@ -280,6 +282,10 @@ class SubscriptionConfig:
     def max_fields(self) -> int: ...
     @property
     def history_per_topic(self) -> int: ...
+    @property
+    def max_backlog(self) -> int: ...
+    @property
+    def publish_wait_ms(self) -> int: ...
     @property
     def resolver_timeout_ms(self) -> int: ...
     @property

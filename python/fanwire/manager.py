@@ -128,11 +128,16 @@ class SubscriptionManager:
     async def publish(self, topic: str, data: Mapping[str, Any] | Any, *, id: str | None = None) -> int:
         """Publishes one event through the bus, as the host's ``POST /publish`` does.
 
-        With the in-process bus (the default) the event is dispatched here
-        and the result is the number of frames queued at once (results of
-        async resolvers follow). With NATS or Redis it returns 0 once the
-        broker has stored the event (or, while the broker is down, once this
-        node holds it for later); every node, this one included, then
+        With the in-process bus (the default) the event is accepted into
+        the node's backlog (numbered there when history is kept) and fanned
+        out by its dispatcher, in publish order; this waits for that and
+        returns the number of frames it queued or wrote (results of async
+        resolvers follow). When the backlog is full (the dispatcher is
+        behind: slow resolvers, a saturated machine) it first waits for
+        room, up to ``publish_wait_ms``, then raises
+        :class:`fanwire.PublishError`. With NATS or Redis it returns 0 once
+        the broker has stored the event (or, while the broker is down, once
+        this node holds it for later); every node, this one included, then
         delivers it with the broker's sequence number. ``id`` deduplicates
         (the broker bus gives one when it is missing). Raises
         :class:`fanwire.PublishError` when ``data`` is not
@@ -150,10 +155,14 @@ class SubscriptionManager:
     def publish_nowait(self, topic: str, data: Mapping[str, Any] | Any, *, id: str | None = None) -> int:
         """:meth:`publish` without awaiting; callable from sync code and other threads.
 
-        Costs no task when the bus answers at once; a broker's
-        acknowledgement is then awaited in the background (a failure there
-        is logged on the ``fanwire`` logger). ``PublishError`` as for
-        :meth:`publish`; with NATS or Redis the manager must be open.
+        Costs no task when the bus answers at once. It returns 0 once the
+        event is accepted (the dispatcher fans it out next), or the frames
+        it queued when the manager is not open yet (this thread then
+        dispatches it). Raises ``PublishError`` as :meth:`publish` does, and
+        at once when the node's backlog is full (it never waits: retry, or
+        use :meth:`publish`). A broker's acknowledgement is awaited in the
+        background (a failure there is logged on the ``fanwire`` logger);
+        with NATS or Redis the manager must be open.
         """
         return self._native.publish(topic, data, id)
 

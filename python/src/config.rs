@@ -61,6 +61,13 @@ pub struct SubscriptionConfig {
     /// Recent events kept per topic for `extensions.resumeFrom`; 0 keeps none.
     #[pyo3(get)]
     history_per_topic: i64,
+    /// Events accepted and not yet fanned out, plus running async
+    /// resolutions, before a publish waits for room.
+    #[pyo3(get)]
+    max_backlog: i64,
+    /// Milliseconds a publish waits for room in a full backlog before `PublishError`.
+    #[pyo3(get)]
+    publish_wait_ms: i64,
     /// Milliseconds a resolver may take before its result becomes a timeout error.
     #[pyo3(get)]
     resolver_timeout_ms: i64,
@@ -110,6 +117,8 @@ impl SubscriptionConfig {
         max_aliases = Limits::default().max_aliases as i64,
         max_fields = Limits::default().max_fields as i64,
         history_per_topic = Limits::default().history_per_topic as i64,
+        max_backlog = Limits::default().max_backlog as i64,
+        publish_wait_ms = Limits::default().publish_wait_ms as i64,
         resolver_timeout_ms = DEFAULT_RESOLVER_TIMEOUT_MS,
         bus = None,
         sources = Vec::new(),
@@ -133,6 +142,8 @@ impl SubscriptionConfig {
         max_aliases: i64,
         max_fields: i64,
         history_per_topic: i64,
+        max_backlog: i64,
+        publish_wait_ms: i64,
         resolver_timeout_ms: i64,
         bus: Option<PyRef<'_, BusConfig>>,
         sources: Vec<PyRef<'_, PostgresSource>>,
@@ -159,6 +170,8 @@ impl SubscriptionConfig {
             max_aliases: count("max_aliases", max_aliases)?,
             max_fields: count("max_fields", max_fields)?,
             history_per_topic: count("history_per_topic", history_per_topic)?,
+            max_backlog: count("max_backlog", max_backlog)?,
+            publish_wait_ms: millis("publish_wait_ms", publish_wait_ms)?,
         };
         if sources.len() > 1 {
             return Err(ConfigError::new_err(
@@ -338,6 +351,8 @@ impl SubscriptionConfig {
             max_aliases: n(limits.max_aliases),
             max_fields: n(limits.max_fields),
             history_per_topic: n(limits.history_per_topic),
+            max_backlog: n(limits.max_backlog),
+            publish_wait_ms: limits.publish_wait_ms as i64,
             resolver_timeout_ms,
             limits,
             node,

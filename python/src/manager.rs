@@ -12,7 +12,7 @@ use std::task::Poll;
 use fanwire_bus::{BusError, BusKind, Published};
 use fanwire_core::hooks::{ConnectionPolicy, Hooks, Resolver, Spawner};
 use fanwire_core::protocol::Protocol;
-use fanwire_core::{Engine, Event, Schema};
+use fanwire_core::{Engine, Event, Order, Schema};
 use fanwire_server::{Config, Node};
 use futures_util::future::BoxFuture;
 use pyo3::exceptions::PyRuntimeError;
@@ -73,11 +73,22 @@ fn publish_error(e: BusError) -> PyErr {
     PublishError::new_err(e.to_string())
 }
 
-/// Frames queued at once in this process (a broker delivers later, to
-/// every node, this one included).
-fn deliveries(published: Published) -> usize {
+/// Frames queued or written in this process if the fan-out is done
+/// already (a broker delivers later, to every node, this one included;
+/// this node's dispatcher may still be at it): else 0.
+fn deliveries_now(published: Published) -> usize {
     match published {
-        Published::Delivered { deliveries } => deliveries,
+        Published::Accepted(mut receipt) => {
+            receipt.try_dispatched().map_or(0, |done| done.delivered())
+        }
+        Published::Stored | Published::Queued => 0,
+    }
+}
+
+/// Frames queued or written in this process once the fan-out is done.
+async fn deliveries(published: Published) -> usize {
+    match published {
+        Published::Accepted(receipt) => receipt.dispatched().await.delivered(),
         Published::Stored | Published::Queued => 0,
     }
 }
@@ -106,11 +117,13 @@ impl Manager {
         self.node.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Starts publishing `event`: dispatched here with the in-process bus,
-    /// else handed to the broker bus and polled once, which is all it takes
-    /// when the bus answers at once (it queues while the broker is down, or
-    /// refuses when that queue is full). `Err(future)` is the rest of a
-    /// publish that waits for the broker's acknowledgement.
+    /// Starts publishing `event` through the bus and polls it once, which
+    /// is all it takes when the bus answers at once: the in-process bus
+    /// accepts while its backlog has room; a broker bus queues while the
+    /// broker is down, or refuses when that queue is full. `Err(future)` is
+    /// the rest of a publish that waits (for room, or for the broker's
+    /// acknowledgement). Without a running node (the in-process bus before
+    /// `open`), this thread dispatches the event itself.
     #[allow(clippy::type_complexity)]
     fn start_publish(
         &self,
@@ -118,7 +131,7 @@ impl Manager {
         topic: String,
         data: &Bound<'_, PyAny>,
         id: Option<String>,
-    ) -> PyResult<Result<usize, BoxFuture<'static, Result<Published, BusError>>>> {
+    ) -> PyResult<Result<Published, BoxFuture<'static, Result<Published, BusError>>>> {
         if topic.is_empty() {
             return Err(PublishError::new_err("the topic must not be empty"));
         }
@@ -131,11 +144,11 @@ impl Manager {
             seq: None,
         };
         let bus = match self.node() {
-            Some(node) if node.bus().kind() != "memory" => node.bus().clone(),
-            // The in-process bus is dispatch: skip the future.
+            Some(node) => node.bus().clone(),
             _ if self.config.node().bus.kind == BusKind::Memory => {
                 // Dispatch takes registry locks; resolvers take the GIL inside them.
-                return Ok(Ok(py.detach(|| engine.publish(&event)).deliveries));
+                let receipt = py.detach(|| engine.publish(vec![event], Order::Numbered));
+                return Ok(Ok(Published::Accepted(receipt)));
             }
             _ => {
                 return Err(PublishError::new_err(format!(
@@ -168,7 +181,7 @@ impl Manager {
             Pin::new(&mut publish).poll(&mut cx)
         });
         match first {
-            Poll::Ready(result) => result.map(|p| Ok(deliveries(p))).map_err(publish_error),
+            Poll::Ready(result) => result.map(Ok).map_err(publish_error),
             Poll::Pending => Ok(Err(publish)),
         }
     }
@@ -398,11 +411,13 @@ impl Manager {
         Executor::attach(self.executor.bind(py), event_loop)
     }
 
-    /// Publishes one event through the bus without waiting for a broker's
-    /// acknowledgement; returns how many frames were queued in this process
-    /// now (async resolvers deliver later; with a broker, 0: every node
-    /// delivers once the broker has it). Raises `PublishError` when the bus
-    /// refuses at once; a later failure is logged.
+    /// Publishes one event through the bus without waiting: returns how
+    /// many frames this process queued or wrote for it if that is known at
+    /// once (the manager is not open, so this thread dispatched it), else 0
+    /// (its dispatcher fans it out next; with a broker, every node delivers
+    /// once the broker has it). Raises `PublishError` when the bus refuses
+    /// at once, or the node's backlog is full (dispatch is behind); a later
+    /// failure is logged.
     #[pyo3(signature = (topic, data, id=None))]
     fn publish(
         &self,
@@ -411,8 +426,15 @@ impl Manager {
         data: &Bound<'_, PyAny>,
         id: Option<String>,
     ) -> PyResult<usize> {
+        if let Some(node) = self.node() {
+            if node.bus().kind() == "memory" && !node.engine().has_room() {
+                return Err(PublishError::new_err(
+                    "the node is saturated: its backlog of events to fan out is full; retry later, or `await manager.publish(...)`, which waits for room",
+                ));
+            }
+        }
         match self.start_publish(py, topic, data, id)? {
-            Ok(n) => Ok(n),
+            Ok(published) => Ok(deliveries_now(published)),
             Err(rest) => {
                 pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
                     if let Err(e) = rest.await {
@@ -424,8 +446,10 @@ impl Manager {
         }
     }
 
-    /// As `publish`, but a broker's acknowledgement is awaited: returns the
-    /// count, or an awaitable of it when the bus did not answer at once.
+    /// As `publish`, but awaited: waits for room in a full backlog (up to
+    /// `publish_wait_ms`), for the fan-out, and for a broker's
+    /// acknowledgement; returns the count, or an awaitable of it when it is
+    /// not known at once.
     #[pyo3(signature = (topic, data, id=None))]
     fn publish_async<'py>(
         &self,
@@ -434,12 +458,17 @@ impl Manager {
         data: &Bound<'py, PyAny>,
         id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match self.start_publish(py, topic, data, id)? {
-            Ok(n) => n.into_bound_py_any(py),
-            Err(rest) => pyo3_async_runtimes::tokio::future_into_py(py, async move {
-                rest.await.map(deliveries).map_err(publish_error)
-            }),
-        }
+        let rest = match self.start_publish(py, topic, data, id)? {
+            Ok(Published::Accepted(mut receipt)) => match receipt.try_dispatched() {
+                Some(done) => return done.delivered().into_bound_py_any(py),
+                None => Box::pin(async move { Ok(Published::Accepted(receipt)) }),
+            },
+            Ok(_) => return 0usize.into_bound_py_any(py),
+            Err(rest) => rest,
+        };
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            Ok(deliveries(rest.await.map_err(publish_error)?).await)
+        })
     }
 
     /// Whether the bus, sources and plugins are running.

@@ -315,11 +315,11 @@ class Server:
         return parse_response(data, what)
 
     async def post_publish(self, events: Json, token: str | None = PUBLISH_TOKEN) -> Response:
-        """POST /publish with a JSON body and the suite's bearer token."""
+        """POST /publish?wait=dispatched (answered once fanned out, with `deliveries`) with a JSON body and the suite's bearer token."""
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return await self.http("POST", "/publish", json.dumps(events).encode(), headers)
+        return await self.http("POST", "/publish?wait=dispatched", json.dumps(events).encode(), headers)
 
     async def publish(self, events: Json) -> Json:
         """Publishes, failing the test on anything but 200; returns the reply."""

@@ -103,12 +103,13 @@ export class Server {
     this.ws = `ws://127.0.0.1:${port}/graphql`;
   }
 
-  /** POSTs to /publish; resolves to `{status, body}` with the parsed JSON body. */
+  /** POSTs to /publish, answered once the events are fanned out (`?wait=dispatched`, so the
+   * reply counts `deliveries`); resolves to `{status, body}` with the parsed JSON body. */
   async publishRaw(body, { token = this.publishToken, contentType = 'application/json' } = {}) {
     const headers = { 'content-type': contentType };
     if (token) headers.authorization = `Bearer ${token}`;
     const res = await guard(
-      fetch(`${this.http}/publish`, {
+      fetch(`${this.http}/publish?wait=dispatched`, {
         method: 'POST',
         headers,
         body: typeof body === 'string' ? body : JSON.stringify(body),

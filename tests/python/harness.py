@@ -146,8 +146,8 @@ class Server:
                 return err.code, err.read().decode()
 
     async def publish(self, events: Any) -> Any:
-        """POSTs events to /publish and returns the JSON reply; fails the test on non-200."""
-        status, text = await asyncio.to_thread(self._request, "POST", "/publish", events)
+        """POSTs events to /publish (answered once fanned out: `deliveries` is counted) and returns the JSON reply; fails the test on non-200."""
+        status, text = await asyncio.to_thread(self._request, "POST", "/publish?wait=dispatched", events)
         assert status == 200, f"POST /publish answered {status}: {text}"
         return json.loads(text)
 

@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanwire_core::history::History;
-use fanwire_core::{Engine, Event};
+use fanwire_core::{Engine, Event, Order};
 use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -172,6 +171,7 @@ impl<L: Log> Shared<L> {
     /// had partly stored). Each has an id.
     fn deliver_locally(&self, events: &[Event]) {
         let mut ids = self.ids();
+        let mut fresh = Vec::new();
         for event in events {
             let Some(id) = event.id.as_deref() else {
                 continue;
@@ -187,8 +187,11 @@ impl<L: Log> Shared<L> {
                 },
             );
             self.engine.history().hold(&event.topic);
-            self.engine.publish_unsequenced(event);
-            self.metrics().local.inc();
+            fresh.push(event.clone());
+        }
+        self.metrics().local.inc_by(fresh.len() as u64);
+        if !fresh.is_empty() {
+            self.engine.publish(fresh, Order::Unnumbered);
         }
         self.metrics().unconfirmed.set(ids.local.len() as i64);
     }
@@ -207,38 +210,40 @@ impl<L: Log> Shared<L> {
         self.engine.history().raise_floor(seq - 1);
     }
 
-    /// Hands one log entry to the engine: dropped if its id was delivered
-    /// already, recorded without delivery if it was delivered locally.
-    /// Entries of one read are queued (`alone` false) so that each socket's
-    /// writer sends them in one write.
-    fn deliver_from_log(&self, seq: u64, event: Event, alone: bool) {
+    /// Hands log entries (one read, in the log's order) to the engine:
+    /// dropped if their id was delivered already, recorded without delivery
+    /// if they were delivered locally, otherwise published together, so
+    /// that each socket's writer sends a read's results in one write.
+    fn deliver_from_log(&self, entries: Vec<(u64, Event)>) {
         let mut ids = self.ids();
-        if let Some(id) = event.id.as_deref() {
-            if !ids.seen.first_time(id) {
-                self.metrics().duplicates.inc();
-                return;
-            }
-        }
-        let local = event.id.as_deref().and_then(|id| ids.local.remove(id));
-        let event = Event {
-            seq: Some(seq),
-            ..event
-        };
-        match local {
-            None if alone => {
-                self.engine.publish(&event);
-            }
-            None => {
-                self.engine.publish_in_batch(&event);
-            }
-            Some(local) => {
-                let history = self.engine.history();
-                if history.enabled() {
-                    History::lock(&history.log(&event.topic)).record(&event, history.capacity());
+        let mut live = Vec::new();
+        for (seq, event) in entries {
+            if let Some(id) = event.id.as_deref() {
+                if !ids.seen.first_time(id) {
+                    self.metrics().duplicates.inc();
+                    continue;
                 }
-                history.release(&local.topic);
-                self.metrics().unconfirmed.set(ids.local.len() as i64);
             }
+            let local = event.id.as_deref().and_then(|id| ids.local.remove(id));
+            let event = Event {
+                seq: Some(seq),
+                ..event
+            };
+            let Some(local) = local else {
+                live.push(event);
+                continue;
+            };
+            // In the log's order: what came before it first.
+            if !live.is_empty() {
+                self.engine
+                    .publish(std::mem::take(&mut live), Order::Numbered);
+            }
+            self.engine.publish(vec![event], Order::Recorded);
+            self.engine.history().release(&local.topic);
+            self.metrics().unconfirmed.set(ids.local.len() as i64);
+        }
+        if !live.is_empty() {
+            self.engine.publish(live, Order::Numbered);
         }
     }
 
@@ -513,13 +518,20 @@ async fn consume<L: Log>(
                             s.health
                                 .down(format!("disconnected from the {} broker", s.kind));
                         }
-                        let alone = entries.len() == 1;
+                        // A dispatcher that falls behind slows the reads;
+                        // the broker keeps what is not read yet.
+                        tokio::select! {
+                            _ = s.engine.room() => {}
+                            _ = stopped(&mut stop) => return,
+                        }
+                        let mut read = Vec::with_capacity(entries.len());
                         for Entry { seq, count, event } in entries {
                             if after.is_some_and(|a| seq <= a) {
                                 continue;
                             }
                             if let (Some(last), Some(count)) = (counted, count) {
                                 if count > last + 1 {
+                                    s.deliver_from_log(std::mem::take(&mut read));
                                     s.trimmed_unread(seq, count - last - 1);
                                 }
                             }
@@ -530,8 +542,9 @@ async fn consume<L: Log>(
                                 s.metrics().invalid.get_or_create(s.health.label()).inc();
                                 continue;
                             };
-                            s.deliver_from_log(seq, event, alone);
+                            read.push((seq, event));
                         }
+                        s.deliver_from_log(read);
                         if let Some(at) = after {
                             s.forget_lost(at, number, at_end);
                         }
@@ -849,10 +862,10 @@ mod tests {
     #[derive(Debug, Default)]
     struct Socket(AtomicU64);
 
-    impl fanwire_core::outbox::Direct for Socket {
-        fn try_next(&self, _: &[u8], _: &[u8]) -> fanwire_core::outbox::DirectWrite {
+    impl fanwire_core::outbox::WriteThrough for Socket {
+        fn try_next(&self, _: &[u8], _: &[u8]) -> fanwire_core::outbox::Written {
             self.0.fetch_add(1, Ordering::SeqCst);
-            fanwire_core::outbox::DirectWrite::Sent
+            fanwire_core::outbox::Written::Sent
         }
     }
 
@@ -874,7 +887,7 @@ mod tests {
         assert_eq!(drain(), 1, "the ack");
         assert_eq!(drain(), 0, "then idle");
         let socket = Arc::new(Socket::default());
-        conn.outbox().set_direct(Some(socket.clone()));
+        conn.outbox().set_write_through(Some(socket.clone()));
 
         // One append: the consumer reads the three together.
         bus.publish(vec![event(1), event(2), event(3)])

@@ -30,9 +30,11 @@ mod redis;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use fanwire_core::{Engine, Event};
+use std::time::Duration;
+
+use fanwire_core::metrics::Reason;
+use fanwire_core::{Engine, Event, Receipt};
 use futures_util::future::BoxFuture;
-use serde::Serialize;
 use tokio::sync::watch;
 
 pub use config::{BusConfig, BusKind, PostgresConfig, SourcesConfig};
@@ -57,18 +59,23 @@ pub enum BusError {
     /// The broker or database refused or failed an operation.
     #[error("{0}")]
     Broker(String),
+    /// This node's dispatch is behind: its backlog stayed full for as long
+    /// as a publish may wait (`limits.publish_wait_ms`).
+    #[error(
+        "the node is saturated: its backlog of events to fan out stayed full for {waited_ms} ms; retry later"
+    )]
+    Backlog {
+        /// How long the publish waited for room.
+        waited_ms: u64,
+    },
 }
 
 /// What became of published events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug)]
 pub enum Published {
-    /// Dispatched in this process (in-process bus): `deliveries` frames queued.
-    Delivered {
-        /// Result frames written or queued for clients, none dropped by
-        /// this publish (`Engine::publish_batch`).
-        deliveries: usize,
-    },
+    /// Accepted by this process's engine (in-process bus): numbered and
+    /// queued for its dispatcher; the receipt says what the fan-out did.
+    Accepted(Receipt),
     /// Stored by the broker; every node delivers them.
     Stored,
     /// The broker is unreachable: delivered to this node's subscribers at
@@ -76,6 +83,34 @@ pub enum Published {
     /// appended when the broker is back (lost to other nodes if this node
     /// dies first).
     Queued,
+}
+
+impl PartialEq for Published {
+    fn eq(&self, other: &Published) -> bool {
+        match (self, other) {
+            (Published::Accepted(a), Published::Accepted(b)) => a.accepted() == b.accepted(),
+            (Published::Stored, Published::Stored) | (Published::Queued, Published::Queued) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Waits for room in the engine's backlog, at most `limits.publish_wait_ms`:
+/// what every publish into this node's engine does first, so that a
+/// publisher feels a dispatcher that falls behind.
+pub async fn admit(engine: &Engine) -> Result<(), BusError> {
+    let waited_ms = engine.limits().publish_wait_ms;
+    match tokio::time::timeout(Duration::from_millis(waited_ms), engine.room()).await {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            engine
+                .metrics()
+                .drops
+                .get_or_create(&Reason { reason: "backlog" })
+                .inc();
+            Err(BusError::Backlog { waited_ms })
+        }
+    }
 }
 
 /// Carries published events to the engine of every node.

@@ -1,8 +1,8 @@
-//! The in-process bus: one node, publish is dispatch.
+//! The in-process bus: one node; a publish goes straight into the engine's backlog.
 
 use std::sync::Arc;
 
-use fanwire_core::{Engine, Event};
+use fanwire_core::{Engine, Event, Order};
 use futures_util::future::BoxFuture;
 
 use crate::health::{BusMetrics, Health, Status};
@@ -32,8 +32,12 @@ impl Bus for MemoryBus {
     }
 
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Published, BusError>> {
-        let deliveries = self.engine.publish_batch(&events);
-        Box::pin(async move { Ok(Published::Delivered { deliveries }) })
+        Box::pin(async move {
+            crate::admit(&self.engine).await?;
+            Ok(Published::Accepted(
+                self.engine.publish(events, Order::Numbered),
+            ))
+        })
     }
 
     fn status(&self) -> Status {

@@ -1,9 +1,10 @@
 //! The engine: schema, limits, registry, history, hooks and metrics,
 //! shared by every connection.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::backlog::{Accepted, Backlog, Order, Receipt};
 use crate::config::{ConfigError, Limits};
 use crate::connection::Connection;
 use crate::error::GraphQLError;
@@ -14,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::operation::{prepare, Prepared};
 use crate::outbox::Batch;
 use crate::protocol::{Protocol, SubscribePayload};
-use crate::registry::{ActiveHooks, Dispatched, Member, Registry, SubscriptionHandle};
+use crate::registry::{ActiveHooks, Dispatched, Member, Pass, Registry, SubscriptionHandle};
 use crate::schema::Schema;
 
 /// Everything connections share: one per server.
@@ -28,6 +29,32 @@ pub struct Engine {
     // A std lock: read for an Arc clone per event or subscribe, written on a
     // plugin reload; never held across an await.
     hooks: RwLock<Arc<ActiveHooks>>,
+    /// Accepted events waiting for the dispatcher, and running resolutions.
+    backlog: Arc<Backlog>,
+    /// Held by whichever thread dispatches (see `dispatch_waiting`).
+    dispatching: Mutex<()>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.backlog.close();
+    }
+}
+
+/// Lets other tasks run once (tokio's `yield_now` needs its `rt` feature,
+/// which the core does without).
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 impl Engine {
@@ -60,13 +87,17 @@ impl Engine {
     ) -> Result<Arc<Engine>, ConfigError> {
         limits.validate()?;
         let history = History::new(limits.history_per_topic);
+        let metrics = Arc::new(Metrics::new());
+        let backlog = Arc::new(Backlog::new(limits.max_backlog, metrics.backlog.clone()));
         Ok(Arc::new(Engine {
             schema,
             limits,
             history,
             registry: Registry::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             hooks: RwLock::new(Arc::new(ActiveHooks { version: 0, hooks })),
+            backlog,
+            dispatching: Mutex::new(()),
         }))
     }
 
@@ -121,85 +152,157 @@ impl Engine {
         prepare(&self.schema, &self.limits, request)
     }
 
-    /// Dispatches one event to every subscription on its topic. Never waits
-    /// on a client: results go to bounded outboxes. With a history window the
-    /// event is recorded first (and numbered if it has no `seq`).
-    pub fn publish(&self, event: &Event) -> Dispatched {
-        self.publish_one(event, Batch::start(), true)
+    /// The one way events enter dispatch: records them in the history as
+    /// `order` says (numbering those without a `seq` where history is
+    /// kept), queues them for the dispatcher, and returns at once. The
+    /// events of one call are one [`Batch`] in the outboxes: however many,
+    /// none pushes another out of a client's queue, so a client that keeps
+    /// up receives them all.
+    ///
+    /// Never waits for a socket, nor for room in the backlog: a host first
+    /// awaits [`Engine::room`] (with its own bound) so that publishers feel
+    /// a dispatcher that falls behind. With no dispatcher task running
+    /// ([`Engine::dispatcher`]), the calling thread dispatches before it
+    /// returns.
+    pub fn publish(&self, events: Vec<Event>, order: Order) -> Receipt {
+        let (receipt, tx) = Receipt::new(events.len());
+        let at = Instant::now();
+        let events = match order {
+            Order::Recorded => {
+                self.record(&events);
+                let _ = tx.send(Dispatched::default());
+                return receipt;
+            }
+            Order::Numbered => events,
+            Order::Unnumbered => events
+                .into_iter()
+                .map(|event| Event { seq: None, ..event })
+                .collect(),
+        };
+        self.metrics.events_in.inc_by(events.len() as u64);
+        {
+            // Numbered and queued under the queue's lock: its order is theirs.
+            let mut queue = self.backlog.lock();
+            let events = match order {
+                Order::Numbered => self.record(&events),
+                _ => events,
+            };
+            let accepted = Accepted {
+                events,
+                batch: Batch::start(),
+                at,
+                receipt: tx,
+            };
+            self.backlog.push(&mut queue, accepted);
+        }
+        if !self.backlog.attached() {
+            self.dispatch_waiting();
+        }
+        receipt
     }
 
-    /// Dispatches a batch of events in order; returns the results delivered
-    /// ([`Dispatched::delivered`]). A batch's results are queued for the
-    /// writer tasks, which send what piled up in one write per socket,
-    /// instead of written through one event at a time: a lone event costs a
-    /// syscall per socket either way, a batch of N would cost N. They are
-    /// one [`Batch`]: however many there are, none pushes another out of a
-    /// client's queue, so a client that keeps up receives them all.
-    pub fn publish_batch(&self, events: &[Event]) -> usize {
-        let batch = Batch::start();
+    /// Records events in their topics' histories, numbering those without
+    /// a `seq`; returns them as stored (unchanged without history).
+    fn record(&self, events: &[Event]) -> Vec<Event> {
+        if !self.history.enabled() {
+            return events.to_vec();
+        }
+        events
+            .iter()
+            .map(|event| {
+                let log = self.history.log(&event.topic);
+                let stored = History::lock(&log).record(event, self.history.capacity());
+                Event::clone(&stored)
+            })
+            .collect()
+    }
+
+    /// Resolves once the backlog has room for another publish (at once,
+    /// mostly). Hosts bound the wait and refuse the publish past it.
+    pub async fn room(&self) {
+        self.backlog.room().await
+    }
+
+    /// Resolves once every accepted event is fanned out and every async
+    /// resolution delivered: a host shutting down waits for this (bounded)
+    /// before it closes its clients, so that what it accepted reaches them.
+    pub async fn drained(&self) {
+        self.backlog.empty().await
+    }
+
+    /// Whether a publish would be accepted without waiting for room.
+    pub fn has_room(&self) -> bool {
+        self.backlog.has_room()
+    }
+
+    /// Events and async resolutions between accepted and fanned out.
+    pub fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// The dispatcher: fans out accepted publishes, in order, until the
+    /// engine is dropped. A host spawns it once; from then on a publish
+    /// returns as soon as its events are queued.
+    pub fn dispatcher(self: &Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let engine = Arc::downgrade(self);
+        let backlog = self.backlog.clone();
+        let first = backlog.attach();
+        async move {
+            if !first {
+                return;
+            }
+            while backlog.work().await {
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                engine.dispatch_waiting();
+                drop(engine);
+                // One pass can be long (a large batch); other tasks on this
+                // worker get their turn between passes.
+                yield_now().await;
+            }
+        }
+    }
+
+    /// Fans out every waiting publish, oldest first, on this thread.
+    fn dispatch_waiting(&self) {
+        // One dispatcher at a time keeps the queue's order.
+        let _turn = self.dispatching.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(accepted) = self.backlog.pop() {
+            self.dispatch(accepted);
+        }
+    }
+
+    fn dispatch(&self, accepted: Accepted) {
+        let Accepted {
+            events,
+            batch,
+            at,
+            receipt,
+        } = accepted;
+        let hooks = self.hooks();
+        // A lone event may go straight to idle sockets, until another
+        // publish waits; a batch is queued for the writers, which send
+        // what piled up for a socket in one write.
         let write_through = events.len() == 1;
         let mut done = Dispatched::default();
-        for event in events {
-            done += self.publish_one(event, batch, write_through);
+        for event in &events {
+            done += self.registry.dispatch(
+                event,
+                &Pass {
+                    active: &hooks,
+                    metrics: &self.metrics,
+                    backlog: &self.backlog,
+                    batch,
+                    write_through,
+                },
+            );
+            self.backlog.done(1);
         }
-        done.delivered()
-    }
-
-    /// Dispatches one event of a batch that arrives one event at a time (a
-    /// read from a broker's log): queued, as [`Engine::publish_batch`] does,
-    /// but a batch of its own in the outboxes.
-    pub fn publish_in_batch(&self, event: &Event) -> Dispatched {
-        self.publish_one(event, Batch::start(), false)
-    }
-
-    fn publish_one(&self, event: &Event, batch: Batch, write_through: bool) -> Dispatched {
-        let start = Instant::now();
-        self.metrics.events_in.inc();
-        let hooks = self.hooks();
-        let done = if self.history.enabled() {
-            let log = self.history.log(&event.topic);
-            let mut log = History::lock(&log);
-            let stored = log.record(event, self.history.capacity());
-            // Dispatching under the topic's log lock orders it against resumes.
-            self.registry
-                .dispatch(&stored, &hooks, &self.metrics, batch, write_through)
-        } else {
-            self.registry
-                .dispatch(event, &hooks, &self.metrics, batch, write_through)
-        };
         self.metrics
             .dispatch_seconds
-            .observe(start.elapsed().as_secs_f64());
-        done
-    }
-
-    /// Dispatches an event to the subscriptions on its topic without
-    /// recording or numbering it: its sequence number is not known yet (a
-    /// broker bus delivering locally while the broker is unreachable; it
-    /// records the event later, with the broker's number, through
-    /// [`History`]). Ordered against resumes by the topic's log lock.
-    pub fn publish_unsequenced(&self, event: &Event) -> Dispatched {
-        let start = Instant::now();
-        self.metrics.events_in.inc();
-        let hooks = self.hooks();
-        let unsequenced = Event {
-            seq: None,
-            ..event.clone()
-        };
-        let batch = Batch::start();
-        let done = if self.history.enabled() {
-            let log = self.history.log(&event.topic);
-            let _log = History::lock(&log);
-            self.registry
-                .dispatch(&unsequenced, &hooks, &self.metrics, batch, true)
-        } else {
-            self.registry
-                .dispatch(&unsequenced, &hooks, &self.metrics, batch, true)
-        };
-        self.metrics
-            .dispatch_seconds
-            .observe(start.elapsed().as_secs_f64());
-        done
+            .observe(at.elapsed().as_secs_f64());
+        let _ = receipt.send(done);
     }
 
     /// Adds a prepared subscription to its group. With `resume_from`, the
@@ -223,18 +326,28 @@ impl Engine {
         let log = History::lock(&log);
         let missed = log.since(from)?;
         // The replay delivers everything up to the last missed event; live
-        // resolutions of those events still pending in the group must skip
-        // this member, or it would receive them twice.
+        // dispatches of those events still to come (accepted but not yet
+        // dispatched, or pending resolutions) must skip this member, or it
+        // would receive them twice.
         let mut member = member;
         member.seen_through = missed
             .iter()
             .filter_map(|e| e.seq)
             .fold(from.max(member.seen_through), u64::max);
         let handle = self.registry.insert(prepared, info, member, &self.metrics);
-        // Under the topic's log lock: no live event of the topic is
-        // dispatched until the replay is queued.
-        self.registry
-            .replay(&handle, &missed, &self.hooks(), &self.metrics);
+        // Under the topic's log lock: no event of the topic is recorded (so
+        // none reaches this member live) until the replay is queued.
+        self.registry.replay(
+            &handle,
+            &missed,
+            &Pass {
+                active: &self.hooks(),
+                metrics: &self.metrics,
+                backlog: &self.backlog,
+                batch: Batch::start(),
+                write_through: true,
+            },
+        );
         drop(log);
         Ok(handle)
     }

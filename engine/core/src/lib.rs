@@ -13,11 +13,13 @@
 //! - [`outbox`]: the bounded per-connection queue of pre-serialised frames.
 //! - [`registry`]: topic index and subscription groups; dispatch.
 //! - [`engine`]: what all connections share; `publish` enters here.
+//! - [`backlog`]: accepted events waiting for the dispatcher, bounded.
 //! - [`history`]: per-topic windows of recent events, for resuming subscriptions.
 //! - [`hooks`]: the extension points: policies, event filters, resolvers.
 //! - [`principal`]: who is connected, as a connection policy established it.
 //! - [`event`], [`error`], [`metrics`], [`ratelimit`]: the shared vocabulary.
 
+pub mod backlog;
 pub mod config;
 pub mod connection;
 pub mod engine;
@@ -44,6 +46,22 @@ pub mod fuzzing {
     }
 }
 
+/// Shortcuts for tests, benches and fuzz targets; not an API.
+#[doc(hidden)]
+pub mod testing {
+    use crate::{Dispatched, Engine, Event, Order};
+
+    /// Publishes events and returns what their fan-out did, on an engine
+    /// with no dispatcher task (whose `publish` dispatches before it returns).
+    pub fn publish_now(engine: &Engine, events: &[Event]) -> Dispatched {
+        engine
+            .publish(events.to_vec(), Order::Numbered)
+            .try_dispatched()
+            .expect("an engine without a dispatcher task dispatches before `publish` returns")
+    }
+}
+
+pub use backlog::{Order, Receipt};
 pub use config::{ConfigError, Limits};
 pub use connection::Connection;
 pub use engine::Engine;
@@ -51,4 +69,5 @@ pub use error::GraphQLError;
 pub use event::Event;
 pub use hooks::{AcceptAll, ConnectionPolicy, Hooks};
 pub use principal::Principal;
+pub use registry::Dispatched;
 pub use schema::{Schema, SchemaError};

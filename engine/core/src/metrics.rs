@@ -45,6 +45,8 @@ pub struct Metrics {
     pub connection_rejections: Family<Reason, Counter>,
     /// Seconds from an event's arrival to its frames being queued.
     pub dispatch_seconds: Histogram,
+    /// Events accepted and not yet fanned out, plus running async resolutions.
+    pub backlog: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,7 @@ impl Metrics {
             connection_rejections: Family::default(),
             // 1 us .. ~0.5 s
             dispatch_seconds: Histogram::new(exponential_buckets(1e-6, 3.0, 13)),
+            backlog: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -122,8 +125,13 @@ impl Metrics {
         );
         registry.register(
             "dispatch_seconds",
-            "Time from an event's arrival to its frames being queued",
+            "Time from an event's acceptance to its frames being queued or written",
             m.dispatch_seconds.clone(),
+        );
+        registry.register(
+            "backlog",
+            "Events accepted and not yet fanned out, plus running async resolutions",
+            m.backlog.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),

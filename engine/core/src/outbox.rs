@@ -38,18 +38,18 @@ pub enum Frame {
     },
 }
 
-/// A socket that the dispatcher may hand a result to directly, skipping the
+/// A socket that the dispatcher may write a result through to, skipping the
 /// queue and the wake-up of the connection's writer. The host implements it
 /// (the core performs no IO); it must never block.
-pub trait Direct: Send + Sync + fmt::Debug {
+pub trait WriteThrough: Send + Sync + fmt::Debug {
     /// Tries to put the result frame `prefix ++ payload ++ NEXT_SUFFIX` on
     /// the wire now.
-    fn try_next(&self, prefix: &[u8], payload: &[u8]) -> DirectWrite;
+    fn try_next(&self, prefix: &[u8], payload: &[u8]) -> Written;
 }
 
-/// What a [`Direct`] socket did with a result.
+/// What a [`WriteThrough`] socket did with a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DirectWrite {
+pub enum Written {
     /// Written whole.
     Sent,
     /// Taken, but only partly written: the sink keeps the rest ahead of
@@ -91,7 +91,7 @@ struct State {
     /// The writer holds frames it drained but has not finished writing;
     /// writing through now would overtake them.
     in_flight: bool,
-    direct: Option<Arc<dyn Direct>>,
+    socket: Option<Arc<dyn WriteThrough>>,
 }
 
 /// A bounded queue between the dispatcher and one socket writer.
@@ -109,7 +109,7 @@ struct State {
 /// requests. The dispatcher never waits here, so a stalled client cannot
 /// delay anyone else.
 ///
-/// Write-through: with a [`Direct`] socket installed, a result pushed while
+/// Write-through: with a [`WriteThrough`] socket installed, a result pushed while
 /// nothing is queued or in the writer's hands goes straight to the socket
 /// from the pushing thread; only when the socket refuses it (backed up) is it
 /// queued, so order is kept and the drop-oldest policy applies exactly
@@ -126,7 +126,7 @@ pub struct Outbox {
 /// What happened to a pushed result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Handed to the direct socket.
+    /// Written through to the socket.
     Sent,
     /// Queued, after the oldest waiting results were dropped to make room.
     Queued {
@@ -156,43 +156,41 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Lets results skip the queue through `direct` while it keeps up
+    /// Lets results skip the queue through `socket` while it keeps up
     /// (`None` stops it: the writer is going away).
-    pub fn set_direct(&self, direct: Option<Arc<dyn Direct>>) {
-        self.lock().direct = direct;
+    pub fn set_write_through(&self, socket: Option<Arc<dyn WriteThrough>>) {
+        self.lock().socket = socket;
     }
 
-    /// Sends a result of `batch` through the direct socket, or queues it,
+    /// Hands a result of `batch` to the socket: written through when
+    /// `write_through` allows it and nothing waits before it, else queued,
     /// dropping the oldest results of other batches if the queue is full.
-    pub fn push_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, batch: Batch) -> Pushed {
-        self.push(prefix, payload, batch, true)
-    }
-
-    /// Queues a result for the writer task even if it could be written
-    /// through (see `Registry::dispatch`: a fan-out that is losing its CPU
-    /// hands the rest to the writers, which run on every worker).
-    pub fn queue_next(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, batch: Batch) -> Pushed {
-        self.push(prefix, payload, batch, false)
-    }
-
-    fn push(&self, prefix: &Arc<[u8]>, payload: &Arc<[u8]>, batch: Batch, direct: bool) -> Pushed {
+    /// The dispatcher decides `write_through` (see `Registry::dispatch`): a
+    /// lone event while no other publish waits.
+    pub fn push(
+        &self,
+        prefix: &Arc<[u8]>,
+        payload: &Arc<[u8]>,
+        batch: Batch,
+        write_through: bool,
+    ) -> Pushed {
         let mut guard = self.lock();
         let state = &mut *guard;
         if state.closed {
             return Pushed::Closed;
         }
-        if direct && state.frames.is_empty() && !state.in_flight {
+        if write_through && state.frames.is_empty() && !state.in_flight {
             // Held under the lock: a concurrent push or drain must not slip
             // between this frame and the socket.
-            if let Some(direct) = &state.direct {
-                match direct.try_next(prefix, payload) {
-                    DirectWrite::Sent => return Pushed::Sent,
-                    DirectWrite::Started => {
+            if let Some(socket) = &state.socket {
+                match socket.try_next(prefix, payload) {
+                    Written::Sent => return Pushed::Sent,
+                    Written::Started => {
                         drop(guard);
                         self.notify.notify_one();
                         return Pushed::Sent;
                     }
-                    DirectWrite::Refused => {}
+                    Written::Refused => {}
                 }
             }
         }
@@ -249,7 +247,7 @@ impl Outbox {
     /// Moves every waiting frame to the back of `into` (swapping buffers when
     /// `into` is empty, which keeps both allocations warm). Until a drain
     /// finds the queue empty, results do not write through: the writer is
-    /// expected to finish what it took (including a direct write's rest)
+    /// expected to finish what it took (including the rest of a write-through)
     /// before it drains again.
     pub fn drain_into(&self, into: &mut VecDeque<Frame>) {
         let mut state = self.lock();
@@ -321,7 +319,7 @@ mod tests {
 
     /// Pushes a result of a publish of its own (a lone event).
     fn lone(outbox: &Outbox, payload: &str) -> Pushed {
-        outbox.push_next(&bytes("p"), &bytes(payload), Batch::start())
+        outbox.push(&bytes("p"), &bytes(payload), Batch::start(), true)
     }
 
     #[test]
@@ -351,18 +349,18 @@ mod tests {
         got: Mutex<Vec<String>>,
     }
 
-    impl Direct for FakeSocket {
-        fn try_next(&self, _prefix: &[u8], payload: &[u8]) -> DirectWrite {
+    impl WriteThrough for FakeSocket {
+        fn try_next(&self, _prefix: &[u8], payload: &[u8]) -> Written {
             let mut room = self.room.lock().unwrap();
             if *room == 0 {
-                return DirectWrite::Refused;
+                return Written::Refused;
             }
             *room -= 1;
             self.got
                 .lock()
                 .unwrap()
                 .push(String::from_utf8(payload.to_vec()).unwrap());
-            DirectWrite::Sent
+            Written::Sent
         }
     }
 
@@ -382,7 +380,7 @@ mod tests {
         let outbox = Outbox::new(2);
         let socket = Arc::new(FakeSocket::default());
         *socket.room.lock().unwrap() = 1;
-        outbox.set_direct(Some(socket.clone()));
+        outbox.set_write_through(Some(socket.clone()));
         assert_eq!(lone(&outbox, "1"), Pushed::Sent);
         // The socket is full: queued, and the queue's policy applies.
         assert_eq!(lone(&outbox, "2"), queued(0, 0));
@@ -406,12 +404,12 @@ mod tests {
         // A fan-out that has handed its rest to the writers queues even
         // where the socket has room.
         assert_eq!(
-            outbox.queue_next(&bytes("p"), &bytes("8"), Batch::start()),
+            outbox.push(&bytes("p"), &bytes("8"), Batch::start(), false),
             queued(0, 0)
         );
         assert_eq!(drained(&outbox), ["8"]);
         assert!(drained(&outbox).is_empty());
-        outbox.set_direct(None);
+        outbox.set_write_through(None);
         assert_eq!(lone(&outbox, "9"), queued(0, 0));
         assert_eq!(*socket.got.lock().unwrap(), ["1", "6"]);
     }
@@ -431,11 +429,11 @@ mod tests {
         let outbox = Outbox::new(3);
         let p = bytes("p");
         outbox.push_control(Frame::Text("ack".into()));
-        outbox.push_next(&p, &bytes("a"), Batch::start());
+        outbox.push(&p, &bytes("a"), Batch::start(), true);
         let batch = Batch::start();
         let pushed: Vec<Pushed> = ["1", "2", "3", "4", "5"]
             .iter()
-            .map(|n| outbox.push_next(&p, &bytes(n), batch))
+            .map(|n| outbox.push(&p, &bytes(n), batch, true))
             .collect();
         // What waited before the batch makes room; the batch never does.
         assert_eq!(
@@ -450,7 +448,7 @@ mod tests {
         );
         // A client that falls behind: the next publish trims the backlog.
         assert_eq!(
-            outbox.push_next(&p, &bytes("6"), Batch::start()),
+            outbox.push(&p, &bytes("6"), Batch::start(), true),
             queued(3, 0)
         );
         assert_eq!(drained(&outbox), ["Text(\"ack\")", "4", "5", "6"]);
@@ -464,7 +462,7 @@ mod tests {
         let mut got = Vec::new();
         for n in 0..10 {
             assert_eq!(
-                outbox.push_next(&p, &bytes(&n.to_string()), batch),
+                outbox.push(&p, &bytes(&n.to_string()), batch, true),
                 queued(0, 0)
             );
             if n % 3 == 2 {
@@ -480,11 +478,11 @@ mod tests {
         let outbox = Outbox::new(2);
         let p = bytes("p");
         let (x, y) = (Batch::start(), Batch::start());
-        assert_eq!(outbox.push_next(&p, &bytes("x1"), x), queued(0, 0));
-        assert_eq!(outbox.push_next(&p, &bytes("y1"), y), queued(0, 0));
+        assert_eq!(outbox.push(&p, &bytes("x1"), x, true), queued(0, 0));
+        assert_eq!(outbox.push(&p, &bytes("y1"), y, true), queued(0, 0));
         // Two publishes dispatching at once: "x1" is no longer in x's run.
-        assert_eq!(outbox.push_next(&p, &bytes("x2"), x), queued(1, 1));
-        assert_eq!(outbox.push_next(&p, &bytes("x3"), x), queued(1, 0));
+        assert_eq!(outbox.push(&p, &bytes("x2"), x, true), queued(1, 1));
+        assert_eq!(outbox.push(&p, &bytes("x3"), x, true), queued(1, 0));
         assert_eq!(drained(&outbox), ["x2", "x3"]);
     }
 
@@ -492,15 +490,15 @@ mod tests {
     fn a_purge_counts_the_run_again() {
         let outbox = Outbox::new(3);
         let (p, q) = (bytes("p"), bytes("q"));
-        outbox.push_next(&p, &bytes("a"), Batch::start());
+        outbox.push(&p, &bytes("a"), Batch::start(), true);
         let batch = Batch::start();
-        outbox.push_next(&q, &bytes("b1"), batch);
-        outbox.push_next(&q, &bytes("b2"), batch);
+        outbox.push(&q, &bytes("b1"), batch, true);
+        outbox.push(&q, &bytes("b2"), batch, true);
         // Subscription q completes: "a" alone waits, older than the batch.
         outbox.purge(&q);
-        assert_eq!(outbox.push_next(&p, &bytes("b3"), batch), queued(0, 0));
-        assert_eq!(outbox.push_next(&p, &bytes("b4"), batch), queued(0, 0));
-        assert_eq!(outbox.push_next(&p, &bytes("b5"), batch), queued(1, 0));
+        assert_eq!(outbox.push(&p, &bytes("b3"), batch, true), queued(0, 0));
+        assert_eq!(outbox.push(&p, &bytes("b4"), batch, true), queued(0, 0));
+        assert_eq!(outbox.push(&p, &bytes("b5"), batch, true), queued(1, 0));
         assert_eq!(drained(&outbox), ["b3", "b4", "b5"]);
     }
 }

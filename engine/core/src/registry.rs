@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use crate::backlog::Backlog;
 use crate::error::{codes, GraphQLError};
 use crate::event::Event;
 use crate::hooks::{redact, Asked, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict};
@@ -48,12 +49,37 @@ pub struct Member {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Audience {
     /// Every member that does not already have the event; `write_through`
-    /// says whether results may go straight to idle sockets (a lone event)
-    /// or are queued for the writer tasks, which coalesce a batch into few
-    /// writes.
+    /// says whether results may go straight to idle sockets (a lone event,
+    /// while no other publish waits) or are queued for the writer tasks,
+    /// which coalesce what piles up into few writes.
     All { batch: Batch, write_through: bool },
     /// One member (by token), catching up on history it missed.
     Only { token: u64, batch: Batch },
+}
+
+impl Audience {
+    /// The same audience, with every result queued for the writers.
+    fn queued(self) -> Audience {
+        match self {
+            Audience::All { batch, .. } => Audience::All {
+                batch,
+                write_through: false,
+            },
+            only => only,
+        }
+    }
+}
+
+/// What one dispatch works with: the hooks in force, where it counts, and
+/// the publish it serves.
+pub(crate) struct Pass<'a> {
+    pub active: &'a ActiveHooks,
+    pub metrics: &'a Arc<Metrics>,
+    pub backlog: &'a Arc<Backlog>,
+    /// The publish call (its results never push each other out).
+    pub batch: Batch,
+    /// Whether results may go straight to idle sockets.
+    pub write_through: bool,
 }
 
 /// The hooks in force, with a version that changes on every swap.
@@ -147,17 +173,19 @@ impl Group {
     /// Hands the same payload bytes to the audience (written through to an
     /// idle socket, or queued).
     ///
-    /// Writing through is serial on this thread. On a machine where it
-    /// loses its core (the scheduler hands it to the clients it wakes, or to
-    /// other processes), the rest of a large group would wait for it while
-    /// the other workers idle; so once a chunk of members takes far longer
-    /// than its writes cost, the rest of this fan-out is queued for the
-    /// writer tasks, which any worker runs.
+    /// Writing through is serial on this thread, and the next publish waits
+    /// for it: so as soon as another publish waits in the backlog, the rest
+    /// of this fan-out is queued for the writer tasks (which any worker
+    /// runs, and which send the results of several events in one write).
+    /// The same happens when a chunk of members takes far longer than its
+    /// writes cost: the thread lost its core (the scheduler handed it to the
+    /// clients it woke, or to other processes) while the other workers idle.
     fn fan_out(
         &self,
         payload: Arc<[u8]>,
         seq: Option<u64>,
         audience: Audience,
+        backlog: &Backlog,
         done: &mut Dispatched,
     ) {
         done.groups += 1;
@@ -171,14 +199,14 @@ impl Group {
             }
             Pushed::Closed => {}
         };
-        let (batch, mut direct) = match audience {
+        let (batch, mut write_through) = match audience {
             Audience::All {
                 batch,
                 write_through,
             } => (batch, write_through),
             Audience::Only { token, batch } => {
                 if let Some(member) = members.get(&token) {
-                    count(member.outbox.push_next(&member.prefix, &payload, batch));
+                    count(member.outbox.push(&member.prefix, &payload, batch, true));
                 }
                 return;
             }
@@ -186,18 +214,21 @@ impl Group {
         let mut chunk_start = None;
         let missing = |member: &&Member| seq.is_none_or(|seq| seq > member.seen_through);
         for (i, member) in members.values().filter(missing).enumerate() {
-            if direct && i % STALL_CHUNK == 0 {
+            if write_through && i % STALL_CHUNK == 0 {
                 let now = Instant::now();
                 if chunk_start.is_some_and(|at| now.duration_since(at) > STALL_LIMIT) {
-                    direct = false;
+                    write_through = false;
                 }
                 chunk_start = Some(now);
             }
-            count(if direct {
-                member.outbox.push_next(&member.prefix, &payload, batch)
-            } else {
-                member.outbox.queue_next(&member.prefix, &payload, batch)
-            });
+            if write_through && backlog.others_waiting() {
+                write_through = false;
+            }
+            count(
+                member
+                    .outbox
+                    .push(&member.prefix, &payload, batch, write_through),
+            );
         }
     }
 
@@ -362,68 +393,54 @@ impl Registry {
     }
 
     /// Filters, resolves and projects the event once per group on its topic
-    /// and queues the shared bytes for every member, as a result of `batch`.
-    pub fn dispatch(
-        &self,
-        event: &Event,
-        active: &ActiveHooks,
-        metrics: &Arc<Metrics>,
-        batch: Batch,
-        write_through: bool,
-    ) -> Dispatched {
+    /// and hands the shared bytes to every member, as a result of the
+    /// pass's publish.
+    pub(crate) fn dispatch(&self, event: &Event, pass: &Pass<'_>) -> Dispatched {
         let mut done = Dispatched::default();
         let Some(topic) = self.topics.get(event.topic.as_str()) else {
             return done;
         };
-        let hooks = &active.hooks;
+        let hooks = &pass.active.hooks;
         let outgoing = Outgoing::new(event);
+        let audience = Audience::All {
+            batch: pass.batch,
+            write_through: pass.write_through,
+        };
         if hooks.filters.is_empty() && hooks.resolvers.is_empty() {
             for group in topic.groups.values() {
                 group.fan_out(
                     Arc::from(group.plan.execute_event(&event.data, &outgoing.extensions)),
                     event.seq,
-                    Audience::All {
-                        batch,
-                        write_through,
-                    },
+                    audience,
+                    pass.backlog,
                     &mut done,
                 );
             }
         } else {
             let groups: Vec<&Arc<Group>> = topic.groups.values().collect();
-            let outcomes = filter(event, &groups, active, metrics);
+            let outcomes = filter(event, &groups, pass.active, pass.metrics);
             for (group, data) in groups.into_iter().zip(outcomes) {
                 match data {
-                    Some(data) => resolve_and_fan_out(
-                        &outgoing,
-                        data,
-                        group,
-                        Audience::All {
-                            batch,
-                            write_through,
-                        },
-                        hooks,
-                        &mut done,
-                        metrics,
-                    ),
+                    Some(data) => {
+                        resolve_and_fan_out(&outgoing, data, group, audience, pass, &mut done)
+                    }
                     None => done.filtered += 1,
                 }
             }
         }
         drop(topic);
-        done.record(metrics);
+        done.record(pass.metrics);
         done
     }
 
     /// Catches one subscription up on events it missed (a resume), through
     /// the same filters and resolver as live events, and in order with them:
     /// async resolutions take their turn in the group's turnstile.
-    pub fn replay(
+    pub(crate) fn replay(
         &self,
         handle: &SubscriptionHandle,
         events: &[Arc<Event>],
-        active: &ActiveHooks,
-        metrics: &Arc<Metrics>,
+        pass: &Pass<'_>,
     ) -> Dispatched {
         let mut done = Dispatched::default();
         let group = match self.topics.get(&handle.topic) {
@@ -437,23 +454,25 @@ impl Registry {
         // reads it gets all of it, even more results than `queue_depth`.
         let audience = Audience::Only {
             token: handle.token,
-            batch: Batch::start(),
+            batch: pass.batch,
         };
         for event in events {
-            match filter(event, &[&group], active, metrics).pop().flatten() {
+            match filter(event, &[&group], pass.active, pass.metrics)
+                .pop()
+                .flatten()
+            {
                 Some(data) => resolve_and_fan_out(
                     &Outgoing::new(event),
                     data,
                     &group,
                     audience,
-                    &active.hooks,
+                    pass,
                     &mut done,
-                    metrics,
                 ),
                 None => done.filtered += 1,
             }
         }
-        done.record(metrics);
+        done.record(pass.metrics);
         done
     }
 
@@ -576,56 +595,61 @@ impl<'a> Outgoing<'a> {
 }
 
 /// Resolves the group's field (if it has a resolver), then projects and fans
-/// out. Async resolutions run on the hooks' spawner and are delivered in
-/// event order per group.
+/// out. Async resolutions run on the hooks' spawner, count in the backlog
+/// until delivered, and are delivered in event order per group.
 fn resolve_and_fan_out(
     outgoing: &Outgoing<'_>,
     data: Cow<'_, Value>,
     group: &Arc<Group>,
     audience: Audience,
-    hooks: &Hooks,
+    pass: &Pass<'_>,
     done: &mut Dispatched,
-    metrics: &Arc<Metrics>,
 ) {
     let event = outgoing.event;
-    let Some(resolver) = hooks.resolvers.get(&group.info.field) else {
+    let Some(resolver) = pass.active.hooks.resolvers.get(&group.info.field) else {
         group.fan_out(
             Arc::from(group.plan.execute_event(&data, &outgoing.extensions)),
             event.seq,
             audience,
+            pass.backlog,
             done,
         );
         return;
     };
     let ticket = group.turnstile.ticket();
-    let seq = event.seq;
     let later = Delivery {
-        hooks,
-        group,
+        group: group.clone(),
         ticket,
-        seq,
+        seq: event.seq,
         extensions: outgoing.extensions.clone(),
-        audience,
+        // Delivered from wherever the resolution completes (the loop of a
+        // Python host): queued for the writers, never written through there.
+        audience: audience.queued(),
     };
     match resolver.resolve(event, &data, &group.info) {
         Resolution::Ready(result) if group.turnstile.is_turn(ticket) => {
             group.fan_out(
-                Arc::from(project(&group.plan, result, &outgoing.extensions, metrics)),
-                seq,
+                Arc::from(project(
+                    &group.plan,
+                    result,
+                    &outgoing.extensions,
+                    pass.metrics,
+                )),
+                event.seq,
                 audience,
+                pass.backlog,
                 done,
             );
             group.turnstile.done(ticket);
         }
-        Resolution::Ready(result) => spawn_delivery(later, async move { result }, done, metrics),
-        Resolution::Pending(future) => spawn_delivery(later, future, done, metrics),
+        Resolution::Ready(result) => spawn_delivery(later, async move { result }, pass, done),
+        Resolution::Pending(future) => spawn_delivery(later, future, pass, done),
     }
 }
 
 /// Where a resolution that completes later goes: its group's turn and audience.
-struct Delivery<'a> {
-    hooks: &'a Hooks,
-    group: &'a Arc<Group>,
+struct Delivery {
+    group: Arc<Group>,
     ticket: u64,
     seq: Option<u64>,
     extensions: Arc<[u8]>,
@@ -633,20 +657,19 @@ struct Delivery<'a> {
 }
 
 fn spawn_delivery(
-    delivery: Delivery<'_>,
+    delivery: Delivery,
     result: impl std::future::Future<Output = Result<Value, GraphQLError>> + Send + 'static,
+    pass: &Pass<'_>,
     done: &mut Dispatched,
-    metrics: &Arc<Metrics>,
 ) {
     let Delivery {
-        hooks,
         group,
         ticket,
         seq,
         extensions,
         audience,
     } = delivery;
-    let Some(spawner) = hooks.spawner.clone() else {
+    let Some(spawner) = pass.active.hooks.spawner.clone() else {
         let error = GraphQLError::new(
             "an async resolver needs a host that can run it",
             codes::RESOLVER_FAILED,
@@ -655,22 +678,26 @@ fn spawn_delivery(
             Arc::from(group.plan.execute_field_error(&error, &extensions)),
             seq,
             audience,
+            pass.backlog,
             done,
         );
         group.turnstile.done(ticket);
         return;
     };
-    let group = group.clone();
-    let metrics = metrics.clone();
+    let metrics = pass.metrics.clone();
+    let backlog = pass.backlog.clone();
+    backlog.resolving();
     spawner(Box::pin(async move {
-        // Marks the ticket done even if this future is dropped mid-way.
-        struct Release<'a>(&'a Turnstile, u64);
+        // Marks the ticket done and leaves the backlog even if this future
+        // is dropped mid-way.
+        struct Release<'a>(&'a Turnstile, u64, &'a Backlog);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
                 self.0.done(self.1);
+                self.2.done(1);
             }
         }
-        let _release = Release(&group.turnstile, ticket);
+        let _release = Release(&group.turnstile, ticket, &backlog);
         // Nobody is left to receive it: drop the resolution (cancelling it).
         let Some(result) = group.closed.unless(result).await else {
             return;
@@ -681,6 +708,7 @@ fn spawn_delivery(
             Arc::from(project(&group.plan, result, &extensions, &metrics)),
             seq,
             audience,
+            &backlog,
             &mut later,
         );
         later.record(&metrics);

@@ -11,6 +11,7 @@ use fanwire_core::metrics::Reason;
 use fanwire_core::outbox::{Batch, Frame, Outbox, Pushed};
 use fanwire_core::protocol::{assemble_next, Close, CloseCode, Protocol};
 use fanwire_core::registry::Dispatched;
+use fanwire_core::testing::publish_now;
 use fanwire_core::{Connection, ConnectionPolicy, Engine, Event, Limits, Schema};
 use serde_json::{json, Value};
 
@@ -139,10 +140,13 @@ fn subscribe_then_publish_delivers_one_exact_next_frame() {
     assert_eq!(drain(&conn), [], "a good subscribe sends nothing back");
     assert_eq!(conn.subscription_count(), 1);
 
-    let done = engine.publish(&event(
-        "orders:5",
-        json!({"id": "o1", "status": "PAID", "total": 3.5}),
-    ));
+    let done = publish_now(
+        &engine,
+        &[event(
+            "orders:5",
+            json!({"id": "o1", "status": "PAID", "total": 3.5}),
+        )],
+    );
     assert_eq!(done, dispatched(1, 1, 0));
     assert_eq!(
         drain(&conn),
@@ -159,11 +163,11 @@ fn events_on_other_topics_are_not_delivered() {
     let mut conn = open(&engine);
     subscribe(&mut conn, "1", ORDERS_5);
     assert_eq!(
-        engine.publish(&event("orders:6", json!({"id": "x"}))),
+        publish_now(&engine, &[event("orders:6", json!({"id": "x"}))]),
         dispatched(0, 0, 0)
     );
     assert_eq!(
-        engine.publish(&event("ticks", json!(1))),
+        publish_now(&engine, &[event("ticks", json!(1))]),
         dispatched(0, 0, 0)
     );
     assert_eq!(drain(&conn), []);
@@ -180,12 +184,10 @@ fn subscribe_with_variables_binds_the_topic() {
         json!({"t": "42"}),
     ));
     assert_eq!(
-        engine
-            .publish(&event("orders:5", json!({"id": "a"})))
-            .deliveries,
+        publish_now(&engine, &[event("orders:5", json!({"id": "a"}))]).deliveries,
         0
     );
-    engine.publish(&event("orders:42", json!({"id": "b"})));
+    publish_now(&engine, &[event("orders:42", json!({"id": "b"}))]);
     assert_eq!(
         drain(&conn),
         [next("v", r#"{"data":{"orderCreated":{"id":"b"}}}"#)]
@@ -221,7 +223,7 @@ fn invalid_subscribe_gets_an_error_frame_and_the_id_is_free_again() {
     subscribe(&mut conn, "1", ORDERS_5);
     assert_eq!(drain(&conn), []);
     assert_eq!(conn.subscription_count(), 1);
-    engine.publish(&event("orders:5", json!({"id": "o"})));
+    publish_now(&engine, &[event("orders:5", json!({"id": "o"}))]);
     assert_eq!(
         drain(&conn),
         [next(
@@ -326,7 +328,7 @@ fn duplicate_id_closes_4409_and_drops_every_subscription() {
     assert_eq!(conn.subscription_count(), 0);
     assert_eq!(engine.registry().counts(), (0, 0, 0));
     assert_eq!(
-        engine.publish(&event("orders:5", json!({"id": "x"}))),
+        publish_now(&engine, &[event("orders:5", json!({"id": "x"}))]),
         dispatched(0, 0, 0)
     );
     assert_eq!(drain(&conn), []);
@@ -338,7 +340,7 @@ fn a_closed_outbox_takes_no_more_results() {
     outbox.push_control(Frame::Close(Close::new(CloseCode::GoingAway)));
     let bytes: Arc<[u8]> = Arc::from(&b"x"[..]);
     assert_eq!(
-        outbox.push_next(&bytes, &bytes, Batch::start()),
+        outbox.push(&bytes, &bytes, Batch::start(), true),
         Pushed::Closed
     );
     outbox.push_control(Frame::Text("late".into()));
@@ -472,7 +474,10 @@ fn identical_subscriptions_share_one_projection_and_one_payload() {
     assert_eq!(engine.metrics().groups.get(), 1);
     assert_eq!(engine.metrics().subscriptions.get(), 4);
 
-    let done = engine.publish(&event("orders:5", json!({"id": "o1", "status": "NEW"})));
+    let done = publish_now(
+        &engine,
+        &[event("orders:5", json!({"id": "o1", "status": "NEW"}))],
+    );
     assert_eq!(done, dispatched(1, 4, 0));
     assert_eq!(engine.metrics().projections.get(), 1);
     assert_eq!(engine.metrics().deliveries.get(), 4);
@@ -514,7 +519,10 @@ fn identical_subscriptions_share_one_projection_and_one_payload() {
     );
 
     // One projection per group per event, however many members.
-    engine.publish(&event("orders:5", json!({"id": "o2", "status": "PAID"})));
+    publish_now(
+        &engine,
+        &[event("orders:5", json!({"id": "o2", "status": "PAID"}))],
+    );
     assert_eq!(engine.metrics().projections.get(), 2);
     assert_eq!(engine.metrics().deliveries.get(), 8);
     let exposition = engine.metrics().encode();
@@ -538,10 +546,13 @@ fn different_selections_on_one_topic_are_separate_groups() {
         "subscription { orderCreated(tenantId: \"5\") { id total } }",
     );
     assert_eq!(engine.registry().counts(), (1, 2, 3));
-    let done = engine.publish(&event(
-        "orders:5",
-        json!({"id": "o1", "status": "NEW", "total": 2.5}),
-    ));
+    let done = publish_now(
+        &engine,
+        &[event(
+            "orders:5",
+            json!({"id": "o1", "status": "NEW", "total": 2.5}),
+        )],
+    );
     assert_eq!(done, dispatched(2, 3, 0));
     assert_eq!(engine.metrics().projections.get(), 2);
     let shared = [next(
@@ -566,7 +577,10 @@ fn field_errors_reach_every_member_of_the_group() {
     let mut b = open(&engine);
     subscribe(&mut a, "1", ORDERS_5);
     subscribe(&mut b, "2", ORDERS_5);
-    engine.publish(&event("orders:5", json!({"id": "o1", "status": "LOST"})));
+    publish_now(
+        &engine,
+        &[event("orders:5", json!({"id": "o1", "status": "LOST"}))],
+    );
     let payload = r#"{"data":{"orderCreated":{"id":"o1","status":null}},"errors":[{"message":"Status cannot represent value: \"LOST\"","path":["orderCreated","status"],"extensions":{"code":"FIELD_ERROR"}}]}"#;
     assert_eq!(drain(&a), [next("1", payload)]);
     assert_eq!(drain(&b), [next("2", payload)]);
@@ -585,7 +599,7 @@ fn legacy_and_transport_ws_members_share_the_payload() {
     assert_eq!(engine.registry().counts(), (1, 1, 2));
 
     assert_eq!(
-        engine.publish(&event("orders:5", json!({"id": "o1"}))),
+        publish_now(&engine, &[event("orders:5", json!({"id": "o1"}))]),
         dispatched(1, 2, 0)
     );
     let m = drain_frames(&modern);
@@ -624,7 +638,7 @@ fn complete_removes_the_subscription_and_empty_groups_and_topics() {
     assert_eq!(a.subscription_count(), 0);
     assert_eq!(engine.registry().counts(), (2, 2, 2));
     assert_eq!(
-        engine.publish(&event("orders:5", json!({"id": "o"}))),
+        publish_now(&engine, &[event("orders:5", json!({"id": "o"}))]),
         dispatched(1, 1, 0)
     );
     assert_eq!(drain(&a), []);
@@ -638,7 +652,7 @@ fn complete_removes_the_subscription_and_empty_groups_and_topics() {
     assert_eq!(engine.metrics().groups.get(), 0);
     assert_eq!(engine.metrics().topics.get(), 0);
     assert_eq!(
-        engine.publish(&event("orders:5", json!({"id": "o"}))),
+        publish_now(&engine, &[event("orders:5", json!({"id": "o"}))]),
         dispatched(0, 0, 0)
     );
 
@@ -665,7 +679,7 @@ fn dropping_a_connection_removes_its_subscriptions() {
     assert_eq!(engine.metrics().connections.get(), 1);
     assert_eq!(engine.metrics().subscriptions.get(), 1);
     assert_eq!(
-        engine.publish(&event("orders:5", json!({"id": "o"}))),
+        publish_now(&engine, &[event("orders:5", json!({"id": "o"}))]),
         dispatched(1, 1, 0)
     );
     drop(keep);
@@ -680,9 +694,9 @@ fn a_result_queued_before_a_client_complete_is_purged() {
     let mut conn = open(&engine);
     subscribe(&mut conn, "a", ORDERS_5);
     subscribe(&mut conn, "b", ORDERS_5);
-    engine.publish(&event("orders:5", json!({"id": "o1"})));
+    publish_now(&engine, &[event("orders:5", json!({"id": "o1"}))]);
     conn.on_text(r#"{"type":"ping"}"#);
-    engine.publish(&event("orders:5", json!({"id": "o2"})));
+    publish_now(&engine, &[event("orders:5", json!({"id": "o2"}))]);
     assert_eq!(conn.outbox().len(), 5);
 
     complete(&mut conn, "a");
@@ -705,18 +719,18 @@ fn purged_results_free_their_queue_slots() {
     });
     let mut conn = open(&engine);
     subscribe(&mut conn, "a", ORDERS_5);
-    engine.publish(&event("orders:5", json!({"id": "o1"})));
-    engine.publish(&event("orders:5", json!({"id": "o2"})));
+    publish_now(&engine, &[event("orders:5", json!({"id": "o1"}))]);
+    publish_now(&engine, &[event("orders:5", json!({"id": "o2"}))]);
     complete(&mut conn, "a");
     assert!(conn.outbox().is_empty());
     subscribe(&mut conn, "b", ORDERS_5);
     // Two free slots again: nothing is dropped.
     assert_eq!(
-        engine.publish(&event("orders:5", json!({"id": "o3"}))),
+        publish_now(&engine, &[event("orders:5", json!({"id": "o3"}))]),
         dispatched(1, 1, 0)
     );
     assert_eq!(
-        engine.publish(&event("orders:5", json!({"id": "o4"}))),
+        publish_now(&engine, &[event("orders:5", json!({"id": "o4"}))]),
         dispatched(1, 1, 0)
     );
     assert_eq!(drain(&conn).len(), 2);
@@ -741,7 +755,10 @@ fn a_slow_consumer_loses_its_oldest_results_and_nobody_else_does() {
     let mut fast_got = Vec::new();
     let mut dropped = 0;
     for n in 1..=5 {
-        let done = engine.publish(&event("orders:5", json!({"id": format!("o{n}")})));
+        let done = publish_now(
+            &engine,
+            &[event("orders:5", json!({"id": format!("o{n}")}))],
+        );
         assert_eq!(done.groups, 1);
         assert_eq!(done.deliveries, 2);
         dropped += done.dropped;
@@ -761,7 +778,7 @@ fn a_slow_consumer_loses_its_oldest_results_and_nobody_else_does() {
     assert_eq!(engine.metrics().deliveries.get(), 10);
 
     // Once drained, the slow client has room again.
-    let done = engine.publish(&event("orders:5", json!({"id": "o6"})));
+    let done = publish_now(&engine, &[event("orders:5", json!({"id": "o6"}))]);
     assert_eq!(done.dropped, 0);
     assert_eq!(drain(&slow), [next("s", &body(6))]);
 }
@@ -795,7 +812,11 @@ fn a_batch_larger_than_the_queue_reaches_a_reader_whole_and_in_order() {
 
     // Queued whole before the reader's writer runs at all.
     let first: Vec<Event> = (1..=20).map(order).collect();
-    assert_eq!(engine.publish_batch(&first), 40, "20 events x 2 clients");
+    assert_eq!(
+        publish_now(&engine, &first).delivered(),
+        40,
+        "20 events x 2 clients"
+    );
     assert_eq!(drain(&reader), results("r", 1..=20));
     assert_eq!(counter(&engine.metrics().drops, "queue_full"), 0);
 
@@ -822,7 +843,7 @@ fn a_batch_larger_than_the_queue_reaches_a_reader_whole_and_in_order() {
                 std::thread::yield_now();
             }
         });
-        assert_eq!(engine.publish_batch(&second), 1000);
+        assert_eq!(publish_now(&engine, &second).delivered(), 1000);
         published.store(true, std::sync::atomic::Ordering::Release);
         writer.join().unwrap()
     });
@@ -832,7 +853,7 @@ fn a_batch_larger_than_the_queue_reaches_a_reader_whole_and_in_order() {
     // second, which it holds whole; a lone event then trims that backlog
     // back to the queue's depth.
     assert_eq!(counter(&engine.metrics().drops, "queue_full"), 20);
-    let done = engine.publish(&order(521));
+    let done = publish_now(&engine, &[order(521)]);
     assert_eq!(
         (done.deliveries, done.dropped, done.delivered()),
         (2, 497, 2)
@@ -948,7 +969,10 @@ fn legacy_connection_start_data_stop() {
     assert_eq!(drain(&conn), [Seen::Json(json!({"type": "ka"}))]);
 
     conn.on_text(&json!({"id": "1", "type": "start", "payload": {"query": ORDERS_5}}).to_string());
-    engine.publish(&event("orders:5", json!({"id": "o1", "status": "NEW"})));
+    publish_now(
+        &engine,
+        &[event("orders:5", json!({"id": "o1", "status": "NEW"}))],
+    );
     assert_eq!(
         drain(&conn),
         [Seen::Next(
@@ -958,7 +982,7 @@ fn legacy_connection_start_data_stop() {
     );
     conn.on_text(r#"{"id":"1","type":"stop"}"#);
     assert_eq!(engine.registry().counts(), (0, 0, 0));
-    engine.publish(&event("orders:5", json!({"id": "o2"})));
+    publish_now(&engine, &[event("orders:5", json!({"id": "o2"}))]);
     assert_eq!(drain(&conn), []);
 }
 
@@ -969,7 +993,7 @@ fn legacy_reused_id_restarts_with_the_new_query() {
     conn.on_text(r#"{"type":"connection_init"}"#);
     drain(&conn);
     conn.on_text(&json!({"id": "1", "type": "start", "payload": {"query": ORDERS_5}}).to_string());
-    engine.publish(&event("orders:5", json!({"id": "old"})));
+    publish_now(&engine, &[event("orders:5", json!({"id": "old"}))]);
     conn.on_text(
         &json!({"id": "1", "type": "start", "payload": {"query": "subscription { ticks }"}})
             .to_string(),
@@ -979,12 +1003,10 @@ fn legacy_reused_id_restarts_with_the_new_query() {
     // The old operation's queued result was purged with it.
     assert_eq!(drain(&conn), []);
     assert_eq!(
-        engine
-            .publish(&event("orders:5", json!({"id": "o"})))
-            .deliveries,
+        publish_now(&engine, &[event("orders:5", json!({"id": "o"}))]).deliveries,
         0
     );
-    engine.publish(&event("ticks", json!(7)));
+    publish_now(&engine, &[event("ticks", json!(7))]);
     assert_eq!(
         drain(&conn),
         [Seen::Next(
@@ -1082,10 +1104,10 @@ struct OpenSocket {
     sent: std::sync::Mutex<usize>,
 }
 
-impl fanwire_core::outbox::Direct for OpenSocket {
-    fn try_next(&self, _: &[u8], _: &[u8]) -> fanwire_core::outbox::DirectWrite {
+impl fanwire_core::outbox::WriteThrough for OpenSocket {
+    fn try_next(&self, _: &[u8], _: &[u8]) -> fanwire_core::outbox::Written {
         *self.sent.lock().unwrap() += 1;
-        fanwire_core::outbox::DirectWrite::Sent
+        fanwire_core::outbox::Written::Sent
     }
 }
 
@@ -1096,14 +1118,17 @@ fn a_lone_event_writes_through_and_a_batch_is_queued_for_one_write() {
     subscribe(&mut conn, "1", ORDERS_5);
     drain(&conn);
     let socket = Arc::new(OpenSocket::default());
-    conn.outbox().set_direct(Some(socket.clone()));
+    conn.outbox().set_write_through(Some(socket.clone()));
     let order = |id: u32| event("orders:5", json!({"id": id, "status": "NEW"}));
 
-    assert_eq!(engine.publish_batch(&[order(1)]), 1);
+    assert_eq!(publish_now(&engine, &[order(1)]).delivered(), 1);
     assert_eq!(*socket.sent.lock().unwrap(), 1, "written through");
     assert_eq!(drain(&conn), [], "nothing queued");
 
-    assert_eq!(engine.publish_batch(&[order(2), order(3), order(4)]), 3);
+    assert_eq!(
+        publish_now(&engine, &[order(2), order(3), order(4)]).delivered(),
+        3
+    );
     assert_eq!(
         *socket.sent.lock().unwrap(),
         1,

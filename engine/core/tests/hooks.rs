@@ -13,6 +13,7 @@ use fanwire_core::hooks::{
 };
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::{assemble_next, Protocol};
+use fanwire_core::testing::publish_now;
 use fanwire_core::{Connection, ConnectionPolicy, Engine, Event, Hooks, Limits, Principal, Schema};
 use serde_json::{json, Value};
 
@@ -181,9 +182,9 @@ fn row_filter_decides_once_per_event_for_all_groups_and_groups_split_by_principa
     let admin = connect(&engine, "admin", Q);
     assert_eq!(engine.registry().counts().1, 3, "one group per principal");
 
-    let done = engine.publish(&order("alice", 1));
+    let done = publish_now(&engine, &[order("alice", 1)]);
     assert_eq!((done.groups, done.deliveries, done.filtered), (2, 4, 1));
-    engine.publish(&order("bob", 2));
+    publish_now(&engine, &[order("bob", 2)]);
     assert_eq!(
         row.decide_calls.load(Ordering::SeqCst),
         2,
@@ -223,7 +224,7 @@ fn redaction_replacement_and_fail_closed() {
     let plain = connect(&engine, "p", Q);
     let replaced = connect(&engine, "r", Q);
     let strict = connect(&engine, "p", "subscription { mustOrder { id secret } }");
-    engine.publish(&order("p", 1));
+    publish_now(&engine, &[order("p", 1)]);
     assert_eq!(
         data(&frames(&plain)),
         [json!({"id": "1", "user_id": "p", "secret": null})]
@@ -240,7 +241,7 @@ fn redaction_replacement_and_fail_closed() {
 
     let engine = engine_with_filters(vec![Arc::new(Mute)]);
     let conn = connect(&engine, "p", Q);
-    let done = engine.publish(&order("p", 1));
+    let done = publish_now(&engine, &[order("p", 1)]);
     assert_eq!(
         (done.deliveries, done.filtered),
         (0, 1),
@@ -262,7 +263,7 @@ fn swapping_hooks_reprepares_groups_and_revokes_those_now_denied() {
     let engine = engine_with_filters(vec![]);
     let mut banned = connect(&engine, "banned", Q);
     let mut fine = connect(&engine, "alice", Q);
-    engine.publish(&order("alice", 1));
+    publish_now(&engine, &[order("alice", 1)]);
     assert_eq!(data(&frames(&banned)).len(), 1);
     assert_eq!(data(&frames(&fine)).len(), 1);
 
@@ -291,8 +292,8 @@ fn swapping_hooks_reprepares_groups_and_revokes_those_now_denied() {
     );
 
     // The new version decides from now on: alice still gets hers only.
-    engine.publish(&order("bob", 2));
-    engine.publish(&order("alice", 3));
+    publish_now(&engine, &[order("bob", 2)]);
+    publish_now(&engine, &[order("alice", 3)]);
     assert_eq!(
         data(&frames(&fine)),
         [json!({"id": "3", "user_id": "alice", "secret": "s3"})]
@@ -385,7 +386,7 @@ fn resolvers_run_once_per_group_and_errors_become_field_errors_with_a_path() {
         .map(|_| connect(&engine, "u", "subscription { orders { total } }"))
         .collect();
     let must = connect(&engine, "u", "subscription { mustOrder { total } }");
-    engine.publish(&order("u", 1));
+    publish_now(&engine, &[order("u", 1)]);
     assert_eq!(
         doubler.calls.load(Ordering::SeqCst),
         2,
@@ -398,7 +399,7 @@ fn resolvers_run_once_per_group_and_errors_become_field_errors_with_a_path() {
         );
     }
     frames(&must);
-    engine.publish(&order("u", 13));
+    publish_now(&engine, &[order("u", 13)]);
     let err = &frames(&a[0])[0]["payload"];
     assert_eq!(err["data"], json!({"orders": null}));
     assert_eq!(err["errors"][0]["path"], json!(["orders"]));
@@ -468,7 +469,7 @@ fn async_resolutions_finishing_out_of_order_are_delivered_in_event_order() {
     conn.on_text(r#"{"type":"connection_init"}"#);
     conn.on_text(&json!({"id": "s", "type": "subscribe", "payload": {"query": "subscription { orders { id } }"}}).to_string());
     for id in 1..=3 {
-        engine.publish(&order("u", id));
+        publish_now(&engine, &[order("u", id)]);
     }
     assert_eq!(release_in_reverse(&tasks, &slow), 3);
     let ids: Vec<Value> = frames(&conn)
@@ -519,7 +520,7 @@ fn a_pending_resolution_is_dropped_when_its_group_empties_and_not_before() {
     let query = "subscription { orders { id } }";
     let mut a = connect(&engine, "u", query);
     let mut b = connect(&engine, "u", query);
-    engine.publish(&order("u", 1));
+    publish_now(&engine, &[order("u", 1)]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -593,11 +594,11 @@ fn a_resume_replays_missed_events_through_the_filters_and_the_resolver() {
     });
     let query = "subscription { orders { id user_id secret total } }";
     for (user, id) in [("alice", 1), ("bob", 2), ("alice", 3)] {
-        engine.publish(&order(user, id));
+        publish_now(&engine, &[order(user, id)]);
     }
     let bob = resume(&engine, "bob", query, 0);
-    engine.publish(&order("bob", 4));
-    engine.publish(&order("alice", 5));
+    publish_now(&engine, &[order("bob", 4)]);
+    publish_now(&engine, &[order("alice", 5)]);
     assert_eq!(
         data(&frames(&bob)),
         [
@@ -624,12 +625,12 @@ fn a_resume_during_pending_resolutions_gets_each_event_once_in_order() {
     });
     let query = "subscription { orders { id } }";
     let live = connect(&engine, "u", query);
-    engine.publish(&order("u", 1));
-    engine.publish(&order("u", 2));
+    publish_now(&engine, &[order("u", 1)]);
+    publish_now(&engine, &[order("u", 2)]);
     // Joins the live subscriber's group while its resolutions of 1 and 2
     // are still pending; the replay resolves them again for this member.
     let resumed = resume(&engine, "u", query, 0);
-    engine.publish(&order("u", 3));
+    publish_now(&engine, &[order("u", 3)]);
     assert_eq!(
         release_in_reverse(&tasks, &slow),
         5,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::{assemble_next, Protocol};
+use fanwire_core::testing::publish_now;
 use fanwire_core::{Connection, Engine, Event, Limits, Schema};
 use serde_json::{json, Value};
 
@@ -46,7 +47,7 @@ fn connect(engine: &Arc<Engine>, resume_from: Option<Value>) -> Connection {
 }
 
 fn publish(engine: &Engine, n: u64) {
-    engine.publish(&Event::new("ticks", json!({ "n": n })));
+    publish_now(engine, &[Event::new("ticks", json!({ "n": n }))]);
 }
 
 fn seqs(frames: &[Value]) -> Vec<(u64, u64)> {
@@ -130,17 +131,23 @@ fn a_node_behind_the_clients_position_does_not_repeat_what_it_saw() {
     // The client saw up to seq 5 on another node; this node has read only 3.
     let engine = engine(10);
     for seq in 1..=3 {
-        engine.publish(&Event {
-            seq: Some(seq),
-            ..Event::new("ticks", json!({ "n": seq }))
-        });
+        publish_now(
+            &engine,
+            &[Event {
+                seq: Some(seq),
+                ..Event::new("ticks", json!({ "n": seq }))
+            }],
+        );
     }
     let resumed = connect(&engine, Some(json!(5)));
     for seq in 4..=6 {
-        engine.publish(&Event {
-            seq: Some(seq),
-            ..Event::new("ticks", json!({ "n": seq }))
-        });
+        publish_now(
+            &engine,
+            &[Event {
+                seq: Some(seq),
+                ..Event::new("ticks", json!({ "n": seq }))
+            }],
+        );
     }
     assert_eq!(seqs(&frames(&resumed)), [(6, 6)]);
 }
@@ -154,7 +161,7 @@ fn frames_carry_the_event_id_live_and_replayed() {
         id: Some(r#"node-1 "7""#.into()),
         ..Event::new("ticks", json!({ "n": 1 }))
     };
-    engine.publish(&event);
+    publish_now(&engine, std::slice::from_ref(&event));
     publish(&engine, 2);
     let got = frames(&live);
     assert_eq!(

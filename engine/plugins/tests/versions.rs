@@ -12,6 +12,7 @@ use std::sync::Arc;
 use common::*;
 use fanwire_core::hooks::{Decision, EventFilter, Hooks, SubscriptionPolicy, Verdict};
 use fanwire_core::protocol::Protocol;
+use fanwire_core::testing::publish_now;
 use fanwire_core::{Connection, Engine, Event, Limits, Principal, Schema};
 use fanwire_plugins::filter::WasmFilter;
 use fanwire_plugins::policy::WasmSubscriptionPolicy;
@@ -218,7 +219,7 @@ fn folder(files: &[(&str, &str)]) -> std::path::PathBuf {
 }
 
 fn delivered(engine: &Engine, data: Value) -> usize {
-    engine.publish(&Event::new("orders", data)).deliveries
+    publish_now(engine, &[Event::new("orders", data)]).deliveries
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanwire_core::{Engine, Event};
+use fanwire_core::{Engine, Event, Order};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -37,14 +37,12 @@ pub async fn generate(
             .unwrap_or_default();
         // A cheap deterministic wobble so the numbers on the page move.
         let value = ((seq * 7919) % 1000) as f64 / 10.0;
-        deliveries += engine
-            .publish(&Event::new(
-                "ticks:demo",
-                json!({"seq": seq, "at": now.to_string(), "value": value}),
-            ))
-            .deliveries;
+        let tick = Event::new(
+            "ticks:demo",
+            json!({"seq": seq, "at": now.to_string(), "value": value}),
+        );
         let tenant = 1 + seq % 2;
-        deliveries += engine.publish(&Event {
+        let order = Event {
             topic: format!("orders:{tenant}"),
             data: json!({
                 "id": format!("ord-{seq}"),
@@ -55,7 +53,11 @@ pub async fn generate(
             }),
             id: Some(format!("ord-{seq}")),
             seq: None,
-        }).deliveries;
+        };
+        for event in [tick, order] {
+            let receipt = engine.publish(vec![event], Order::Numbered);
+            deliveries += receipt.dispatched().await.delivered();
+        }
         if reported.elapsed() >= Duration::from_secs(5) {
             let subscriptions = engine.metrics().subscriptions.get();
             tracing::info!(

@@ -257,6 +257,10 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }
+    let wait = match wait_for_dispatch(&req) {
+        Ok(wait) => wait,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
     let limit = app.config.server.max_publish_bytes;
     // A body that never finishes must not hold the connection: it gets the
     // same time as a request head.
@@ -303,10 +307,14 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     };
     let accepted = events.len();
     let (status, body) = match app.node.bus().publish(events).await {
-        Ok(Published::Delivered { deliveries }) => (
-            StatusCode::OK,
-            json!({ "accepted": accepted, "deliveries": deliveries }),
-        ),
+        Ok(Published::Accepted(receipt)) if wait => {
+            let done = receipt.dispatched().await;
+            (
+                StatusCode::OK,
+                json!({ "accepted": accepted, "deliveries": done.delivered() }),
+            )
+        }
+        Ok(Published::Accepted(_)) => (StatusCode::OK, json!({ "accepted": accepted })),
         Ok(Published::Stored) => (
             StatusCode::OK,
             json!({ "accepted": accepted, "stored": true }),
@@ -316,12 +324,37 @@ async fn publish(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             StatusCode::ACCEPTED,
             json!({ "accepted": accepted, "queued": true }),
         ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "error": e.to_string() }),
-        ),
+        Err(e) => {
+            let mut res = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                json!({ "error": e.to_string() }).to_string(),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
     };
     respond(status, "application/json", body.to_string())
+}
+
+/// Whether a publish asks to be answered once its events are fanned out
+/// (`?wait=dispatched`), rather than once they are accepted.
+fn wait_for_dispatch(req: &Request<Incoming>) -> Result<bool, String> {
+    let mut wait = false;
+    for pair in req.uri().query().unwrap_or_default().split('&') {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("wait", "dispatched") => wait = true,
+            ("wait", "accepted") => wait = false,
+            ("wait", other) => {
+                return Err(format!(
+                    "unknown wait={other:?}: use wait=dispatched or wait=accepted"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(wait)
 }
 
 /// `POST /admin/plugins/reload`: reloads every plugin whose file changed

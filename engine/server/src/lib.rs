@@ -281,14 +281,22 @@ impl Server {
             }
         }
         drop(listener);
+        let timeout = Duration::from_millis(app.config.server.shutdown_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        // What was accepted goes out before the clients are told to go.
+        if tokio::time::timeout_at(deadline, app.engine.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timeout reached with accepted events not yet fanned out");
+        }
         tracing::info!("shutting down: closing clients");
         let _ = shutdown_tx.send(true);
         if app.owns_node {
             app.node.stop();
         }
-        let timeout = Duration::from_millis(app.config.server.shutdown_timeout_ms);
         drop(app);
-        if tokio::time::timeout(timeout, tasks_done.recv())
+        if tokio::time::timeout_at(deadline, tasks_done.recv())
             .await
             .is_err()
         {

@@ -40,6 +40,9 @@ impl Node {
     /// degraded and retries.
     pub async fn start(engine: Arc<Engine>, config: &Config) -> Result<Node, StartError> {
         config.validate_node()?;
+        // From here a publish returns once its events are queued (a no-op
+        // if the engine already has its dispatcher).
+        tokio::spawn(engine.dispatcher());
         let plugins = plugin_host(config, &engine)?;
         let watch = plugins
             .as_ref()

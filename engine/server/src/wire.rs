@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use fanwire_core::outbox::{Direct, DirectWrite};
+use fanwire_core::outbox::{WriteThrough, Written};
 use fanwire_core::protocol::NEXT_SUFFIX;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -174,11 +174,11 @@ impl Wire {
     }
 }
 
-impl Direct for Wire {
-    fn try_next(&self, prefix: &[u8], payload: &[u8]) -> DirectWrite {
+impl WriteThrough for Wire {
+    fn try_next(&self, prefix: &[u8], payload: &[u8]) -> Written {
         let mut state = self.lock();
         if state.failed || state.has_pending() {
-            return DirectWrite::Refused;
+            return Written::Refused;
         }
         let len = prefix.len() + payload.len() + NEXT_SUFFIX.len();
         let (header, n) = text_header(len);
@@ -193,12 +193,12 @@ impl Direct for Wire {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     state.failed = true;
                 }
-                return DirectWrite::Refused;
+                return Written::Refused;
             }
         };
         self.frames_out.inc();
         if written == n + len {
-            return DirectWrite::Sent;
+            return Written::Sent;
         }
         // Part of the frame is on the wire: the rest must follow before any
         // other byte, so it is kept here for the writer to finish.
@@ -212,7 +212,7 @@ impl Direct for Wire {
             }
         }
         state.written = 0;
-        DirectWrite::Started
+        Written::Started
     }
 }
 

@@ -30,11 +30,11 @@ type Ws = WebSocketStream<WireIo>;
 
 /// Stops results from writing through to the socket when the connection
 /// ends, however it ends, so the socket closes with the task.
-struct DirectGuard(Arc<Outbox>);
+struct WriteThroughGuard(Arc<Outbox>);
 
-impl Drop for DirectGuard {
+impl Drop for WriteThroughGuard {
     fn drop(&mut self) {
-        self.0.set_direct(None);
+        self.0.set_write_through(None);
     }
 }
 
@@ -79,9 +79,9 @@ pub(crate) async fn serve(
     let outbox = conn.outbox().clone();
     // A custom subprotocol frames results with its templates, in the writer.
     if custom.is_none() {
-        outbox.set_direct(Some(wire.clone()));
+        outbox.set_write_through(Some(wire.clone()));
     }
-    let _direct = DirectGuard(outbox.clone());
+    let _direct = WriteThroughGuard(outbox.clone());
     let mut batch = VecDeque::new();
     let mut out = Vec::new();
     let keep_alive = Duration::from_millis(limits.keep_alive_ms);
@@ -131,7 +131,7 @@ pub(crate) async fn serve(
                     Some(Ok(Message::Close(_))) => {
                         // Nothing may follow the close reply that tungstenite
                         // queued; flushing sends it.
-                        outbox.set_direct(None);
+                        outbox.set_write_through(None);
                         let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
                         break;
                     }

@@ -50,6 +50,59 @@ async fn bad_publish_bodies_get_a_reason_and_publish_nothing() {
 }
 
 #[tokio::test]
+async fn publish_answers_once_accepted_or_on_request_once_dispatched() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.ready_client().await;
+    c.subscribe("t", "subscription { tick { seq } }", json!({}))
+        .await;
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 1.0)
+        .await;
+    let body = |seq: u64| json!({"topic": "ticks:demo", "data": {"seq": seq}}).to_string();
+    // By default the answer only says the events are in: numbered, queued,
+    // fanned out next, without the publisher waiting for it.
+    assert_eq!(
+        http_request(server.addr, "POST", "/publish", &body(1), None).await,
+        (200, json!({"accepted": 1}))
+    );
+    assert_eq!(
+        http_request(
+            server.addr,
+            "POST",
+            "/publish?wait=accepted",
+            &body(2),
+            None
+        )
+        .await,
+        (200, json!({"accepted": 1}))
+    );
+    assert_eq!(
+        http_request(
+            server.addr,
+            "POST",
+            "/publish?wait=dispatched",
+            &body(3),
+            None
+        )
+        .await,
+        (200, json!({"accepted": 1, "deliveries": 1}))
+    );
+    for seq in 1..=3 {
+        assert_eq!(c.recv().await["payload"]["data"]["tick"]["seq"], seq);
+    }
+    let (status, answer) =
+        http_request(server.addr, "POST", "/publish?wait=forever", &body(4), None).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("wait=dispatched"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn publish_requires_the_configured_token() {
     let server = TestServer::start(|c| c.server.publish_token = Some("s3cret".into())).await;
     let body = r#"{"topic":"t","data":1}"#;

@@ -416,10 +416,15 @@ async fn a_filter_replaced_20_times_under_load_loses_and_duplicates_nothing() {
         tokio::spawn(async move {
             let mut id = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                engine.publish(&fanwire_core::Event::new(
-                    "orders:load",
-                    json!({"id": id, "cents": 1}),
-                ));
+                // As a host's publish does: wait for room, then hand over.
+                engine.room().await;
+                engine.publish(
+                    vec![fanwire_core::Event::new(
+                        "orders:load",
+                        json!({"id": id, "cents": 1}),
+                    )],
+                    fanwire_core::Order::Numbered,
+                );
                 id += 1;
                 if id % 16 == 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -446,10 +451,13 @@ async fn a_filter_replaced_20_times_under_load_loses_and_duplicates_nothing() {
     let published = publisher.await.unwrap();
     // The last event tells the readers they are done.
     last_id.store(published, Ordering::Relaxed);
-    server.engine.publish(&fanwire_core::Event::new(
-        "orders:load",
-        json!({"id": published, "cents": 1}),
-    ));
+    server.engine.publish(
+        vec![fanwire_core::Event::new(
+            "orders:load",
+            json!({"id": published, "cents": 1}),
+        )],
+        fanwire_core::Order::Numbered,
+    );
 
     let mut stamp_of: Vec<Option<u32>> = vec![None; published as usize + 1];
     let mut still_open = Vec::new();

@@ -19,6 +19,7 @@ use fanwire_core::fuzzing::redact;
 use fanwire_core::hooks::Decision;
 use fanwire_core::protocol::Protocol;
 use fanwire_core::Event;
+use fanwire_core::testing::publish_now;
 use fanwire_fuzz::{assert_engine_empty, fixture, Checked};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
@@ -110,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
     conn.on_text(
         r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { orderCreated(tenantId: \"1\") { id meta customer { name } } }"}}"#,
     );
-    fixture.engine.publish(&event);
+    publish_now(&fixture.engine, std::slice::from_ref(&event));
     checked.drain(&conn);
     drop(conn);
     assert_engine_empty(&fixture.engine);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use fanwire_core::error::{codes, GraphQLError};
 use fanwire_core::protocol::{ClientMessage, Close, CloseCode, Protocol, ServerMessage};
 use fanwire_core::Event;
+use fanwire_core::testing::publish_now;
 use fanwire_fuzz::{assert_engine_empty, fixture, Checked};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
@@ -58,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
                     .split_once(' ')
                     .unwrap_or((&cmd["event ".len()..], "null"));
                 let data = serde_json::from_str(data).unwrap_or(Value::Null);
-                engine.publish(&Event::new(topic, data));
+                publish_now(&engine, &[Event::new(topic, data)]);
             }
             _ => conn.on_text(line),
         }

@@ -121,8 +121,10 @@ impl TestServer {
         c
     }
 
+    /// `POST /publish?wait=dispatched`: answered once the events are fanned
+    /// out, so the reply counts `deliveries` and their frames are queued.
     pub async fn publish(&self, body: &str, token: Option<&str>) -> (u16, Value) {
-        http_request(self.addr, "POST", "/publish", body, token).await
+        http_request(self.addr, "POST", "/publish?wait=dispatched", body, token).await
     }
 
     /// Publishes one batch on `ticks:demo`: an event per `seq`, each with a
