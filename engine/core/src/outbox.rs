@@ -262,6 +262,16 @@ impl Outbox {
         state.in_flight = !into.is_empty();
     }
 
+    /// Frees the queue's allocation if nothing waits and a burst left it
+    /// larger than a quiet connection needs (called by an idle writer).
+    pub fn shrink_if_idle(&self) {
+        const KEEP: usize = 64;
+        let mut state = self.lock();
+        if state.frames.is_empty() && state.frames.capacity() > KEEP {
+            state.frames = VecDeque::new();
+        }
+    }
+
     /// Waits until something is pushed (returns at once if a push happened
     /// since the last wait).
     pub async fn ready(&self) {

@@ -23,6 +23,11 @@ use tokio_tungstenite::WebSocketStream;
 use crate::wire::{encode_text, Wire, WireIo};
 use crate::App;
 
+/// Frames and bytes a connection's idle writer keeps allocated; a burst
+/// grows its buffers past these, and they are freed once it is written.
+const KEEP_FRAMES: usize = 64;
+const KEEP_BYTES: usize = 8 * 1024;
+
 /// How long a closing peer gets to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -156,6 +161,10 @@ pub(crate) async fn serve(
                         for (id, errors) in revoked.drain(..) {
                             conn.revoke(&id, errors);
                         }
+                        // Idle again: a burst's buffers go back to the
+                        // allocator rather than stay with the connection.
+                        release_if_large(&mut batch, &mut out);
+                        outbox.shrink_if_idle();
                     }
                     Ok(Ok(Flow::Closed)) => {
                         if discarding {
@@ -307,6 +316,16 @@ async fn write_out(
             ws.send(Message::Close(Some(close_frame(close)))).await?;
             return Ok(Flow::Closed);
         }
+    }
+}
+
+/// Frees the writer's buffers if a burst left them large (they are empty).
+fn release_if_large(batch: &mut VecDeque<Frame>, out: &mut Vec<u8>) {
+    if batch.capacity() > KEEP_FRAMES {
+        *batch = VecDeque::new();
+    }
+    if out.capacity() > KEEP_BYTES {
+        *out = Vec::new();
     }
 }
 
