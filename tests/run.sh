@@ -9,7 +9,14 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the one before it took, so a slow CI run shows
+# where its time went.
+started=$SECONDS
+last=$SECONDS
+step() {
+  printf '\n==> %s   [previous step %ds, %ds in all]\n' "$*" $((SECONDS - last)) $((SECONDS - started))
+  last=$SECONDS
+}
 
 step "rustfmt and clippy"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -42,3 +49,4 @@ bash tests/adversarial/run.sh
 
 step "Python package: maturin wheel, pytest over every serving mode, mypy --strict, stubtest"
 bash python/check.sh
+step "done"
