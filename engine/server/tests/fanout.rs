@@ -490,3 +490,68 @@ async fn connection_limits_refuse_upgrades_with_a_status() {
         .unwrap_err();
     assert!(err.to_string().contains("429"), "{err}");
 }
+
+/// Several backends publish at once over HTTP, each one event at a time or
+/// in small batches, not waiting for the fan-out: every reading client gets
+/// every event once, each publisher's events in its order, and the topic's
+/// events in the order of their numbers.
+#[tokio::test]
+async fn concurrent_single_and_batched_publishes_reach_every_reader_once_in_order() {
+    const PUBLISHERS: u64 = 4;
+    const EACH: u64 = 120;
+    let server = TestServer::start(|c| c.limits.history_per_topic = 10_000).await;
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut c = server.ready_client().await;
+        c.subscribe("s", TICK, json!({})).await;
+        readers.push(c);
+    }
+    server
+        .eventually("subscribed", |s| s.metric("fanwire_subscriptions") == 3.0)
+        .await;
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let addr = server.addr;
+            tokio::spawn(async move {
+                let mut i = 0;
+                while i < EACH {
+                    // Singles and batches of two or three, interleaved.
+                    let n = (1 + (i + p) % 3).min(EACH - i);
+                    let events: Vec<_> = (i..i + n)
+                        .map(|k| json!({"topic": "ticks:demo", "data": {"seq": p * 1000 + k}}))
+                        .collect();
+                    let body = if n == 1 {
+                        events[0].to_string()
+                    } else {
+                        json!(events).to_string()
+                    };
+                    let answer =
+                        common::http_request(addr, "POST", "/publish", &body, None).await;
+                    assert_eq!(answer, (200, json!({ "accepted": n })));
+                    i += n;
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    for reader in &mut readers {
+        let mut numbers = Vec::new();
+        let mut per_publisher = vec![Vec::new(); PUBLISHERS as usize];
+        for _ in 0..PUBLISHERS * EACH {
+            let frame = reader.recv().await;
+            let id = frame["payload"]["data"]["tick"]["seq"].as_u64().unwrap();
+            numbers.push(frame["payload"]["extensions"]["seq"].as_u64().unwrap());
+            per_publisher[(id / 1000) as usize].push(id % 1000);
+        }
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "in the topic's order: {numbers:?}"
+        );
+        for (p, got) in per_publisher.iter().enumerate() {
+            assert_eq!(got, &(0..EACH).collect::<Vec<_>>(), "publisher {p}");
+        }
+    }
+    assert_eq!(server.drops("queue_full"), 0);
+}
