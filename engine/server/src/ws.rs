@@ -57,10 +57,12 @@ pub(crate) async fn serve(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes))
-        // tungstenite zero-fills its whole read buffer before each read: the
-        // 128 KiB default cost 128 KiB per idle connection and a memset per
-        // poll. Client messages are small; larger ones grow it as needed.
-        .read_buffer_size(4096);
+        // tungstenite allocates its read buffer eagerly and zero-fills it
+        // before each read: the 128 KiB default cost 128 KiB per idle
+        // connection and a memset per poll, 4 KiB most of an idle
+        // connection's ~9 KB. Client messages are small (a subscribe is a
+        // few hundred bytes); a larger one is read in several chunks.
+        .read_buffer_size(1024);
     let metrics = app.engine.metrics();
     let wire = Arc::new(Wire::new(stream, metrics.frames_out.clone()));
     let io = WireIo::new(wire.clone(), unread);
