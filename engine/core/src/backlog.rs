@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -38,8 +38,9 @@ pub enum Order {
 /// One publish call's events, accepted and waiting for the dispatcher.
 #[derive(Debug)]
 pub(crate) struct Accepted {
-    /// Numbered already where history is kept (or unnumbered on purpose).
-    pub events: Vec<Event>,
+    /// Numbered already where history is kept (or unnumbered on purpose);
+    /// shared with the history window, so recording copies nothing.
+    pub events: Vec<Arc<Event>>,
     /// The publish call, as the outboxes see it.
     pub batch: Batch,
     /// When it was accepted (`fanwire_dispatch_seconds` starts here).

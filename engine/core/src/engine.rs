@@ -167,25 +167,21 @@ impl Engine {
     pub fn publish(&self, events: Vec<Event>, order: Order) -> Receipt {
         let (receipt, tx) = Receipt::new(events.len());
         let at = Instant::now();
-        let events = match order {
-            Order::Recorded => {
-                self.record(&events);
-                let _ = tx.send(Dispatched::default());
-                return receipt;
-            }
-            Order::Numbered => events,
-            Order::Unnumbered => events
-                .into_iter()
-                .map(|event| Event { seq: None, ..event })
-                .collect(),
-        };
+        if order == Order::Recorded {
+            self.record(events);
+            let _ = tx.send(Dispatched::default());
+            return receipt;
+        }
         self.metrics.events_in.inc_by(events.len() as u64);
         {
             // Numbered and queued under the queue's lock: its order is theirs.
             let mut queue = self.backlog.lock();
             let events = match order {
-                Order::Numbered => self.record(&events),
-                _ => events,
+                Order::Numbered => self.record(events),
+                _ => events
+                    .into_iter()
+                    .map(|event| Arc::new(Event { seq: None, ..event }))
+                    .collect(),
             };
             let accepted = Accepted {
                 events,
@@ -202,17 +198,17 @@ impl Engine {
     }
 
     /// Records events in their topics' histories, numbering those without
-    /// a `seq`; returns them as stored (unchanged without history).
-    fn record(&self, events: &[Event]) -> Vec<Event> {
+    /// a `seq`; returns them as stored (as they are without history).
+    fn record(&self, events: Vec<Event>) -> Vec<Arc<Event>> {
         if !self.history.enabled() {
-            return events.to_vec();
+            return events.into_iter().map(Arc::new).collect();
         }
         events
-            .iter()
+            .into_iter()
             .map(|event| {
                 let log = self.history.log(&event.topic);
-                let stored = History::lock(&log).record(event, self.history.capacity());
-                Event::clone(&stored)
+                let mut log = History::lock(&log);
+                log.record(event, self.history.capacity())
             })
             .collect()
     }
@@ -288,7 +284,7 @@ impl Engine {
         let mut done = Dispatched::default();
         for event in &events {
             done += self.registry.dispatch(
-                event,
+                event.as_ref(),
                 &Pass {
                     active: &hooks,
                     metrics: &self.metrics,

@@ -56,7 +56,7 @@ pub struct TopicLog {
 impl TopicLog {
     /// Records an event, giving it the next sequence number if it has none,
     /// and evicting the oldest beyond `capacity`. Returns the stored event.
-    pub fn record(&mut self, event: &Event, capacity: usize) -> Arc<Event> {
+    pub fn record(&mut self, event: Event, capacity: usize) -> Arc<Event> {
         let seq = event.seq.unwrap_or_else(|| match self.last_seq {
             None if self.clock => now_micros().max(self.next_seq),
             _ => self.next_seq.max(1),
@@ -70,7 +70,7 @@ impl TopicLog {
         self.complete_after.get_or_insert(seq.saturating_sub(1));
         let stored = Arc::new(Event {
             seq: Some(seq),
-            ..event.clone()
+            ..event
         });
         self.events.push_back(stored.clone());
         while self.events.len() > capacity {
@@ -266,7 +266,7 @@ mod tests {
     fn assigns_sequence_numbers_and_keeps_a_window() {
         let mut log = TopicLog::default();
         for _ in 0..5 {
-            log.record(&ev(None), 3);
+            log.record(ev(None), 3);
         }
         let seqs = |v: Vec<Arc<Event>>| v.iter().map(|e| e.seq.unwrap()).collect::<Vec<_>>();
         assert_eq!(seqs(log.since(2).unwrap()), [3, 4, 5]);
@@ -285,19 +285,19 @@ mod tests {
     fn keeps_bus_sequence_numbers_with_gaps() {
         let mut log = TopicLog::default();
         for seq in [10, 12, 15] {
-            log.record(&ev(Some(seq)), 10);
+            log.record(ev(Some(seq)), 10);
         }
         assert_eq!(log.since(12).unwrap().len(), 1);
         assert_eq!(log.since(9).unwrap().len(), 3);
         assert!(log.since(3).is_err());
-        assert_eq!(log.record(&ev(None), 10).seq, Some(16));
+        assert_eq!(log.record(ev(None), 10).seq, Some(16));
     }
 
     #[test]
     fn eviction_with_gaps_refuses_only_what_may_be_missing() {
         let mut log = TopicLog::default();
         for seq in [10, 20, 30, 40] {
-            log.record(&ev(Some(seq)), 2);
+            log.record(ev(Some(seq)), 2);
         }
         // 10 and 20 were evicted: a client that saw 20 missed only 30 and 40.
         assert_eq!(log.since(20).unwrap().len(), 2);
@@ -309,8 +309,8 @@ mod tests {
     fn a_published_seq_of_u64_max_does_not_wrap_the_numbering() {
         let history = History::new(10);
         let log = history.log("t");
-        History::lock(&log).record(&ev(Some(u64::MAX)), 10);
-        let next = History::lock(&log).record(&ev(None), 10).seq.unwrap();
+        History::lock(&log).record(ev(Some(u64::MAX)), 10);
+        let next = History::lock(&log).record(ev(None), 10).seq.unwrap();
         assert_eq!(next, u64::MAX, "numbering never goes backwards");
         assert!(History::lock(&log).since(u64::MAX).unwrap().is_empty());
     }
@@ -327,7 +327,7 @@ mod tests {
         let quiet = history.log("quiet");
         assert!(History::lock(&quiet).since(100).unwrap().is_empty());
         assert!(History::lock(&quiet).since(99).is_err());
-        History::lock(&seen).record(&ev(Some(150)), 10);
+        History::lock(&seen).record(ev(Some(150)), 10);
         assert_eq!(History::lock(&seen).since(120).unwrap().len(), 1);
         assert!(History::lock(&seen).since(5).is_err());
         // An outage lost everything up to 200.
@@ -345,8 +345,8 @@ mod tests {
         let before = History::new(10);
         before.number_by_clock();
         let log = before.log("t");
-        let first = History::lock(&log).record(&ev(None), 10).seq.unwrap();
-        let second = History::lock(&log).record(&ev(None), 10).seq.unwrap();
+        let first = History::lock(&log).record(ev(None), 10).seq.unwrap();
+        let second = History::lock(&log).record(ev(None), 10).seq.unwrap();
         assert_eq!(second, first + 1, "dense after the first");
         assert_eq!(History::lock(&log).since(first).unwrap().len(), 1);
         // The process restarts: a client's number from the last run is
@@ -359,7 +359,7 @@ mod tests {
             History::lock(&log).since(second),
             Err(ResumeError::OutOfWindow { .. })
         ));
-        let third = History::lock(&log).record(&ev(None), 10).seq.unwrap();
+        let third = History::lock(&log).record(ev(None), 10).seq.unwrap();
         assert!(third > second);
         assert!(History::lock(&log).since(third).unwrap().is_empty());
     }
@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn a_held_topic_refuses_resumes_until_released() {
         let history = History::new(10);
-        History::lock(&history.log("t")).record(&ev(Some(3)), 10);
+        History::lock(&history.log("t")).record(ev(Some(3)), 10);
         history.hold("t");
         history.hold("t");
         assert_eq!(
