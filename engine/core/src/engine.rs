@@ -41,6 +41,9 @@ impl Drop for Engine {
     }
 }
 
+/// Publishes the dispatcher task fans out before it lets other tasks run.
+const PASS: usize = 16;
+
 /// Lets other tasks run once (tokio's `yield_now` needs its `rt` feature,
 /// which the core does without).
 async fn yield_now() {
@@ -192,7 +195,7 @@ impl Engine {
             self.backlog.push(&mut queue, accepted);
         }
         if !self.backlog.attached() {
-            self.dispatch_waiting();
+            self.dispatch_waiting(usize::MAX);
         }
         receipt
     }
@@ -251,20 +254,23 @@ impl Engine {
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                engine.dispatch_waiting();
+                engine.dispatch_waiting(PASS);
                 drop(engine);
-                // One pass can be long (a large batch); other tasks on this
-                // worker get their turn between passes.
+                // Other tasks on this worker (the writers it woke, among
+                // them) get their turn between passes.
                 yield_now().await;
             }
         }
     }
 
-    /// Fans out every waiting publish, oldest first, on this thread.
-    fn dispatch_waiting(&self) {
+    /// Fans out up to `most` waiting publishes, oldest first, on this thread.
+    fn dispatch_waiting(&self, most: usize) {
         // One dispatcher at a time keeps the queue's order.
         let _turn = self.dispatching.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(accepted) = self.backlog.pop() {
+        for _ in 0..most {
+            let Some(accepted) = self.backlog.pop() else {
+                return;
+            };
             self.dispatch(accepted);
         }
     }
