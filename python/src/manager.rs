@@ -83,12 +83,10 @@ fn deliveries(published: Published) -> usize {
 }
 
 /// Reports a publish that failed after `publish_nowait` returned, on the
-/// `fanwire` logger (nobody is left to raise it to).
+/// `fanwire` logger (nobody is left to raise it to); not at all once the
+/// interpreter is shutting down.
 fn log_late_failure(error: &BusError) {
-    if !crate::python_alive() {
-        return;
-    }
-    Python::attach(|py| {
+    crate::interpreter::attach(|py| {
         let logged = py.import("logging").and_then(|logging| {
             logging
                 .call_method1("getLogger", ("fanwire",))?
@@ -159,7 +157,7 @@ impl Manager {
         }
         let mut publish: BoxFuture<'static, Result<Published, BusError>> =
             Box::pin(async move { bus.publish(vec![event]).await });
-        let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let runtime = crate::awaitable::runtime();
         let first = py.detach(|| {
             let _in_runtime = runtime.enter();
             // Polled again by whoever takes the future over, so a wake-up
@@ -246,7 +244,7 @@ impl Manager {
         else {
             unreachable!("checked above")
         };
-        let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let runtime = crate::awaitable::runtime();
         let spawn = self.spawn();
         // Async resolutions are delivered on the application's loop, where
         // they complete; without a loop yet, on the runtime.
@@ -414,7 +412,7 @@ impl Manager {
         match self.start_publish(py, topic, data, id)? {
             Ok(n) => Ok(n),
             Err(rest) => {
-                pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+                crate::awaitable::runtime().spawn(async move {
                     if let Err(e) = rest.await {
                         log_late_failure(&e);
                     }
@@ -436,7 +434,7 @@ impl Manager {
     ) -> PyResult<Bound<'py, PyAny>> {
         match self.start_publish(py, topic, data, id)? {
             Ok(n) => n.into_bound_py_any(py),
-            Err(rest) => pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            Err(rest) => crate::awaitable::future_into_py(py, async move {
                 rest.await.map(deliveries).map_err(publish_error)
             }),
         }
@@ -453,7 +451,7 @@ impl Manager {
     /// retries: see `health()`).
     fn open<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let engine = slf.get().engine()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             let manager = slf.get();
             let _one = manager.opening.lock().await;
             if manager.node().is_some() {
@@ -479,7 +477,7 @@ impl Manager {
     /// watcher; the plugins stay in force on the engine. Idempotent; `open`
     /// starts them again.
     fn close<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             let manager = slf.get();
             let _one = manager.opening.lock().await;
             let node = manager
@@ -527,7 +525,7 @@ impl Manager {
     /// `None` when no plugins are configured or the manager is not open.
     fn reload_plugins<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let node = self.node();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             let Some(node) = node else { return Ok(None) };
             let Some(report) = node.reload_plugins(true).await else {
                 return Ok(None);
@@ -617,7 +615,7 @@ impl Manager {
         let node = self.node().ok_or_else(|| {
             PyRuntimeError::new_err("the manager is not open: `await manager.open()` first")
         })?;
-        pyo3_async_runtimes::tokio::future_into_py(py, crate::server::start(node, config))
+        crate::awaitable::future_into_py(py, crate::server::start(node, config))
     }
 
     /// The Prometheus text exposition of the engine's metrics (and the
