@@ -234,7 +234,7 @@ impl NativeConnection {
         let running = running_loop(py)?;
         if !self.spawn.attached() || !self.event_loop.is(py, &running) {
             // Not the manager's loop: wait on the runtime instead (a thread hop).
-            return pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            return crate::awaitable::future_into_py(py, async move {
                 outbox.ready().await;
                 Ok(())
             });
@@ -272,7 +272,7 @@ impl Drop for NativeConnection {
         // Dropped by Python's GC with the GIL held: unsubscribing takes
         // registry locks, so it happens on a runtime thread instead.
         if let Some(conn) = self.conn.take() {
-            pyo3_async_runtimes::tokio::get_runtime().spawn(async move { drop(conn) });
+            crate::awaitable::runtime().spawn(async move { drop(conn) });
         }
     }
 }

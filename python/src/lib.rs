@@ -12,6 +12,9 @@
 //!   that a Python framework holds.
 //! - [`server`]: `RunningServer`, the Rust server inside the process.
 //! - [`executor`]: runs Rust futures on the application's asyncio loop.
+//! - [`awaitable`]: Rust futures on the tokio runtime as asyncio futures.
+//! - [`interpreter`]: when runtime threads may call into Python, and the
+//!   `atexit` hook that stops them before the interpreter finalizes.
 //! - [`config`]: `SubscriptionConfig`, every limit with its default, and
 //!   the node's tables.
 //! - [`settings`]: `BusConfig`, `PostgresSource`, `Plugin`, `PluginRuntime`,
@@ -20,41 +23,33 @@
 //! - [`convert`]: JSON values to Python objects and back.
 //! - [`errors`]: the exception classes.
 
+mod awaitable;
 mod config;
 mod connection;
 mod context;
 mod convert;
 mod errors;
 mod executor;
+mod interpreter;
 mod manager;
 mod policy;
 mod resolver;
 mod server;
 mod settings;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use pyo3::prelude::*;
 use pyo3::types::PyCFunction;
-
-/// Set by an `atexit` hook: the interpreter is shutting down, so runtime
-/// threads must not attach to it any more (resolvers and policies answer
-/// with an error instead, pending resolutions are dropped silently).
-static FINALIZING: AtomicBool = AtomicBool::new(false);
-
-/// Whether runtime threads may still call into Python.
-pub(crate) fn python_alive() -> bool {
-    !FINALIZING.load(Ordering::Acquire)
-}
 
 /// The native module; import `fanwire` instead.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    let mark = PyCFunction::new_closure(py, None, None, |_args, _kwargs| {
-        FINALIZING.store(true, Ordering::Release);
+    // Runs before finalization begins, after the application's loop has
+    // ended: from here on no runtime thread calls into Python.
+    let quiesce = PyCFunction::new_closure(py, None, None, |args, _kwargs| {
+        interpreter::quiesce(args.py());
     })?;
-    py.import("atexit")?.call_method1("register", (mark,))?;
+    py.import("atexit")?.call_method1("register", (quiesce,))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<manager::Manager>()?;
     m.add_class::<config::SubscriptionConfig>()?;

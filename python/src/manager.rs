@@ -94,12 +94,10 @@ async fn deliveries(published: Published) -> usize {
 }
 
 /// Reports a publish that failed after `publish_nowait` returned, on the
-/// `fanwire` logger (nobody is left to raise it to).
+/// `fanwire` logger (nobody is left to raise it to); not at all once the
+/// interpreter is shutting down.
 fn log_late_failure(error: &BusError) {
-    if !crate::python_alive() {
-        return;
-    }
-    Python::attach(|py| {
+    crate::interpreter::attach(|py| {
         let logged = py.import("logging").and_then(|logging| {
             logging
                 .call_method1("getLogger", ("fanwire",))?
@@ -172,7 +170,7 @@ impl Manager {
         }
         let mut publish: BoxFuture<'static, Result<Published, BusError>> =
             Box::pin(async move { bus.publish(vec![event]).await });
-        let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let runtime = crate::awaitable::runtime();
         let first = py.detach(|| {
             let _in_runtime = runtime.enter();
             // Polled again by whoever takes the future over, so a wake-up
@@ -259,7 +257,7 @@ impl Manager {
         else {
             unreachable!("checked above")
         };
-        let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let runtime = crate::awaitable::runtime();
         let spawn = self.spawn();
         // Async resolutions are delivered on the application's loop, where
         // they complete; without a loop yet, on the runtime.
@@ -436,7 +434,7 @@ impl Manager {
         match self.start_publish(py, topic, data, id)? {
             Ok(published) => Ok(deliveries_now(published)),
             Err(rest) => {
-                pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+                crate::awaitable::runtime().spawn(async move {
                     if let Err(e) = rest.await {
                         log_late_failure(&e);
                     }
@@ -466,7 +464,7 @@ impl Manager {
             Ok(_) => return 0usize.into_bound_py_any(py),
             Err(rest) => rest,
         };
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             Ok(deliveries(rest.await.map_err(publish_error)?).await)
         })
     }
@@ -482,7 +480,7 @@ impl Manager {
     /// retries: see `health()`).
     fn open<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let engine = slf.get().engine()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             let manager = slf.get();
             let _one = manager.opening.lock().await;
             if manager.node().is_some() {
@@ -508,7 +506,7 @@ impl Manager {
     /// watcher; the plugins stay in force on the engine. Idempotent; `open`
     /// starts them again.
     fn close<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             let manager = slf.get();
             let _one = manager.opening.lock().await;
             let node = manager
@@ -556,7 +554,7 @@ impl Manager {
     /// `None` when no plugins are configured or the manager is not open.
     fn reload_plugins<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let node = self.node();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             let Some(node) = node else { return Ok(None) };
             let Some(report) = node.reload_plugins(true).await else {
                 return Ok(None);
@@ -646,7 +644,7 @@ impl Manager {
         let node = self.node().ok_or_else(|| {
             PyRuntimeError::new_err("the manager is not open: `await manager.open()` first")
         })?;
-        pyo3_async_runtimes::tokio::future_into_py(py, crate::server::start(node, config))
+        crate::awaitable::future_into_py(py, crate::server::start(node, config))
     }
 
     /// The Prometheus text exposition of the engine's metrics (and the

@@ -18,10 +18,7 @@ pub struct PyPolicy {
 
 impl ConnectionPolicy for PyPolicy {
     fn check(&self, request: &ConnectionRequest<'_>) -> Result<Accepted, String> {
-        if !crate::python_alive() {
-            return Err("Server shutting down".to_owned());
-        }
-        Python::attach(|py| {
+        let checked = crate::interpreter::attach(|py| {
             let params = map_to_py(py, request.init_payload).map_err(|e| e.to_string())?;
             let headers = PyDict::new(py);
             for (k, v) in request.headers {
@@ -50,6 +47,7 @@ impl ConnectionPolicy for PyPolicy {
                     Err("Forbidden".to_owned())
                 }
             }
-        })
+        });
+        checked.unwrap_or_else(|| Err("Server shutting down".to_owned()))
     }
 }

@@ -86,13 +86,7 @@ pub struct PyResolver {
 impl Resolver for PyResolver {
     fn resolve(&self, event: &Event, data: &Value, group: &GroupInfo) -> Resolution {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        if !crate::python_alive() {
-            return Resolution::Ready(Err(failure(
-                "The Python interpreter is shutting down",
-                "shutdown",
-            )));
-        }
-        Python::attach(|py| {
+        let resolved = crate::interpreter::attach(|py| {
             let started = Instant::now();
             let returned = match self.call(py, event, data, group) {
                 Ok(returned) => returned,
@@ -108,6 +102,12 @@ impl Resolver for PyResolver {
                 return self.run_async(py, returned, started);
             }
             Resolution::Ready(Err(self.bad_return(&returned)))
+        });
+        resolved.unwrap_or_else(|| {
+            Resolution::Ready(Err(failure(
+                "The Python interpreter is shutting down",
+                "shutdown",
+            )))
         })
     }
 }
@@ -255,12 +255,9 @@ impl Drop for CancelOnDrop {
         let Some(pending) = self.0.take() else {
             return;
         };
-        if !crate::python_alive() {
-            // Nothing left to cancel, and attaching now could abort the process.
-            std::mem::forget(pending);
-            return;
-        }
-        Python::attach(|py| {
+        // Once the interpreter is shutting down there is nothing left to
+        // cancel: `pending` is dropped unattached (pyo3 defers that).
+        crate::interpreter::attach(|py| {
             let pending = pending.bind(py);
             pending
                 .get()

@@ -68,7 +68,7 @@ impl RunningServer {
             let _ = stop.send(());
         }
         let done = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::awaitable::future_into_py(py, async move {
             if let Some(done) = done {
                 let _ = done.await;
             }
