@@ -132,7 +132,7 @@ class SubscriptionManager:
         the node's backlog (numbered there when history is kept) and fanned
         out by its dispatcher, in publish order; this waits for that and
         returns the number of frames it queued or wrote (results of async
-        resolvers follow). When the backlog is full (the dispatcher is
+        resolvers included, once they are resolved). When the backlog is full (the dispatcher is
         behind: slow resolvers, a saturated machine) it first waits for
         room, up to ``publish_wait_ms``, then raises
         :class:`fanwire.PublishError`. With NATS or Redis it returns 0 once
