@@ -31,7 +31,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -80,8 +80,9 @@ struct Conn {
 }
 
 /// A buffer grown past this by a burst is dropped once written, so an idle
-/// connection does not keep its burst's memory.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// connection does not keep its burst's memory (a socket's two buffers
+/// swap roles, so both are bounded).
+const KEEP_CAPACITY: usize = 8 * 1024;
 
 impl Conn {
     /// Queues (or, `direct`, writes) `frames`; `false` if the socket is gone.
@@ -271,7 +272,11 @@ async fn serve(floor: Arc<Floor>, mut tcp: TcpStream) -> anyhow::Result<()> {
 /// A client from `connection_init` to its `subscribe`; then its socket is
 /// written raw.
 async fn websocket(floor: Arc<Floor>, tcp: TcpStream, rest: Vec<u8>) -> anyhow::Result<()> {
-    let mut ws = WebSocketStream::from_partially_read(tcp, rest, Role::Server, None).await;
+    // Two short messages come this way; tungstenite's default 128 KiB read
+    // buffer would be zero-filled per connection, and S3's 10,000 of them
+    // would leave their pages behind in the allocator.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let mut ws = WebSocketStream::from_partially_read(tcp, rest, Role::Server, Some(config)).await;
     while let Some(message) = ws.next().await {
         let Message::Text(text) = message? else {
             continue;
