@@ -2,13 +2,17 @@
 # The Python package's benchmarks in one command:
 #   1. resolver overhead: one Python resolver call as the engine sees it,
 #      sync and async, without sockets (benches/python/resolver_overhead.py);
-#   2. S1 and S2 (the load generator's scenarios, as in run.sh) through each
+#   2. S1 (burst: batches of 100 events per POST), S1-single (the same 10,000
+#      events, one per POST, each waiting for its reply: what users do) and
+#      S2-200 (the load generator's scenarios, as in run.sh) through each
 #      serving mode, fanwire-rust (manager.start: the Rust server in-process),
 #      fanwire-fastapi and fanwire-starlette (uvicorn holds the sockets),
-#      beside Strawberry on FastAPI/uvicorn, in the same invocation.
+#      beside Strawberry on FastAPI/uvicorn, in the same invocation. Every
+#      fanwire mode runs an async def pass-through resolver.
 #
 #   benches/python.sh                 # everything, REPEAT=3 runs each
 #   REPEAT=1 MODES="fanwire-rust strawberry" SCENARIOS=S1 benches/python.sh
+#   REPEAT=1 MODES="fanwire-rust fanwire-fastapi strawberry" SCENARIOS=S1-single benches/python.sh
 #
 # It builds a release wheel into its own venv (FANWIRE_BENCH_VENV, default
 # ~/.cache/fanwire/bench-venv) and the release loadgen. Every server binds
@@ -19,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 REPEAT="${REPEAT:-3}"
-SCENARIOS="${SCENARIOS:-S1 S2}"
+SCENARIOS="${SCENARIOS:-S1 S1-single S2-200}"
 MODES="${MODES:-fanwire-rust fanwire-fastapi fanwire-starlette strawberry}"
 VENV="${FANWIRE_BENCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/bench-venv}"
 OUT="${OUT:-$TARGET/fanwire-bench/python-$(date +%Y%m%d-%H%M%S)}"
@@ -55,11 +59,13 @@ trap stop_server EXIT
 
 scenario_args() {
   case "$1" in
-    S1) echo "--connections 100 --events 10000 --rate 0 --payload-bytes 200" ;;
-    S2) echo "--connections 1000 --events 2000 --rate 200 --payload-bytes 200" ;;
+    S1) echo "--connections 100 --events 10000 --mode burst --payload-bytes 200" ;;
+    S1-single) echo "--connections 100 --events 10000 --mode single --payload-bytes 200" ;;
+    S2 | S2-200) echo "--connections 1000 --events 2000 --mode single --rate 200 --payload-bytes 200" ;;
     *) echo "python.sh: unknown scenario $1" >&2; exit 1 ;;
   esac
 }
+for scenario in $SCENARIOS; do scenario_args "$scenario" >/dev/null; done
 
 for scenario in $SCENARIOS; do
   for run in $(seq "$REPEAT"); do
@@ -101,13 +107,14 @@ median() {
 {
   echo
   echo "medians of $REPEAT run(s); raw lines in $RESULTS"
-  printf '%-4s %-18s %16s %8s %8s %8s %6s %10s\n' scen mode deliveries/s p50_ms p99_ms max_ms lost server_cpu
+  printf '%-9s %-18s %13s %9s %9s %9s %9s %6s %4s %10s %11s\n' scenario mode deliveries/s events/s \
+    p50_ms p99_ms post_p50 lost dup server_cpu cpu_s_per_M
   for scenario in $SCENARIOS; do
     for mode in $MODES; do
-      printf '%-4s %-18s %16s %8s %8s %8s %6s %10s\n' "$scenario" "$mode" \
-        "$(median "$scenario" "$mode" deliveries_per_s)" "$(median "$scenario" "$mode" p50_ms)" \
-        "$(median "$scenario" "$mode" p99_ms)" "$(median "$scenario" "$mode" max_ms)" \
-        "$(median "$scenario" "$mode" lost)" "$(median "$scenario" "$mode" server_cpu_s)"
+      m() { median "$scenario" "$mode" "$1"; }
+      printf '%-9s %-18s %13s %9s %9s %9s %9s %6s %4s %10s %11s\n' "$scenario" "$mode" \
+        "$(m deliveries_per_s)" "$(m publish_rate)" "$(m p50_ms)" "$(m p99_ms)" "$(m call_p50_ms)" \
+        "$(m lost)" "$(m dup)" "$(m server_cpu_s)" "$(m server_cpu_s_per_m)"
     done
   done
 } | tee "$OUT/summary.txt"

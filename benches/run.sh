@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Fanwire's benchmarks in one command: builds the release binaries, installs
-# the Node baseline, runs scenarios S1, S1d, S2 and S3 against fanwire and
-# the baseline (a fresh server process per run), then the criterion dispatch
-# bench, and prints a summary table with fanwire / baseline ratios.
+# the Node baseline, runs every scenario (S1, S1d, S1-single, S1-conc, S2-200,
+# S2-20, S3, S1-mem; see benches/README.md) against fanwire, the Node
+# baseline and `floor` (a stand-in server that only writes the frames: the
+# lower bound), a fresh server process per run, then the criterion dispatch
+# bench, and prints medians with fanwire / baseline and fanwire / floor ratios.
 #
 #   benches/run.sh                  # everything, each scenario REPEAT times
 #   REPEAT=1 benches/run.sh         # quicker, one run per scenario
 #   SCENARIOS="S1 S3" benches/run.sh
+#   SERVERS="fanwire floor" SCENARIOS="S2-200 S2-20" benches/run.sh
 #   SKIP_CRITERION=1 benches/run.sh
 #   FANWIRE_BIN=/path/to/other/fanwire SERVERS=fanwire benches/run.sh   # another build alone
+#   FLOOR_WRITES=direct benches/run.sh  # floor's writes in every scenario (default: per scenario, see floor_writes)
+#   MEM_IDLE_S=10 SCENARIOS=S1-mem benches/run.sh   # S1-mem's idle wait (default 5 s)
 #
 # Raw result lines, server logs and configs go to $OUT (printed at the end).
 # Every load generator run only talks to 127.0.0.1 and is bounded in time.
@@ -18,8 +23,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 REPEAT="${REPEAT:-3}"
-SCENARIOS="${SCENARIOS:-S1 S1d S2 S3}"
-SERVERS="${SERVERS:-fanwire baseline}"
+SCENARIOS="${SCENARIOS:-S1 S1d S1-single S1-conc S2-200 S2-20 S3 S1-mem}"
+SERVERS="${SERVERS:-fanwire baseline floor}"
+FLOOR_WRITES="${FLOOR_WRITES:-}"
+MEM_IDLE_S="${MEM_IDLE_S:-5}"
 OUT="${OUT:-$TARGET/fanwire-bench/$(date +%Y%m%d-%H%M%S)}"
 SCHEMA="$ROOT/benches/schema.graphql"
 mkdir -p "$OUT"
@@ -29,12 +36,13 @@ RESULTS="$OUT/results.txt"
 log() { printf '==> %s\n' "$*" >&2; }
 
 log "building release binaries (target dir: $TARGET)"
-cargo build --release -p fanwire-server --bin fanwire -p fanwire-benches --bin loadgen
+cargo build --release -p fanwire-server --bin fanwire -p fanwire-benches --bin loadgen --bin floor
 if [ -z "${SKIP_CRITERION:-}" ]; then
   cargo bench -p fanwire-benches --bench dispatch --no-run
 fi
 FANWIRE="${FANWIRE_BIN:-$TARGET/release/fanwire}"
 LOADGEN="$TARGET/release/loadgen"
+FLOOR="$TARGET/release/floor"
 
 if [[ " $SERVERS " == *" baseline "* ]]; then
   log "installing the Node baseline (npm ci)"
@@ -73,14 +81,29 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# start_server KIND LOGFILE: starts fanwire or the baseline on a free port.
+# floor_writes SCENARIO: floor's faster way of writing in SCENARIO, as
+# measured (benches/README.md, "The floor"): direct writes from the publishing
+# task when the machine keeps up with the rate (S2-20), a writer task per
+# socket otherwise, since those coalesce the events a socket fell behind on
+# into one write. FLOOR_WRITES overrides it.
+floor_writes() {
+  if [ -n "$FLOOR_WRITES" ]; then echo "$FLOOR_WRITES"; return; fi
+  case "$1" in
+    S2-20) echo direct ;;
+    *) echo tasks ;;
+  esac
+}
+
+# start_server KIND LOGFILE SCENARIO: starts fanwire, the baseline or floor on a free port.
 start_server() {
-  local kind="$1" logfile="$2"
+  local kind="$1" logfile="$2" scenario="$3"
   # Created here: the background child opens it only when it gets to run.
   : >"$logfile"
   case "$kind" in
     fanwire) "$FANWIRE" serve --schema "$SCHEMA" --listen 127.0.0.1:0 --config "$CONFIG" >"$logfile" 2>&1 & ;;
     baseline) node benches/baseline/server.mjs serve --schema "$SCHEMA" --listen 127.0.0.1:0 --config "$CONFIG" >"$logfile" 2>&1 & ;;
+    floor) "$FLOOR" --listen 127.0.0.1:0 --writes "$(floor_writes "$scenario")" >"$logfile" 2>&1 & ;;
+    *) echo "run.sh: unknown server $kind (fanwire, baseline, floor)" >&2; exit 1 ;;
   esac
   SERVER_PID=$!
   SERVER_URL=""
@@ -95,22 +118,29 @@ start_server() {
   exit 1
 }
 
+# The load generator's arguments per scenario (the table in benches/README.md).
 scenario_args() {
+  local s1="--connections 100 --events 10000 --payload-bytes 200"
   case "$1" in
-    S1) echo "--connections 100 --events 10000 --rate 0 --payload-bytes 200" ;;
-    S1d) echo "--connections 100 --events 10000 --rate 0 --payload-bytes 200 --distinct 100" ;;
-    S2) echo "--connections 1000 --events 2000 --rate 200 --payload-bytes 200" ;;
+    S1) echo "$s1 --mode burst" ;;
+    S1d) echo "$s1 --mode burst --distinct 100" ;;
+    S1-single) echo "$s1 --mode single" ;;
+    S1-conc) echo "$s1 --mode concurrent --publishers 8" ;;
+    S2-200) echo "--connections 1000 --events 2000 --mode single --rate 200 --payload-bytes 200" ;;
+    S2-20) echo "--connections 1000 --events 400 --mode single --rate 20 --payload-bytes 200" ;;
     S3) echo "--connections 10000 --idle" ;;
+    S1-mem) echo "$s1 --mode burst --idle-after $MEM_IDLE_S" ;;
     *) echo "run.sh: unknown scenario $1" >&2; exit 1 ;;
   esac
 }
+for scenario in $SCENARIOS; do scenario_args "$scenario" >/dev/null; done
 
 for scenario in $SCENARIOS; do
   for run in $(seq "$REPEAT"); do
     for kind in $SERVERS; do
       label="$scenario/$kind/$run"
       log "$label"
-      start_server "$kind" "$OUT/${scenario}-${kind}-${run}.log"
+      start_server "$kind" "$OUT/${scenario}-${kind}-${run}.log" "$scenario"
       hostport="${SERVER_URL#http://}"
       # shellcheck disable=SC2046 # the scenario's arguments split on purpose
       if ! timeout 900 "$LOADGEN" --url "ws://$hostport/graphql" --publish-url "$SERVER_URL/publish" \
@@ -143,45 +173,54 @@ criterion_us() {
     awk '{ printf "%.2f", $1 / 1000 }'
 }
 
-row() { # scenario metric fanwire baseline target
-  awk -v s="$1" -v m="$2" -v f="$3" -v b="$4" -v t="$5" 'BEGIN {
-    r = (f ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b + 0 > 0) ? sprintf("%.3g", f / b) : "-"
-    printf "%-9s %-22s %14s %14s %9s   %s\n", s, m, f, b, r, t
+row() { # scenario metric fanwire baseline floor target
+  awk -v s="$1" -v m="$2" -v f="$3" -v b="$4" -v fl="$5" -v t="$6" 'BEGIN {
+    num = "^[0-9.]+$"
+    rb = (f ~ num && b ~ num && b + 0 > 0) ? sprintf("%.3g", f / b) : "-"
+    rf = (f ~ num && fl ~ num && fl + 0 > 0) ? sprintf("%.3g", f / fl) : "-"
+    printf "%-10s %-24s %12s %12s %12s %9s %9s   %s\n", s, m, f, b, fl, rb, rf, t
   }'
 }
 
 echo
-echo "Fanwire benchmarks: medians of $REPEAT run(s); ratio = fanwire / baseline. Raw results: $RESULTS"
-printf '%-9s %-22s %14s %14s %9s   %s\n' scenario metric fanwire baseline ratio target
+echo "Fanwire benchmarks: medians of $REPEAT run(s); ratios = fanwire / baseline, fanwire / floor. Raw results: $RESULTS"
+printf '%-10s %-24s %12s %12s %12s %9s %9s   %s\n' scenario metric fanwire baseline floor fw/base fw/floor target
 for scenario in $SCENARIOS; do
-  m() { median "$scenario" "$1" "$2"; }
+  # r METRIC KEY [TARGET]: one row of KEY's medians for the three servers.
+  r() { row "$scenario" "$1" "$(median "$scenario" fanwire "$2")" "$(median "$scenario" baseline "$2")" \
+    "$(median "$scenario" floor "$2")" "${3:-}"; }
   case "$scenario" in
-    S1 | S1d)
-      row "$scenario" "deliveries/s" "$(m fanwire deliveries_per_s)" "$(m baseline deliveries_per_s)" \
-        "$([ "$scenario" = S1 ] && echo '>= 1,000,000' || echo '(100 distinct groups)')"
-      row "$scenario" "lost" "$(m fanwire lost)" "$(m baseline lost)" "0"
-      row "$scenario" "p50 latency ms" "$(m fanwire p50_ms)" "$(m baseline p50_ms)" ""
-      row "$scenario" "p99 latency ms" "$(m fanwire p99_ms)" "$(m baseline p99_ms)" ""
-      row "$scenario" "server CPU s" "$(m fanwire server_cpu_s)" "$(m baseline server_cpu_s)" ""
-      ;;
-    S2)
-      row S2 "events/s achieved" "$(m fanwire publish_rate)" "$(m baseline publish_rate)" "200"
-      row S2 "p50 latency ms" "$(m fanwire p50_ms)" "$(m baseline p50_ms)" ""
-      row S2 "p99 latency ms" "$(m fanwire p99_ms)" "$(m baseline p99_ms)" "< 5"
-      row S2 "max latency ms" "$(m fanwire max_ms)" "$(m baseline max_ms)" ""
-      row S2 "lost" "$(m fanwire lost)" "$(m baseline lost)" "0"
-      row S2 "server CPU s" "$(m fanwire server_cpu_s)" "$(m baseline server_cpu_s)" ""
+    S1 | S1d | S1-single | S1-conc | S2-200 | S2-20)
+      target=""
+      [ "$scenario" = S1 ] && target=">= 1,000,000"
+      [ "$scenario" = S1d ] && target="(100 distinct groups)"
+      r "deliveries/s" deliveries_per_s "$target"
+      r "events/s achieved" publish_rate "$(case $scenario in S2-200) echo 200 ;; S2-20) echo 20 ;; esac)"
+      r "p50 latency ms" p50_ms
+      r "p99 latency ms" p99_ms "$([ "$scenario" = S2-200 ] && echo '< 5')"
+      r "POST p50 ms" call_p50_ms
+      r "server CPU s / 1M deliv." server_cpu_s_per_m
+      r "lost" lost 0
+      r "dup" dup 0
+      r "reordered (per publisher)" reordered 0
       ;;
     S3)
-      row S3 "RSS KB / connection" "$(m fanwire rss_per_conn_kb)" "$(m baseline rss_per_conn_kb)" "<= 16"
-      row S3 "RSS KB total" "$(m fanwire rss_kb)" "$(m baseline rss_kb)" ""
-      row S3 "connected" "$(m fanwire connected)" "$(m baseline connected)" "10000"
+      r "RSS KB / connection" rss_per_conn_kb "<= 16"
+      r "RSS KB total" rss_kb
+      r "connected" connected 10000
+      ;;
+    S1-mem)
+      r "deliveries/s" deliveries_per_s
+      r "RSS KB / conn, burst" rss_per_conn_kb
+      r "RSS KB / conn, idle" rss_per_conn_idle_kb "back near S3's"
+      r "peak RSS KB" rss_peak_kb
+      r "lost" lost 0
       ;;
   esac
 done
 if [ -z "${SKIP_CRITERION:-}" ]; then
   for n in 100 1000 10000; do
-    row dispatch "$n subs shared us" "$(criterion_us "shared/$n")" "-" "$([ $n = 100 ] && echo '< 20')"
-    row dispatch "$n subs distinct us" "$(criterion_us "distinct/$n")" "-" "$([ $n = 100 ] && echo '< 100')"
+    row dispatch "$n subs shared us" "$(criterion_us "shared/$n")" "-" "-" "$([ $n = 100 ] && echo '< 20')"
+    row dispatch "$n subs distinct us" "$(criterion_us "distinct/$n")" "-" "-" "$([ $n = 100 ] && echo '< 100')"
   done
 fi

@@ -59,14 +59,23 @@ pub fn quantile(sorted: &[u32], q: f64) -> u32 {
 
 /// The resident set of process `pid` (or `"self"`) in KiB (`VmRSS`).
 pub fn rss_kb(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vm_rss(&status)
+    status_kb(pid, "VmRSS:")
 }
 
-fn parse_vm_rss(status: &str) -> Option<u64> {
+/// The peak resident set of process `pid` so far in KiB (`VmHWM`).
+pub fn peak_rss_kb(pid: &str) -> Option<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
+fn status_kb(pid: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kb(&status, key)
+}
+
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
@@ -134,10 +143,12 @@ mod tests {
 
     #[test]
     fn proc_files_parse() {
-        assert_eq!(
-            parse_vm_rss("Name:\tx\nVmRSS:\t   1234 kB\nVmData: 1 kB\n"),
-            Some(1234)
-        );
+        let status = "Name:\tx\nVmHWM:\t 2000 kB\nVmRSS:\t   1234 kB\nVmData: 1 kB\n";
+        assert_eq!(parse_status_kb(status, "VmRSS:"), Some(1234));
+        assert_eq!(parse_status_kb(status, "VmHWM:"), Some(2000));
+        // The peak is read second: it covers the resident set read before it.
+        let rss = rss_kb("self").unwrap();
+        assert!(peak_rss_kb("self").unwrap() >= rss);
         let stat = "42 (a b) S 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 1 1 1";
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));
         assert!(rss_kb("self").unwrap() > 0);

@@ -5,10 +5,15 @@
 //! wait for the ack, `subscribe`), publishes warm-up ticks until every client
 //! has received one (a subscribe has no acknowledgement, so this is the only
 //! way to know the server registered it), then publishes `--events` ticks
-//! through `POST /publish`. Each tick carries its sequence number and its
-//! wall-clock publish time; clients record publish-to-receive latency and
-//! count gaps and duplicates. With `--idle` it stops after the warm-up and
-//! reports the server's memory per connection instead. With `--jwt-secret`
+//! through `POST /publish` in one of three modes (`--mode burst`: batches of
+//! 100; `single`: one event per request, each waiting for its reply;
+//! `concurrent`: `--publishers` connections doing `single` in parallel).
+//! Each tick carries its sequence number and its wall-clock publish time;
+//! clients record publish-to-receive latency and count gaps, duplicates and
+//! ticks overtaken by a later tick of the same publisher. With `--idle` it
+//! stops after the warm-up and reports the server's memory per connection
+//! instead; with `--idle-after S` it also holds the connections idle for S
+//! seconds after the run and reads the server's memory again. With `--jwt-secret`
 //! the clients authenticate (an HS256 token per principal) and each tick
 //! names the principal it belongs to, so a server running the security
 //! filters can be measured, and checked: each client expects exactly its
@@ -26,13 +31,15 @@ use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use fanwire_benches::frame::{classify, Incoming};
 use fanwire_benches::http::Poster;
-use fanwire_benches::stats::{cpu_seconds, machine_ticks, quantile, rss_kb, Seen};
+use fanwire_benches::publishing::{Mode, Order, Plan};
+use fanwire_benches::stats::{cpu_seconds, machine_ticks, peak_rss_kb, quantile, rss_kb, Seen};
 use fanwire_benches::workload::{
     owner_of, pad_for, subscribe_message, ticks_of, write_event, Principal,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -55,7 +62,17 @@ struct Args {
     /// Measured events to publish.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
-    /// Events per second; 0 publishes back-to-back in batches of `--batch`.
+    /// How the measured events are published: `burst` (back-to-back
+    /// requests of `--batch` events), `single` (one event per request, each
+    /// waiting for its reply) or `concurrent` (`--publishers` connections
+    /// each doing `single`). Default: `single` with `--rate`, else `burst`.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// With `--mode concurrent`: publishing connections (default 8).
+    #[arg(long)]
+    publishers: Option<usize>,
+    /// Events per second for `single` and `concurrent`, on a fixed schedule
+    /// over all publishers; 0 publishes back-to-back.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// Approximate size of each event's `data` in bytes.
@@ -76,9 +93,13 @@ struct Args {
     /// The topic to subscribe and publish to.
     #[arg(long, default_value = "bench")]
     topic: String,
-    /// Events per publish request in back-to-back mode.
+    /// Events per publish request in `burst` mode.
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// After the run, hold the connections idle this many seconds and read
+    /// the server's memory again (do its buffers shrink back?).
+    #[arg(long)]
+    idle_after: Option<f64>,
     /// Handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 128)]
     connect_concurrency: usize,
@@ -118,6 +139,8 @@ struct Counter(AtomicU64);
 /// What the clients report to the driver while the run goes on.
 struct Shared {
     events: u64,
+    /// Who publishes which ticks (for the per-publisher order check).
+    plan: Plan,
     connected: AtomicUsize,
     failed: AtomicUsize,
     live: AtomicUsize,
@@ -153,6 +176,7 @@ struct ClientStats {
     /// The measured ticks this client should receive.
     expected: u64,
     seen: Seen,
+    order: Order,
     latencies_us: Vec<u32>,
     last_receive_us: u64,
 }
@@ -212,6 +236,7 @@ async fn client(
         connected: false,
         expected: ticks_of(principal, shared.events, shared.principals),
         seen: Seen::new(shared.events),
+        order: Order::new(shared.plan.publishers),
         latencies_us: Vec::new(),
         last_receive_us: 0,
     };
@@ -281,6 +306,8 @@ async fn client(
             Incoming::Tick { seq, ts_us } => {
                 let now = now_us();
                 if stats.seen.record(seq as u64) {
+                    let publisher = shared.plan.publisher_of(seq as u64);
+                    stats.order.record(publisher, seq as u64);
                     let latency = (now as f64 - ts_us).max(0.0);
                     stats.latencies_us.push(latency.min(u32::MAX as f64) as u32);
                     stats.last_receive_us = now;
@@ -351,6 +378,98 @@ async fn publish(
     Ok(value["deliveries"].as_u64().unwrap_or(0))
 }
 
+/// What one publisher did.
+struct Published {
+    server_deliveries: u64,
+    /// How long each of its requests took, reply included.
+    calls_us: Vec<u32>,
+}
+
+/// The clock the measured phase runs on: a rate's schedule starts at
+/// `start`, which is `start_us` on the wall clock.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: tokio::time::Instant,
+    start_us: u64,
+}
+
+/// Publisher `p` of `plan`: its requests one at a time over `poster`.
+async fn publisher(
+    p: usize,
+    plan: Plan,
+    args: Arc<Args>,
+    mut poster: Poster,
+    pad: Arc<str>,
+    owners: Arc<[Principal]>,
+    clock: Clock,
+) -> anyhow::Result<Published> {
+    let gap = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let mut done = Published {
+        server_deliveries: 0,
+        calls_us: Vec::new(),
+    };
+    for request in plan.requests(p) {
+        let ts_us = match gap {
+            Some(gap) => {
+                let due = gap.mul_f64(request.start as f64);
+                tokio::time::sleep_until(clock.start + due).await;
+                // Stamped with when it was due, not when it went out: if the
+                // server holds up the publisher, the delay shows as latency
+                // instead of quietly lowering the rate.
+                Some(clock.start_us + due.as_micros() as u64)
+            }
+            None => None,
+        };
+        let call = Instant::now();
+        done.server_deliveries +=
+            publish(&mut poster, &args.topic, request, ts_us, &pad, &owners).await?;
+        done.calls_us
+            .push(call.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    Ok(done)
+}
+
+/// Publishes the measured ticks as `plan` says, every publisher on its own
+/// connection (the first reuses `poster`); returns the deliveries the
+/// server reported and the sorted request times.
+async fn publish_measured(
+    plan: Plan,
+    args: &Arc<Args>,
+    poster: Poster,
+    pad: &str,
+    owners: &[Principal],
+    clock: Clock,
+) -> anyhow::Result<(u64, Vec<u32>)> {
+    let pad: Arc<str> = pad.into();
+    let owners: Arc<[Principal]> = owners.into();
+    let mut publishers = JoinSet::new();
+    let mut first = Some(poster);
+    for p in 0..plan.publishers {
+        let poster = match first.take() {
+            Some(poster) => poster,
+            None => Poster::new(&args.publish_url, args.publish_token.as_deref())?,
+        };
+        publishers.spawn(publisher(
+            p,
+            plan,
+            args.clone(),
+            poster,
+            pad.clone(),
+            owners.clone(),
+            clock,
+        ));
+    }
+    let (mut deliveries, mut calls) = (0, Vec::new());
+    // The first failure returns, and dropping the set aborts the others.
+    while let Some(joined) = publishers.join_next().await {
+        let done = joined??;
+        deliveries += done.server_deliveries;
+        calls.extend_from_slice(&done.calls_us);
+    }
+    calls.sort_unstable();
+    Ok((deliveries, calls))
+}
+
 fn kb(value: Option<u64>) -> String {
     value.map_or_else(|| "na".into(), |v| v.to_string())
 }
@@ -387,8 +506,16 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         ),
     };
     let principals = inits.len();
+    let events = if args.idle { 0 } else { args.events };
+    let mode = args.mode.unwrap_or(if args.rate > 0.0 {
+        Mode::Single
+    } else {
+        Mode::Burst
+    });
+    let plan = Plan::new(mode, events, args.batch, args.publishers, args.rate)?;
     let shared = Arc::new(Shared {
-        events: if args.idle { 0 } else { args.events },
+        events,
+        plan,
         leaked: AtomicU64::new(0),
         principals,
         inits,
@@ -457,39 +584,15 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let start_us = now_us();
     let publish_start = Instant::now();
     let mut server_deliveries = 0u64;
+    let mut calls_us = Vec::new();
     let mut publish_s = 0.0;
     if !args.idle {
-        let events = args.events as i64;
-        if args.rate > 0.0 {
-            let start = tokio::time::Instant::now();
-            let gap = Duration::from_secs_f64(1.0 / args.rate);
-            for seq in 0..events {
-                let due = gap * seq as u32;
-                tokio::time::sleep_until(start + due).await;
-                // Stamped with when it was due, not when it went out: if the
-                // server holds up the (sequential) publisher, the delay shows
-                // as latency instead of quietly lowering the rate.
-                let due_us = start_us + due.as_micros() as u64;
-                server_deliveries += publish(
-                    &mut poster,
-                    &args.topic,
-                    seq..seq + 1,
-                    Some(due_us),
-                    &pad,
-                    &owners,
-                )
-                .await?;
-            }
-        } else {
-            let batch = args.batch.max(1) as i64;
-            let mut seq = 0;
-            while seq < events {
-                let end = (seq + batch).min(events);
-                server_deliveries +=
-                    publish(&mut poster, &args.topic, seq..end, None, &pad, &owners).await?;
-                seq = end;
-            }
-        }
+        let clock = Clock {
+            start: tokio::time::Instant::now(),
+            start_us,
+        };
+        (server_deliveries, calls_us) =
+            publish_measured(plan, &args, poster, &pad, &owners, clock).await?;
         publish_s = publish_start.elapsed().as_secs_f64();
         let mut last = (shared.delivered(), Instant::now());
         while shared.done.load(Ordering::Relaxed) < connected {
@@ -503,6 +606,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         }
     }
     let rss = pid.as_deref().and_then(rss_kb);
+    let rss_peak = pid.as_deref().and_then(peak_rss_kb);
     let server_cpu = server_cpu_0.and_then(|c0| Some(pid.as_deref().and_then(cpu_seconds)? - c0));
     let own_cpu = own_cpu_0.and_then(|c0| Some(cpu_seconds("self")? - c0));
     let machine_busy = match (machine_0, machine_ticks()) {
@@ -515,15 +619,24 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         _ => "na".into(),
     };
 
+    let idle_s = args.idle_after.unwrap_or(0.0).max(0.0);
+    let rss_idle = if args.idle_after.is_some() {
+        tokio::time::sleep(Duration::from_secs_f64(idle_s)).await;
+        pid.as_deref().and_then(rss_kb)
+    } else {
+        None
+    };
+
     let _ = stop_tx.send(true);
     let mut latencies = Vec::new();
     let (mut unique, mut duplicates, mut last_receive_us) = (0u64, 0u64, start_us);
-    let mut expected = 0u64;
+    let (mut expected, mut reordered) = (0u64, 0u64);
     for handle in clients {
         let stats = handle.await?;
         if stats.connected {
             expected += stats.expected;
         }
+        reordered += stats.order.reordered();
         unique += stats.seen.unique();
         duplicates += stats.seen.duplicates();
         last_receive_us = last_receive_us.max(stats.last_receive_us);
@@ -542,28 +655,33 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         0.0
     };
     let ms = |q: f64| quantile(&latencies, q) as f64 / 1000.0;
-    let per_conn = match (rss, rss_base) {
+    let call_ms = |q: f64| quantile(&calls_us, q) as f64 / 1000.0;
+    let per_conn = |rss: Option<u64>| match (rss, rss_base) {
         (Some(r), Some(b)) => format!("{:.2}", r.saturating_sub(b) as f64 / connected as f64),
         _ => "na".into(),
     };
-    let mode = if args.idle {
-        "idle"
-    } else if args.rate > 0.0 {
-        "rate"
-    } else {
-        "burst"
+    let cpu_per_m = match server_cpu {
+        Some(cpu) if unique > 0 => format!("{:.3}", cpu / unique as f64 * 1e6),
+        _ => "na".into(),
     };
+    let mode = if args.idle { "idle" } else { plan.mode.name() };
     println!(
-        "RESULT label={} mode={mode} conns={n} connected={connected} live={live} connect_s={connect_s:.2} \
+        "RESULT label={} mode={mode} publishers={} batch={} conns={n} connected={connected} live={live} connect_s={connect_s:.2} \
          distinct={} events={} rate={} payload_bytes={} principals={principals} deliveries={unique} expected={expected} \
-         publish_s={publish_s:.3} publish_rate={publish_rate:.0} elapsed_s={elapsed_s:.3} deliveries_per_s={per_s:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
-         lost={} dup={duplicates} leaked={} closed={} unexpected={} server_deliveries={server_deliveries} \
-         server_cpu_s={} loadgen_cpu_s={} machine_busy_pct={machine_busy} rss_kb={} rss_base_kb={} rss_per_conn_kb={per_conn}",
+         publish_s={publish_s:.3} publish_rate={publish_rate:.0} call_p50_ms={:.3} call_p99_ms={:.3} \
+         elapsed_s={elapsed_s:.3} deliveries_per_s={per_s:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
+         lost={} dup={duplicates} reordered={reordered} leaked={} closed={} unexpected={} server_deliveries={server_deliveries} \
+         server_cpu_s={} server_cpu_s_per_m={cpu_per_m} loadgen_cpu_s={} machine_busy_pct={machine_busy} \
+         rss_kb={} rss_base_kb={} rss_per_conn_kb={} rss_peak_kb={} idle_s={idle_s} rss_idle_kb={} rss_per_conn_idle_kb={}",
         args.label,
+        plan.publishers,
+        plan.batch,
         args.distinct,
         shared.events,
         args.rate,
         args.payload_bytes,
+        call_ms(0.50),
+        call_ms(0.99),
         ms(0.50),
         ms(0.99),
         ms(1.0),
@@ -575,6 +693,10 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         secs(own_cpu),
         kb(rss),
         kb(rss_base),
+        per_conn(rss),
+        kb(rss_peak),
+        kb(rss_idle),
+        per_conn(rss_idle),
     );
     if let Some(problem) = shared.first_problem.lock().unwrap().take() {
         eprintln!("loadgen {}: first problem: {problem}", args.label);
