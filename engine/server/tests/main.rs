@@ -10,6 +10,7 @@
 //! - `nodes`: several `fanwire` processes over the real NATS and Redis;
 //! - `plugins`: WASM plugins in a running host;
 //! - `postgres_source`: the PostgreSQL source against the real PostgreSQL;
+//! - `shutdown`: on SIGTERM the binary flushes what is queued before the 1001;
 //! - `sighup`: plugin reload on SIGHUP, sent to a child `fanwire` process
 //!   (never to this one, which runs every other test);
 //! - `websocket`: both subprotocols' exact frames and close codes;
@@ -27,5 +28,6 @@ mod jwt;
 mod nodes;
 mod plugins;
 mod postgres_source;
+mod shutdown;
 mod sighup;
 mod websocket;
