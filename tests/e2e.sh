@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suites against a built fanwire binary:
-#   tests/node    the graphql-ws reference client, and the stock-client
-#                 matrix's binary half: graphql-ws, Apollo, urql,
+#   tests/node    the graphql-ws reference client (also sending a JWT to a
+#                 server with [auth.jwt]), and the stock-client matrix's
+#                 binary half: graphql-ws, Apollo, urql,
 #                 subscriptions-transport-ws and the demo page in headless
 #                 Chromium (node --test)
 #   tests/python  gql over both WebSocket subprotocols and with its default
-#                 (none named) (pytest)
+#                 (none named), and sending a JWT (pytest)
 # The matrix's Python-mode half runs from python/check.sh (it needs the wheel).
 #
 # Usage: FANWIRE_BIN=/path/to/fanwire tests/e2e.sh

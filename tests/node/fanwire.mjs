@@ -6,7 +6,9 @@
 // state (a frame, a metric value, an exit), never for a span of time.
 
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -52,12 +54,18 @@ export function guard(promise, what, ms = GUARD_MS) {
 
 /**
  * Starts `fanwire serve` and resolves once it reports its port.
- * @param {{publishToken?: string, schema?: string}} [options]
+ * `config`: the text of a TOML config file to serve with (the flags win).
+ * @param {{publishToken?: string, schema?: string, config?: string}} [options]
  */
-export async function startServer({ publishToken, schema = SCHEMA } = {}) {
+export async function startServer({ publishToken, schema = SCHEMA, config } = {}) {
   const bin = fanwireBin();
   const args = ['serve', '--schema', schema, '--listen', '127.0.0.1:0'];
   if (publishToken) args.push('--publish-token', publishToken);
+  if (config !== undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'fanwire-e2e-'));
+    writeFileSync(join(dir, 'fanwire.toml'), config);
+    args.push('--config', join(dir, 'fanwire.toml'));
+  }
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 
   let stderr = '';

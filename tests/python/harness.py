@@ -55,18 +55,22 @@ def fanwire_bin() -> str:
 class Server:
     """A running `fanwire serve` process and the HTTP calls the tests make to it."""
 
-    def __init__(self, bin_path: str) -> None:
+    def __init__(self, bin_path: str, config: Path | None = None) -> None:
+        """Starts `fanwire serve` on the fixture schema, with the TOML file `config` if given."""
+        args = [
+            bin_path,
+            "serve",
+            "--schema",
+            str(SCHEMA),
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-token",
+            PUBLISH_TOKEN,
+        ]
+        if config is not None:
+            args += ["--config", str(config)]
         self.process = subprocess.Popen(
-            [
-                bin_path,
-                "serve",
-                "--schema",
-                str(SCHEMA),
-                "--listen",
-                "127.0.0.1:0",
-                "--publish-token",
-                PUBLISH_TOKEN,
-            ],
+            args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

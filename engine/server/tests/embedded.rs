@@ -1,7 +1,7 @@
 //! A server around an engine that the embedding program built (as the
 //! Python package does): its hooks are the ones in force.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

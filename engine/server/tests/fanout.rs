@@ -1,6 +1,6 @@
 //! Grouping, slow-consumer isolation and limits, through real sockets.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 

@@ -1,6 +1,6 @@
 //! The HTTP side: publish errors, auth, health and metrics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

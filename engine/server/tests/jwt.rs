@@ -4,7 +4,7 @@
 //! with 4403, an absurd one neither panics nor expires; required `iss`/`aud`;
 //! the payload token against the upgrade's `Authorization` header.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -3,8 +3,8 @@
 //! and resume on another with no gap and no duplicate; restart the broker
 //! while publishing.
 
-mod common;
-mod services;
+use crate::common;
+use crate::services;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! plugins, rejected reloads, the admin route, and hot reload under load.
 //! The `.wasm` files come from `bash plugins/build.sh` (tests/run.sh runs it).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -97,8 +97,9 @@ async fn next_id(c: &mut Client) -> Value {
     msg["payload"]["data"]["orderCreated"]["id"].clone()
 }
 
-/// Captures every log line of this test binary (once), so tests can check
-/// that a log says why.
+/// Captures every log line of this test process (once), so tests can check
+/// that a log says why. Every server test shares the process: the needles
+/// name plugins and faults that only these tests load.
 fn logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
     LOGS.get_or_init(|| {

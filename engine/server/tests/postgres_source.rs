@@ -2,8 +2,8 @@
 //! trigger reaches a subscriber, an event too big for NOTIFY goes through the
 //! outbox, and killing the listener's connection loses nothing.
 
-mod common;
-mod services;
+use crate::common;
+use crate::services;
 
 use common::{http_raw, metric_sample, metric_value, TestServer};
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! rejected with a log line that says why and the old one keeps filtering; a
 //! good one replaces the old, as a subscribed client sees.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -1,6 +1,6 @@
 //! graphql-transport-ws and legacy graphql-ws over real sockets: exact frames and close codes.
 
-mod common;
+use crate::common;
 
 use common::{Client, TestServer, WAIT};
 use serde_json::json;

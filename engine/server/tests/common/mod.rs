@@ -197,6 +197,25 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: std::net::SocketAddr, protocol: Option<&str>) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("the server accepts");
+        Client::upgrade(stream, addr, protocol).await
+    }
+
+    /// A graphql-transport-ws client whose socket's receive buffer is fixed
+    /// at `bytes` (the kernel does not grow a buffer that is set): what it
+    /// leaves unread backs up into the server after a known, small amount.
+    pub async fn with_receive_buffer(addr: std::net::SocketAddr, bytes: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let stream = socket.connect(addr).await.expect("the server accepts");
+        Client::upgrade(stream, addr, Some("graphql-transport-ws")).await
+    }
+
+    async fn upgrade(
+        stream: TcpStream,
+        addr: std::net::SocketAddr,
+        protocol: Option<&str>,
+    ) -> Client {
         let mut req = format!("ws://{addr}/graphql")
             .into_client_request()
             .unwrap();
@@ -204,7 +223,7 @@ impl Client {
             req.headers_mut()
                 .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
         }
-        let (ws, res) = tokio_tungstenite::connect_async(req)
+        let (ws, res) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
             .await
             .expect("upgrade succeeds");
         let protocol = res
