@@ -525,8 +525,7 @@ async fn concurrent_single_and_batched_publishes_reach_every_reader_once_in_orde
                     } else {
                         json!(events).to_string()
                     };
-                    let answer =
-                        common::http_request(addr, "POST", "/publish", &body, None).await;
+                    let answer = common::http_request(addr, "POST", "/publish", &body, None).await;
                     assert_eq!(answer, (200, json!({ "accepted": n })));
                     i += n;
                 }
