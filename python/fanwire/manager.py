@@ -132,11 +132,10 @@ class SubscriptionManager:
         the node's backlog (numbered there when history is kept) and fanned
         out by its dispatcher, in publish order; this waits for that and
         returns the number of frames it queued or wrote (results of async
-        resolvers included, once they are resolved). When the backlog is
+        resolvers follow: they are not waited for). When the backlog is
         full (the dispatcher is behind: slow resolvers, a saturated
         machine) it first waits for room, up to ``publish_wait_ms``, then
-        raises
-        :class:`fanwire.PublishError`. With NATS or Redis it returns 0 once
+        raises :class:`fanwire.PublishError`. With NATS or Redis it returns 0 once
         the broker has stored the event (or, while the broker is down, once
         this node holds it for later); every node, this one included, then
         delivers it with the broker's sequence number. ``id`` deduplicates

@@ -48,37 +48,6 @@ pub(crate) struct Accepted {
     pub receipt: oneshot::Sender<Dispatched>,
 }
 
-/// What one publish's fan-out did so far. Each async resolution it started
-/// holds a clone and adds what it delivered; the receipt is answered when
-/// the last clone goes, so it counts every result of the publish.
-#[derive(Debug)]
-pub(crate) struct Tally {
-    done: Mutex<Dispatched>,
-    receipt: Option<oneshot::Sender<Dispatched>>,
-}
-
-impl Tally {
-    pub(crate) fn new(receipt: oneshot::Sender<Dispatched>) -> Arc<Tally> {
-        Arc::new(Tally {
-            done: Mutex::default(),
-            receipt: Some(receipt),
-        })
-    }
-
-    pub(crate) fn add(&self, done: Dispatched) {
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) += done;
-    }
-}
-
-impl Drop for Tally {
-    fn drop(&mut self) {
-        if let Some(receipt) = self.receipt.take() {
-            let done = *self.done.get_mut().unwrap_or_else(|p| p.into_inner());
-            let _ = receipt.send(done);
-        }
-    }
-}
-
 /// What a publisher holds once its events are accepted.
 #[derive(Debug)]
 pub struct Receipt {
@@ -109,9 +78,9 @@ impl Receipt {
         self.dispatched.try_recv().ok()
     }
 
-    /// Waits until the dispatcher has fanned the events out, and their async
-    /// resolutions (if any) are delivered, and says what that did (results
-    /// queued or written, groups, drops).
+    /// Waits until the dispatcher has fanned the events out, and says what
+    /// that did (results queued or written, groups, drops). Results of
+    /// async resolvers are not counted: they are still being resolved.
     pub async fn dispatched(self) -> Dispatched {
         // The engine always answers; a dropped engine dispatched nothing.
         self.dispatched.await.unwrap_or_default()

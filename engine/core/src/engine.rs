@@ -4,9 +4,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
-use crate::backlog::{Accepted, Backlog, Order, Receipt, Tally};
+use crate::backlog::{Accepted, Backlog, Order, Receipt};
 use crate::config::{ConfigError, Limits};
 use crate::connection::Connection;
 use crate::error::GraphQLError;
@@ -285,29 +283,28 @@ impl Engine {
             receipt,
         } = accepted;
         let hooks = self.hooks();
-        let tally = Tally::new(receipt);
         // A lone event may go straight to idle sockets, until another
         // publish waits; a batch is queued for the writers, which send
         // what piled up for a socket in one write.
         let write_through = events.len() == 1;
+        let mut done = Dispatched::default();
         for event in &events {
-            let done = self.registry.dispatch(
+            done += self.registry.dispatch(
                 event.as_ref(),
                 &Pass {
                     active: &hooks,
                     metrics: &self.metrics,
                     backlog: &self.backlog,
-                    tally: &tally,
                     batch,
                     write_through,
                 },
             );
-            tally.add(done);
             self.backlog.done(1);
         }
         self.metrics
             .dispatch_seconds
             .observe(at.elapsed().as_secs_f64());
+        let _ = receipt.send(done);
     }
 
     /// Adds a prepared subscription to its group. With `resume_from`, the
@@ -349,8 +346,6 @@ impl Engine {
                 active: &self.hooks(),
                 metrics: &self.metrics,
                 backlog: &self.backlog,
-                // Nobody waits for a replay's count.
-                tally: &Tally::new(oneshot::channel().0),
                 batch: Batch::start(),
                 write_through: true,
             },

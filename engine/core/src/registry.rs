@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::backlog::{Backlog, Tally};
+use crate::backlog::Backlog;
 use crate::error::{codes, GraphQLError};
 use crate::event::Event;
 use crate::hooks::{redact, Asked, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict};
@@ -76,8 +76,6 @@ pub(crate) struct Pass<'a> {
     pub active: &'a ActiveHooks,
     pub metrics: &'a Arc<Metrics>,
     pub backlog: &'a Arc<Backlog>,
-    /// The publish's count, which its async resolutions add to.
-    pub tally: &'a Arc<Tally>,
     /// The publish call (its results never push each other out).
     pub batch: Batch,
     /// Whether results may go straight to idle sockets.
@@ -688,7 +686,6 @@ fn spawn_delivery(
     };
     let metrics = pass.metrics.clone();
     let backlog = pass.backlog.clone();
-    let tally = pass.tally.clone();
     backlog.resolving();
     spawner(Box::pin(async move {
         // Marks the ticket done and leaves the backlog even if this future
@@ -715,7 +712,6 @@ fn spawn_delivery(
             &mut later,
         );
         later.record(&metrics);
-        tally.add(later);
     }));
 }
 

@@ -469,7 +469,7 @@ fn async_resolutions_finishing_out_of_order_are_delivered_in_event_order() {
     conn.on_text(r#"{"type":"connection_init"}"#);
     conn.on_text(&json!({"id": "s", "type": "subscribe", "payload": {"query": "subscription { orders { id } }"}}).to_string());
     for id in 1..=3 {
-        pending(&engine, order("u", id));
+        publish_now(&engine, &[order("u", id)]);
     }
     assert_eq!(release_in_reverse(&tasks, &slow), 3);
     let ids: Vec<Value> = frames(&conn)
@@ -520,7 +520,7 @@ fn a_pending_resolution_is_dropped_when_its_group_empties_and_not_before() {
     let query = "subscription { orders { id } }";
     let mut a = connect(&engine, "u", query);
     let mut b = connect(&engine, "u", query);
-    pending(&engine, order("u", 1));
+    publish_now(&engine, &[order("u", 1)]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -625,12 +625,12 @@ fn a_resume_during_pending_resolutions_gets_each_event_once_in_order() {
     });
     let query = "subscription { orders { id } }";
     let live = connect(&engine, "u", query);
-    pending(&engine, order("u", 1));
-    pending(&engine, order("u", 2));
+    publish_now(&engine, &[order("u", 1)]);
+    publish_now(&engine, &[order("u", 2)]);
     // Joins the live subscriber's group while its resolutions of 1 and 2
     // are still pending; the replay resolves them again for this member.
     let resumed = resume(&engine, "u", query, 0);
-    pending(&engine, order("u", 3));
+    publish_now(&engine, &[order("u", 3)]);
     assert_eq!(
         release_in_reverse(&tasks, &slow),
         5,
@@ -644,10 +644,4 @@ fn a_resume_during_pending_resolutions_gets_each_event_once_in_order() {
     };
     assert_eq!(ids(&live), [json!("1"), json!("2"), json!("3")]);
     assert_eq!(ids(&resumed), [json!("1"), json!("2"), json!("3")]);
-}
-
-/// Publishes an event whose resolution is still running when this returns
-/// (its receipt answers once that is delivered; nobody waits for it here).
-fn pending(engine: &Engine, event: Event) {
-    engine.publish(vec![event], fanwire_core::Order::Numbered);
 }

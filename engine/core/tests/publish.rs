@@ -295,20 +295,14 @@ fn running_resolutions_fill_the_backlog_and_publishers_wait_for_room() {
     let conn = subscriber(&engine, None);
     rt.block_on(async {
         tokio::spawn(engine.dispatcher());
-        let mut receipts = Vec::new();
-        assert!(engine.has_room());
         for i in 0..3 {
-            receipts.push(engine.publish(vec![tick(0, i)], Order::Numbered));
-        }
-        // Each event leaves the backlog as its resolution enters it.
-        for _ in 0..1_000_000 {
-            if gated.gates.lock().unwrap().len() == 3 && engine.backlog() == 3 {
-                break;
-            }
-            tokio::task::yield_now().await;
+            assert!(engine.has_room());
+            engine
+                .publish(vec![tick(0, i)], Order::Numbered)
+                .dispatched()
+                .await;
         }
         // Dispatched, each into a resolution that has not finished.
-        assert_eq!(gated.gates.lock().unwrap().len(), 3);
         assert_eq!(engine.backlog(), 3);
         assert!(!engine.has_room());
         assert!(!ready_now(engine.room()), "a publisher waits");
@@ -324,10 +318,6 @@ fn running_resolutions_fill_the_backlog_and_publishers_wait_for_room() {
         );
         for gate in gated.gates.lock().unwrap().drain(..) {
             gate.send(()).unwrap();
-        }
-        // A receipt counts its async results too, once they are delivered.
-        for receipt in receipts {
-            assert_eq!(receipt.dispatched().await.deliveries, 1);
         }
         for _ in 0..1_000_000 {
             if engine.backlog() == 0 {
