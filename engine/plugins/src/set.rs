@@ -88,6 +88,9 @@ impl PluginHost {
             Some(folder) => base.join(folder),
             None => base.to_owned(),
         };
+        let mut runtime_config = runtime_config;
+        // Like the plugin folder, a relative cache folder starts at the config file's.
+        runtime_config.cache_dir = runtime_config.cache_dir.map(|dir| base.join(dir));
         let runtime = Runtime::new(runtime_config, plugin_metrics)?;
         Self::with_runtime(runtime, specs, jwt, base, &folder)
     }
