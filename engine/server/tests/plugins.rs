@@ -336,6 +336,8 @@ async fn a_plugin_that_cannot_load_stops_the_host_from_starting() {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.demo.enabled = true;
     config.plugins = vec![spec(&folder, "rbac", &[], |_| {})];
+    // Not the user's compile cache.
+    config.plugin_runtime.cache_dir = Some(folder.join("plugin-cache"));
     let err = fanwire_server::Server::bind(config)
         .await
         .unwrap_err()
