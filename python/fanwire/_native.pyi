@@ -143,7 +143,7 @@ class Plugin:
 
 @final
 class PluginRuntime:
-    """The `[plugin_runtime]` table: limits shared by every plugin, and the folder that relative plugin paths start from."""
+    """The `[plugin_runtime]` table: limits shared by every plugin, the folder that relative plugin paths start from, and the compile cache."""
 
     def __new__(
         cls,
@@ -157,6 +157,8 @@ class PluginRuntime:
         warm_instances: int = ...,
         pool_instances: int = ...,
         admin_token: str | None = ...,
+        cache: bool = ...,
+        cache_dir: _Path | None = ...,
     ) -> PluginRuntime: ...
     @property
     def folder(self) -> str | None: ...
@@ -176,6 +178,10 @@ class PluginRuntime:
     def pool_instances(self) -> int: ...
     @property
     def admin_token(self) -> str | None: ...
+    @property
+    def cache(self) -> bool: ...
+    @property
+    def cache_dir(self) -> str | None: ...
 
 @final
 class JwtAuth:

@@ -201,8 +201,8 @@ table_class! {
 }
 
 table_class! {
-    /// The `[plugin_runtime]` table: limits shared by every plugin, and the
-    /// folder that relative plugin paths start from.
+    /// The `[plugin_runtime]` table: limits shared by every plugin, the
+    /// folder that relative plugin paths start from, and the compile cache.
     PluginRuntime(RuntimeConfig), positional = [],
     check = |runtime| {
         if runtime.admin_token.as_deref() == Some("") {
@@ -224,9 +224,18 @@ table_class! {
         if let Some(folder) = &runtime.folder {
             runtime.folder = Some(absolute(folder)?);
         }
+        match &runtime.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "plugin_runtime.cache_dir must not be empty (cache=False turns the compile cache off)",
+                ))
+            }
+            Some(dir) => runtime.cache_dir = Some(absolute(dir)?),
+            None => {}
+        }
         Ok(())
     },
-    fields = [folder, watch, watch_interval_ms, call_timeout_ms, memory_mb, max_memory_mb, warm_instances, pool_instances, admin_token]
+    fields = [folder, watch, watch_interval_ms, call_timeout_ms, memory_mb, max_memory_mb, warm_instances, pool_instances, admin_token, cache, cache_dir]
 }
 
 table_class! {

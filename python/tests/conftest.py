@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,19 @@ async def serve(manager: SubscriptionManager, mode: str, stack: AsyncExitStack) 
         port = next(iter(server.sockets)).getsockname()[1]
         return Served(manager, f"ws://127.0.0.1:{port}/graphql")
     raise AssertionError(mode)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_plugin_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Plugins compile into a cache of this test run (the default cache
+    folder is under `$XDG_CACHE_HOME`), never the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture

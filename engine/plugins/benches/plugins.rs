@@ -149,9 +149,14 @@ fn main() {
         println!("plugin benchmarks: run with `bash benches/plugins.sh`");
         return;
     }
-    let pooled = Runtime::new(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
-    let unpooled =
-        Runtime::without_pooling(RuntimeConfig::default(), PluginMetrics::new()).unwrap();
+    // No compile cache: the load rows measure compiling (the cache has its
+    // own bench, compile_cache.rs), and nothing is written to the user's cache.
+    let config = RuntimeConfig {
+        cache: false,
+        ..RuntimeConfig::default()
+    };
+    let pooled = Runtime::new(config.clone(), PluginMetrics::new()).unwrap();
+    let unpooled = Runtime::without_pooling(config, PluginMetrics::new()).unwrap();
     let template = wasm("template");
     let row = wasm("row-filter");
     println!("| measurement | median |");

@@ -70,6 +70,23 @@ pub struct RuntimeConfig {
     /// Bearer token required by `POST /admin/plugins/reload`; unset
     /// disables that route (the folder watcher and SIGHUP still reload).
     pub admin_token: Option<String>,
+    /// Keep each compiled plugin in `cache_dir`, so a start or reload loads
+    /// it instead of compiling it again; `false` compiles on every load.
+    pub cache: bool,
+    /// The compile cache folder, relative to the config file; unset =
+    /// `$XDG_CACHE_HOME/fanwire/plugins`, else `~/.cache/fanwire/plugins`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// The compile cache folder in force: `None` when the cache is off, or
+    /// when no folder is set and neither `XDG_CACHE_HOME` nor `HOME` is.
+    pub fn cache_folder(&self) -> Option<PathBuf> {
+        if !self.cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(crate::cache::default_dir)
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -84,6 +101,8 @@ impl Default for RuntimeConfig {
             warm_instances: 4,
             pool_instances: 256,
             admin_token: None,
+            cache: true,
+            cache_dir: None,
         }
     }
 }

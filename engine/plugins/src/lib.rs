@@ -5,6 +5,8 @@
 //!
 //! - `bindings`: `bindgen!` for every WIT version the host loads (one place).
 //! - [`runtime`]: the shared wasmtime engine: pooling allocator, epoch ticker.
+//! - [`cache`]: the compile cache: components compiled once, kept on disk
+//!   keyed by their sha256 and the engine, verified before they are loaded.
 //! - [`plugin`]: one loaded version: compile, check world and version,
 //!   pre-link, warm instances, the guarded call (deadline, memory cap, fail
 //!   closed, recycle).
@@ -23,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod bindings;
+pub mod cache;
 pub mod config;
 mod convert;
 pub mod filter;
@@ -37,7 +40,7 @@ pub mod set;
 pub mod transport;
 
 pub use config::{Kind, PluginSpec, RuntimeConfig};
-pub use metrics::PluginMetrics;
+pub use metrics::{CacheResult, PluginMetrics};
 pub use plugin::{LoadOptions, Plugin, Version};
 pub use runtime::Runtime;
 pub use set::{PluginHost, ReloadReport};

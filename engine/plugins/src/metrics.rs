@@ -18,6 +18,12 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    plugin: String,
+    result: &'static str,
+}
+
 type HistogramFamily = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
 /// Every plugin metric, for all plugins.
@@ -27,6 +33,7 @@ pub struct PluginMetrics {
     decisions: Family<KindLabels, Counter>,
     faults: Family<KindLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
     call_seconds: HistogramFamily,
 }
 
@@ -49,6 +56,7 @@ impl PluginMetrics {
             decisions: Family::default(),
             faults: Family::default(),
             reloads: Family::default(),
+            cache: Family::default(),
             call_seconds: Family::new_with_constructor(call_histogram),
         }
     }
@@ -75,6 +83,11 @@ impl PluginMetrics {
                 "plugin_reloads",
                 "Plugin versions loaded or rejected, by outcome",
                 self.reloads.clone(),
+            );
+            r.register(
+                "plugin_cache",
+                "Plugin compile cache outcomes per load: hit, miss (compiled), corrupt (an entry refused and compiled again), write_error (not stored; the plugin still loads)",
+                self.cache.clone(),
             );
             r.register(
                 "plugin_call_seconds",
@@ -115,6 +128,27 @@ impl PluginMetrics {
             .inc();
     }
 
+    /// Counts what the compile cache did for one load of `plugin`.
+    pub(crate) fn cache(&self, plugin: &str, result: CacheResult) {
+        self.cache
+            .get_or_create(&CacheLabels {
+                plugin: plugin.to_owned(),
+                result: result.label(),
+            })
+            .inc();
+    }
+
+    /// How often the compile cache answered `result` for `plugin`, for
+    /// tests and reports.
+    pub fn cache_count(&self, plugin: &str, result: CacheResult) -> u64 {
+        self.cache
+            .get_or_create_owned(&CacheLabels {
+                plugin: plugin.to_owned(),
+                result: result.label(),
+            })
+            .get()
+    }
+
     /// The value of a counter, for tests and reports: `metric` is one of
     /// `calls`, `decisions`, `faults`, `reloads`.
     pub fn count(&self, metric: &str, plugin: &str, kind: &'static str) -> u64 {
@@ -130,6 +164,32 @@ impl PluginMetrics {
                 kind,
             })
             .get()
+    }
+}
+
+/// What the compile cache did for one load: a `plugin_cache` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// A verified entry was loaded: nothing compiled.
+    Hit,
+    /// No entry: compiled (and stored).
+    Miss,
+    /// An entry was refused (unreadable, truncated, altered, or for other
+    /// bytes, another wasmtime or other engine settings): compiled again.
+    Corrupt,
+    /// The compiled component could not be stored; the plugin still loads.
+    WriteError,
+}
+
+impl CacheResult {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Corrupt => "corrupt",
+            CacheResult::WriteError => "write_error",
+        }
     }
 }
 

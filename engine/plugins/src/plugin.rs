@@ -189,8 +189,7 @@ impl Plugin {
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
         }
-        let component = Component::new(runtime.engine(), bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = runtime.compile(bytes, &options.name)?;
         let version = check_exports(&component, runtime, options.kind)?;
         let mut linker = runtime.linker().clone();
         // A guest built with a standard library may import WASI functions it

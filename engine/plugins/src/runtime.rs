@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::{v0_1, v0_2};
+use crate::cache::CompileCache;
 use crate::config::RuntimeConfig;
 use crate::host::HostState;
 use crate::metrics::PluginMetrics;
@@ -26,6 +27,7 @@ pub struct Runtime {
 struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
+    cache: Option<CompileCache>,
     config: RuntimeConfig,
     metrics: PluginMetrics,
     stop: Arc<AtomicBool>,
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("config", &self.config)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +98,15 @@ impl Runtime {
                 v0_2::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             })
             .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
+        let cache = config
+            .cache_folder()
+            .map(|dir| CompileCache::new(dir, &engine));
+        match &cache {
+            Some(cache) => {
+                tracing::debug!(dir = %cache.dir().display(), "plugin compile cache")
+            }
+            None => tracing::debug!("plugin compile cache off: plugins compile on every load"),
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = (engine.clone(), stop.clone());
         std::thread::Builder::new()
@@ -111,6 +123,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                cache,
                 config,
                 metrics,
                 stop,
@@ -121,6 +134,21 @@ impl Runtime {
     /// The wasmtime engine.
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Compiles `bytes` for this engine, through the compile cache when it
+    /// is on (counted for `plugin`).
+    pub(crate) fn compile(&self, bytes: &[u8], plugin: &str) -> Result<Component, LoadError> {
+        match &self.inner.cache {
+            Some(cache) => cache.component(self.engine(), bytes, plugin, self.metrics()),
+            None => Component::new(self.engine(), bytes)
+                .map_err(|e| LoadError::Compile(format!("{e:#}"))),
+        }
+    }
+
+    /// The compile cache folder, when the cache is on.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.inner.cache.as_ref().map(CompileCache::dir)
     }
 
     /// A linker with the `host` interface; each plugin clones it.

@@ -88,6 +88,9 @@ impl PluginHost {
             Some(folder) => base.join(folder),
             None => base.to_owned(),
         };
+        let mut runtime_config = runtime_config;
+        // Like the plugin folder, a relative cache folder starts at the config file's.
+        runtime_config.cache_dir = runtime_config.cache_dir.map(|dir| base.join(dir));
         let runtime = Runtime::new(runtime_config, plugin_metrics)?;
         Self::with_runtime(runtime, specs, jwt, base, &folder)
     }
@@ -233,6 +236,7 @@ impl PluginHost {
     /// If anything changed, the whole set is swapped into `engine` at once.
     pub fn reload(&self, engine: &Engine, force: bool) -> ReloadReport {
         let mut report = ReloadReport::default();
+        let mut swapped = Vec::new();
         let mut entries = self.entries();
         for e in entries.iter_mut() {
             let now = stamp(&e.path);
@@ -266,7 +270,12 @@ impl PluginHost {
                             continue;
                         }
                     };
-                    tracing::info!(plugin = %name, from = %e.plugin.digest(), to = %plugin.digest(), interface = plugin.version().as_str(), "plugin reloaded");
+                    swapped.push((
+                        name.clone(),
+                        e.plugin.digest().to_owned(),
+                        plugin.digest().to_owned(),
+                        plugin.version().as_str(),
+                    ));
                     self.metrics().reload(&name, "loaded");
                     e.plugin = plugin;
                     e.transport = transport;
@@ -285,6 +294,11 @@ impl PluginHost {
                 self.jwt.clone(),
                 engine.hooks().hooks.clone(),
             ));
+        }
+        // Said once the new versions are in force: whoever acts on this
+        // line (an operator, a test) must find them deciding.
+        for (name, from, to, interface) in swapped {
+            tracing::info!(plugin = %name, from = %from, to = %to, interface, "plugin reloaded");
         }
         report
     }

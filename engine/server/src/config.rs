@@ -183,8 +183,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Makes the plugin folder, plugin files and JWT key file absolute:
-    /// the folder against `dir`, plugin files against the folder (or `dir`).
+    /// Makes the plugin folder, plugin files, compile cache folder and JWT
+    /// key file absolute: the folders and key against `dir`, plugin files
+    /// against the plugin folder (or `dir`).
     pub fn resolve_plugin_paths(&mut self, dir: &Path) {
         let folder = match &self.plugin_runtime.folder {
             Some(f) if f.is_relative() => dir.join(f),
@@ -193,6 +194,12 @@ impl Config {
         };
         if self.plugin_runtime.folder.is_some() {
             self.plugin_runtime.folder = Some(folder.clone());
+        }
+        // An empty one stays empty, for `validate_node` to refuse.
+        if let Some(cache) =
+            (self.plugin_runtime.cache_dir.as_mut()).filter(|d| !d.as_os_str().is_empty())
+        {
+            *cache = dir.join(&*cache);
         }
         for plugin in &mut self.plugins {
             plugin.path = folder.join(&plugin.path);
@@ -217,6 +224,17 @@ impl Config {
         if self.plugin_runtime.admin_token.as_deref() == Some("") {
             return Err(ConfigError::Invalid(
                 "plugin_runtime.admin_token must not be empty (omit it to disable the admin API)"
+                    .into(),
+            ));
+        }
+        if self
+            .plugin_runtime
+            .cache_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "plugin_runtime.cache_dir must not be empty (cache = false turns the compile cache off)"
                     .into(),
             ));
         }
@@ -280,6 +298,20 @@ mod tests {
             dir.join("../../plugins/dist").join("redact-fields.wasm")
         );
         assert_eq!(config.plugin_runtime.admin_token.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn the_compile_cache_folder_starts_at_the_file_and_is_not_empty() {
+        let mut config: Config = toml::from_str("[plugin_runtime]\ncache_dir = \"cache\"").unwrap();
+        config.resolve_plugin_paths(Path::new("/etc/fanwire"));
+        assert_eq!(
+            config.plugin_runtime.cache_folder(),
+            Some(Path::new("/etc/fanwire/cache").to_owned())
+        );
+        let mut config: Config = toml::from_str("[plugin_runtime]\ncache_dir = \"\"").unwrap();
+        config.resolve_plugin_paths(Path::new("/etc/fanwire"));
+        let err = config.validate_node().unwrap_err().to_string();
+        assert!(err.contains("cache = false"), "{err}");
     }
 
     #[test]

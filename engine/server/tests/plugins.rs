@@ -312,6 +312,12 @@ async fn a_version_that_cannot_load_is_rejected_and_the_old_one_keeps_running() 
         1.0,
         "{m}"
     );
+    // The test's compile cache started empty: the first version and the
+    // three bad ones that reached the compiler were compiled, none loaded.
+    let cache =
+        |result: &str| format!("fanwire_plugin_cache_total{{plugin=\"swap\",result=\"{result}\"}}");
+    assert_eq!(metric_value(&m, &cache("miss")), 4.0, "{m}");
+    assert_eq!(metric_sample(&m, &cache("hit")), None, "{m}");
     // The admin route wants its token.
     let (status, _) = http_request(
         server.addr,
@@ -331,6 +337,8 @@ async fn a_plugin_that_cannot_load_stops_the_host_from_starting() {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.demo.enabled = true;
     config.plugins = vec![spec(&folder, "rbac", &[], |_| {})];
+    // Not the user's compile cache.
+    config.plugin_runtime.cache_dir = Some(folder.join("plugin-cache"));
     let err = fanwire_server::Server::bind(config)
         .await
         .unwrap_err()

@@ -91,7 +91,7 @@ async fn sighup_reloads_plugins_and_keeps_the_old_version_when_the_new_one_is_ba
     let config = dir.join("fanwire.toml");
     std::fs::write(
         &config,
-        "[server]\nschema = \"schema.graphql\"\n\n[plugin_runtime]\nwatch = false\n\n\
+        "[server]\nschema = \"schema.graphql\"\n\n[plugin_runtime]\nwatch = false\ncache_dir = \"plugin-cache\"\n\n\
          [[plugins]]\npath = \"filter.wasm\"\nkind = \"event-filter\"\n",
     )
     .unwrap();
@@ -179,6 +179,16 @@ async fn sighup_reloads_plugins_and_keeps_the_old_version_when_the_new_one_is_ba
         draft_then_paid(addr, &mut c, id).await,
         [id.to_string(), (id + 1).to_string()]
     );
+    // Both versions that loaded are in the compile cache, in the folder the
+    // config file names (relative to the file).
+    let cached = std::fs::read_dir(dir.join("plugin-cache"))
+        .unwrap()
+        .filter(|e| {
+            let path = e.as_ref().unwrap().path();
+            path.extension().and_then(|x| x.to_str()) == Some("cwasm")
+        })
+        .count();
+    assert_eq!(cached, 2);
 
     hup(&pid, "-TERM");
     assert_eq!(c.closed().await.0, 1001);

@@ -40,11 +40,51 @@ pub fn runtime() -> Runtime {
             pool_instances: 64,
             // The server tests check deadlines; here a busy machine must not trip them.
             call_timeout_ms: 10_000,
+            // Never the user's cache folder; tests/cache.rs covers the cache.
+            cache: false,
             ..RuntimeConfig::default()
         },
         PluginMetrics::new(),
     )
     .unwrap()
+}
+
+/// A folder removed (with what is in it) when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty folder under the system's temporary one.
+pub fn temp_dir(what: &str) -> TempDir {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fanwire-{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
 }
 
 /// A spec for a bundled plugin with a JSON config.

@@ -48,6 +48,8 @@ impl TestServer {
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.server.schema = Some(schema);
+        // The plugin compile cache in the test's folder, never the user's.
+        config.plugin_runtime.cache_dir = Some(dir.join("plugin-cache"));
         tweak(&mut config);
         let server = Server::bind(config).await.expect("server binds");
         let addr = server.local_addr().unwrap();
