@@ -237,6 +237,7 @@ async def reader(server: Server, deadline: float, pace: float, tally: Tally) -> 
     """A long-lived client on every topic, reading one frame per `pace` seconds (0: at once).
     A slow one falls behind, has results dropped, and may be disconnected: it reconnects."""
     while time.monotonic() < deadline:
+        ws = None
         try:
             ws = await open_client(server)
             for topic in range(TOPICS):
@@ -254,6 +255,10 @@ async def reader(server: Server, deadline: float, pace: float, tally: Tally) -> 
         except (OSError, InvalidStatus, TimeoutError) as exc:
             tally.unexpected.append(f"reader: {exc!r}")
             await asyncio.sleep(0.5)
+        finally:
+            if ws is not None:
+                # A client left half-closed would stay "connected" for good.
+                ws.transport.abort()
 
 
 async def never_reader(server: Server, deadline: float) -> None:

@@ -28,6 +28,9 @@ use crate::App;
 const KEEP_FRAMES: usize = 64;
 const KEEP_BYTES: usize = 8 * 1024;
 
+/// Drain-and-write rounds per wake-up of a connection's writer.
+const WRITE_ROUNDS: usize = 4;
+
 /// How long a closing peer gets to answer our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -258,10 +261,13 @@ enum Flow {
     Closed,
 }
 
-/// Writes the outbox until it is empty: finish what the wire holds (the
-/// rest of a direct write or of the last batch), drain, frame the batch into
-/// one buffer, hand it to the wire, repeat. The final, empty drain lets
-/// results write through again.
+/// Writes the outbox until it is empty, or for `WRITE_ROUNDS` rounds:
+/// finish what the wire holds (the rest of a write-through or of the last
+/// batch), drain, frame the batch into one buffer, hand it to the wire,
+/// repeat. The final, empty drain lets results write through again. The
+/// bound keeps a client that is sent to without pause from starving its
+/// own reading side (its `complete`, pongs, close frame): the connection's
+/// loop runs between calls, and what was pushed meanwhile wakes it again.
 #[allow(clippy::too_many_arguments)]
 async fn write_out(
     ws: &mut Ws,
@@ -273,7 +279,7 @@ async fn write_out(
     app: &App,
     custom: &mut Option<Custom>,
 ) -> Result<Flow, WsError> {
-    loop {
+    for _ in 0..WRITE_ROUNDS {
         wire.flush().await?;
         outbox.drain_into(batch);
         if batch.is_empty() {
@@ -319,6 +325,7 @@ async fn write_out(
             return Ok(Flow::Closed);
         }
     }
+    Ok(Flow::Open)
 }
 
 /// Frees the writer's buffers if a burst left them large (they are empty).
