@@ -24,6 +24,28 @@ impl Resolver for Greeter {
     }
 }
 
+/// A client of the server at `addr`, acknowledged with `init` as its
+/// payload, whose subscription `query` (id `s`) the engine has registered.
+async fn subscribed(
+    engine: &Engine,
+    addr: std::net::SocketAddr,
+    init: Value,
+    query: &str,
+) -> Client {
+    let mut client = Client::connect(addr, Some("graphql-transport-ws")).await;
+    client
+        .send(json!({"type": "connection_init", "payload": init}))
+        .await;
+    assert_eq!(client.recv().await, json!({"type": "connection_ack"}));
+    client.subscribe("s", query, json!({})).await;
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while engine.registry().counts().2 == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    client
+}
+
 #[tokio::test]
 async fn bind_engine_serves_the_given_engine_and_its_hooks() {
     let mut schema = Schema::parse(SCHEMA).unwrap();
@@ -51,23 +73,13 @@ async fn bind_engine_serves_the_given_engine_and_its_hooks() {
         let _ = stopped.await;
     }));
 
-    let mut client = Client::connect(addr, Some("graphql-transport-ws")).await;
-    client
-        .send(json!({"type": "connection_init", "payload": {"greeting": "hi"}}))
-        .await;
-    assert_eq!(client.recv().await, json!({"type": "connection_ack"}));
-    client
-        .subscribe(
-            "s",
-            "subscription { orderCreated(tenantId: 5) { id status } }",
-            json!({}),
-        )
-        .await;
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while engine.registry().counts().2 == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let mut client = subscribed(
+        &engine,
+        addr,
+        json!({"greeting": "hi"}),
+        "subscription { orderCreated(tenantId: 5) { id status } }",
+    )
+    .await;
     // Served: the node's dispatcher fans out; the receipt says when it has.
     let done_publish = engine
         .publish(
@@ -149,21 +161,13 @@ async fn a_full_backlog_makes_a_publish_wait_then_refuses_it_with_503() {
     let done = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    let mut client = Client::connect(addr, Some("graphql-transport-ws")).await;
-    client.send(json!({"type": "connection_init"})).await;
-    assert_eq!(client.recv().await, json!({"type": "connection_ack"}));
-    client
-        .subscribe(
-            "s",
-            "subscription { orderCreated(tenantId: 5) { id } }",
-            json!({}),
-        )
-        .await;
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while engine.registry().counts().2 == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let mut client = subscribed(
+        &engine,
+        addr,
+        json!({}),
+        "subscription { orderCreated(tenantId: 5) { id } }",
+    )
+    .await;
     let order = |id: u32| json!({"topic": "o:5", "data": {"id": id}}).to_string();
 
     // The oldest resolution that started, once one has.
