@@ -44,8 +44,12 @@ step "end-to-end tests with stock clients (graphql-ws on Node, gql on Python)"
 cargo build --locked -p fanwire-server --bin fanwire
 FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire" bash tests/e2e.sh
 
-step "adversarial suite: hostile clients against the release binary (tests/adversarial)"
-bash tests/adversarial/run.sh
+step "adversarial suite: hostile clients against the binary (tests/adversarial)"
+# The debug binary built above: a release build would compile every
+# dependency again (8.5 of a cold run's minutes) to test the same behaviour,
+# and debug adds overflow checks. `tests/adversarial/run.sh` alone builds
+# the release binary.
+FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire" bash tests/adversarial/run.sh
 
 step "Python package: maturin wheel, pytest over every serving mode, mypy --strict, stubtest"
 bash python/check.sh

@@ -1,6 +1,6 @@
 """The adversarial suite's harness: a `fanwire serve` process, raw HTTP, WebSocket clients, JWTs.
 
-The server under test is the release binary named by FANWIRE_BIN, run on
+The server under test is the binary named by FANWIRE_BIN (release, or debug in CI), run on
 127.0.0.1 with a config written per server (small limits, so the suite is
 quick). Every wait has a deadline and names what it waited for; nothing here
 waits for a span of time to pass.
