@@ -269,9 +269,15 @@ async fn killing_the_listener_while_rows_are_inserted_loses_and_repeats_nothing(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"
     );
     let mut got = Vec::new();
+    // Each delivery's engine seq and event id: if a row ever arrives twice,
+    // they tell a second publish of it (same id, new seq) from a second
+    // delivery of one publish (same seq).
+    let mut stamps = Vec::new();
     let mut kills = 0;
     while got.len() < ROWS as usize {
-        let change = data(&c.recv().await, "rowChanged");
+        let frame = c.recv().await;
+        stamps.push(frame["payload"]["extensions"].to_string());
+        let change = data(&frame, "rowChanged");
         assert_eq!(change["op"], "INSERT");
         got.push(change["new"]["n"].as_i64().unwrap());
         if got.len() == 40 || got.len() == 120 {
@@ -294,7 +300,15 @@ async fn killing_the_listener_while_rows_are_inserted_loses_and_repeats_nothing(
     inserter.await.unwrap();
     assert_eq!(kills, 2);
     let expected: Vec<i64> = (1..=ROWS as i64).collect();
-    assert_eq!(got, expected, "every committed row once, in order");
+    assert!(
+        stamps[0].contains(&format!("\"{outbox}:")),
+        "outbox events carry the id <table>:<seq>: {}",
+        stamps[0]
+    );
+    assert_eq!(
+        got, expected,
+        "every committed row once, in order; each delivery's extensions: {stamps:?}"
+    );
     assert!(bus_metric(&server, "fanwire_bus_retries_total{component=\"postgres\"}").await >= 2.0);
     // Nothing more arrives: no row was delivered twice.
     db.execute(&format!("INSERT INTO {table} (n) VALUES (0)"), &[])
