@@ -137,6 +137,8 @@ fn close_codes_match_the_reference() {
     let table = [
         (CloseCode::Normal, 1000),
         (CloseCode::GoingAway, 1001),
+        (CloseCode::ProtocolError, 1002),
+        (CloseCode::InvalidPayload, 1007),
         (CloseCode::MessageTooBig, 1009),
         (CloseCode::BadRequest, 4400),
         (CloseCode::Unauthorized, 4401),

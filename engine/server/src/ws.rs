@@ -155,6 +155,12 @@ pub(crate) async fn serve(
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
+                        if let Some(close) = framing_close(&e) {
+                            // RFC 6455 7.1.7: a client that broke the framing
+                            // is told why before its socket closes.
+                            outbox.set_write_through(None);
+                            let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(Message::Close(Some(close_frame(close))))).await;
+                        }
                         break;
                     }
                 }
@@ -336,6 +342,17 @@ fn release_if_large(batch: &mut VecDeque<Frame>, out: &mut Vec<u8>) {
     if out.capacity() > KEEP_BYTES {
         *out = Vec::new();
     }
+}
+
+/// The close for a read error that is the client's fault at the framing
+/// level; `None` for a socket error (nobody is left to tell).
+fn framing_close(error: &WsError) -> Option<Close> {
+    let code = match error {
+        WsError::Protocol(_) => CloseCode::ProtocolError,
+        WsError::Utf8(_) => CloseCode::InvalidPayload,
+        _ => return None,
+    };
+    Some(Close::with_reason(code, error.to_string()))
 }
 
 fn close_frame(close: Close) -> CloseFrame {

@@ -8,6 +8,11 @@ pub enum CloseCode {
     Normal = 1000,
     /// The server is going away (shutdown).
     GoingAway = 1001,
+    /// The peer broke the WebSocket framing (RFC 6455: unmasked, reserved
+    /// bits or opcodes, a bad control frame).
+    ProtocolError = 1002,
+    /// A text message that is not UTF-8.
+    InvalidPayload = 1007,
     /// A message exceeded the configured frame size.
     MessageTooBig = 1009,
     /// Malformed or unexpected client message.
@@ -41,6 +46,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "Normal closure",
             CloseCode::GoingAway => "Server shutting down",
+            CloseCode::ProtocolError => "Protocol error",
+            CloseCode::InvalidPayload => "Invalid frame payload data",
             CloseCode::MessageTooBig => "Message too big",
             CloseCode::BadRequest => "Invalid message received",
             CloseCode::Unauthorized => "Unauthorized",
