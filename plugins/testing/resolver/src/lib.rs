@@ -3,6 +3,8 @@
 //! field's arguments (`mode`) if the field has one, else from its config
 //! (`{"mode": "..."}`), else `echo`:
 //!
+//! - `pass`: the event's data as it came, not parsed (for benchmarks of
+//!   the host's share of a call);
 //! - `echo`: the event's data (an object) with `"by": "<version>"` added;
 //! - `upper`: the data with its `payload` member (config `field`)
 //!   upper-cased, and `"by"` as for `echo`;
@@ -32,6 +34,12 @@ static VERSION: &str = "fanwire-resolver:00000000";
 
 fn version() -> String {
     std::hint::black_box(VERSION)["fanwire-resolver:".len()..].to_owned()
+}
+
+/// The config, read once per instance (it does not change while one lives).
+fn config() -> &'static Map<String, Value> {
+    static CONFIG: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| object(&host::config()))
 }
 
 fn object(text: &str) -> Map<String, Value> {
@@ -67,15 +75,18 @@ struct Resolver;
 
 impl Guest for Resolver {
     fn resolve(event: Event, call: FieldCall) -> Result<String, GraphqlError> {
-        let config = object(&host::config());
+        let config = config();
         let arguments = object(&call.arguments);
-        let mode = setting(&arguments, &config, "mode").unwrap_or_else(|| "echo".into());
+        let mode = setting(&arguments, config, "mode").unwrap_or_else(|| "echo".into());
+        if mode == "pass" {
+            return Ok(event.data);
+        }
         let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
         match mode.as_str() {
             "echo" => Ok(stamped(data)),
             "upper" => {
                 let field =
-                    setting(&Map::new(), &config, "field").unwrap_or_else(|| "payload".into());
+                    setting(&Map::new(), config, "field").unwrap_or_else(|| "payload".into());
                 let mut data = data;
                 if let Some(Value::String(s)) = data.get_mut(&field) {
                     *s = s.to_uppercase();
@@ -105,7 +116,7 @@ impl Guest for Resolver {
             }
             "error" => Err(GraphqlError {
                 message: "refused by the resolver".into(),
-                code: setting(&arguments, &config, "code"),
+                code: setting(&arguments, config, "code"),
             }),
             "not-json" => Ok("{not json".into()),
             "trap" => panic!("trap requested"),
