@@ -424,13 +424,11 @@ fn main() {
         );
         // `PLUGINS_BENCH_PROFILE=resolver-<mode>:<events>`: only publish
         // to this engine, for `perf record`, then stop.
-        if let Some(events) = std::env::var("PLUGINS_BENCH_PROFILE").ok().and_then(|t| {
-            Some(
-                t.strip_prefix(&format!("resolver-{mode}:"))?
-                    .parse::<u32>()
-                    .ok()?,
-            )
-        }) {
+        let profile = std::env::var("PLUGINS_BENCH_PROFILE").ok();
+        let prefix = format!("resolver-{mode}:");
+        if let Some(events) =
+            (profile.as_deref()).and_then(|t| t.strip_prefix(&prefix)?.parse::<u32>().ok())
+        {
             let start = Instant::now();
             for _ in 0..events {
                 std::hint::black_box(publish_now(&engine, std::slice::from_ref(&event)));
