@@ -159,6 +159,48 @@ impl Debug for Resolution {
 pub trait Resolver: Send + Sync + Debug {
     /// `data` is the event's data after filters (redactions applied).
     fn resolve(&self, event: &Event, data: &Value, group: &GroupInfo) -> Resolution;
+
+    /// What the engine calls: [`Resolver::resolve`] unless overridden, with
+    /// `text`, the event's data as JSON text shared by the event's groups
+    /// (`None` for a group whose data a filter changed: render `data`). A
+    /// resolver that hands the data over as text (a WebAssembly component)
+    /// overrides it to serialise once per event rather than once per group.
+    fn resolve_shared(
+        &self,
+        event: &Event,
+        data: &Value,
+        text: Option<&DataText<'_>>,
+        group: &GroupInfo,
+    ) -> Resolution {
+        let _ = text;
+        self.resolve(event, data, group)
+    }
+}
+
+/// An event's data as JSON text, rendered on first use and then shared by
+/// every group of the event whose data no filter changed.
+#[derive(Debug)]
+pub struct DataText<'a> {
+    data: &'a Value,
+    // A `OnceCell`: one dispatching thread renders and reads it.
+    text: std::cell::OnceCell<String>,
+}
+
+impl<'a> DataText<'a> {
+    /// `data`, not rendered yet.
+    pub fn new(data: &'a Value) -> Self {
+        DataText {
+            data,
+            text: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The data as JSON text.
+    pub fn get(&self) -> &str {
+        // Serialising a JSON value (string keys only) cannot fail.
+        self.text
+            .get_or_init(|| serde_json::to_string(self.data).unwrap_or_else(|_| "null".into()))
+    }
 }
 
 /// Runs pending resolutions: the host's executor (a tokio runtime, an asyncio loop).
@@ -288,6 +330,15 @@ mod tests {
         redact(&mut v, &["items", "x"]);
         redact(&mut v, &["missing", "z"]);
         assert_eq!(v, json!({"a": {"c": 2}, "items": [{"y": 2}, {}]}));
+    }
+
+    #[test]
+    fn data_text_renders_once_and_is_shared() {
+        let data = json!({"a": [1, "x"]});
+        let text = DataText::new(&data);
+        let first: *const str = text.get();
+        assert_eq!(text.get(), r#"{"a":[1,"x"]}"#);
+        assert!(std::ptr::eq(first, text.get()));
     }
 
     #[test]

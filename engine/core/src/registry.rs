@@ -16,7 +16,9 @@ use tokio::sync::Notify;
 use crate::backlog::Backlog;
 use crate::error::{codes, GraphQLError};
 use crate::event::Event;
-use crate::hooks::{redact, Asked, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict};
+use crate::hooks::{
+    redact, Asked, DataText, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict,
+};
 use crate::metrics::{Metrics, Reason};
 use crate::operation::Prepared;
 use crate::outbox::{Batch, Frame, Outbox, Pushed};
@@ -579,10 +581,11 @@ fn filter<'e>(
 }
 
 /// An event and its results' `extensions` member, rendered once for all
-/// the groups it reaches.
+/// the groups it reaches; its data as text, rendered if a resolver asks.
 struct Outgoing<'a> {
     event: &'a Event,
     extensions: Arc<[u8]>,
+    data_text: DataText<'a>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -590,6 +593,7 @@ impl<'a> Outgoing<'a> {
         Outgoing {
             event,
             extensions: event_extensions(event.seq, event.id.as_deref()).into(),
+            data_text: DataText::new(&event.data),
         }
     }
 }
@@ -626,7 +630,9 @@ fn resolve_and_fan_out(
         // Python host): queued for the writers, never written through there.
         audience: audience.queued(),
     };
-    match resolver.resolve(event, &data, &group.info) {
+    // The shared text is the event's own data: not for data a filter changed.
+    let text = std::ptr::eq(&*data, &event.data).then_some(&outgoing.data_text);
+    match resolver.resolve_shared(event, &data, text, &group.info) {
         Resolution::Ready(result) if group.turnstile.is_turn(ticket) => {
             group.fan_out(
                 Arc::from(project(

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use fanwire_core::error::{codes, GraphQLError};
 use fanwire_core::hooks::{
-    Accepted, Asked, ConnectionRequest, Decision, EventFilter, GroupInfo, Resolution, Resolver,
-    Spawner, SubscriptionPolicy, Verdict,
+    Accepted, Asked, ConnectionRequest, DataText, Decision, EventFilter, GroupInfo, Resolution,
+    Resolver, Spawner, SubscriptionPolicy, Verdict,
 };
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::{assemble_next, Protocol};
@@ -409,6 +409,88 @@ fn resolvers_run_once_per_group_and_errors_become_field_errors_with_a_path() {
         Value::Null,
         "a non-null field's error nulls data"
     );
+}
+
+/// Redacts `secret` for user "o" only.
+#[derive(Debug)]
+struct RedactForO;
+
+impl EventFilter for RedactForO {
+    fn name(&self) -> &str {
+        "redact-for-o"
+    }
+    fn prepare(&self, group: &GroupInfo) -> Verdict {
+        match group.principal.subject.as_deref() {
+            Some("o") => Verdict::PerEvent(None),
+            _ => Verdict::AllowAll,
+        }
+    }
+    fn decide(&self, _: &Event, groups: &[Asked<'_>]) -> Vec<Decision> {
+        vec![Decision::Redact(vec!["secret".into()]); groups.len()]
+    }
+}
+
+/// Resolves from the shared text when it is given, and records, per
+/// subject, the text's address (or `None`).
+#[derive(Debug, Default)]
+struct FromText {
+    seen: Mutex<Vec<(String, Option<usize>)>>,
+}
+
+impl Resolver for FromText {
+    fn resolve(&self, _: &Event, data: &Value, _: &GroupInfo) -> Resolution {
+        Resolution::Ready(Ok(data.clone()))
+    }
+
+    fn resolve_shared(
+        &self,
+        _: &Event,
+        data: &Value,
+        text: Option<&DataText<'_>>,
+        group: &GroupInfo,
+    ) -> Resolution {
+        let subject = group.principal.subject.clone().unwrap_or_default();
+        let at = text.map(|t| t.get().as_ptr() as usize);
+        self.seen.lock().unwrap().push((subject, at));
+        Resolution::Ready(Ok(match text {
+            Some(text) => serde_json::from_str(text.get()).unwrap(),
+            None => data.clone(),
+        }))
+    }
+}
+
+#[test]
+fn the_data_text_is_rendered_once_per_event_and_never_for_data_a_filter_changed() {
+    let resolver = Arc::new(FromText::default());
+    let mut resolvers = std::collections::HashMap::new();
+    resolvers.insert("orders".to_owned(), resolver.clone() as Arc<dyn Resolver>);
+    let engine = engine(Hooks {
+        connection: Arc::new(UserFromInit),
+        filters: vec![Arc::new(RedactForO)],
+        resolvers,
+        ..Hooks::default()
+    });
+    let q = "subscription { orders { id secret } }";
+    let (a, b, o) = (
+        connect(&engine, "a", q),
+        connect(&engine, "b", q),
+        connect(&engine, "o", q),
+    );
+    publish_now(&engine, &[order("a", 1)]);
+    let mut seen = resolver.seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen[0].1.is_some() && seen[0].1 == seen[1].1,
+        "a and b share one rendering: {seen:?}"
+    );
+    assert_eq!(seen[2], ("o".to_owned(), None));
+    for (conn, secret) in [(&a, json!("s3")), (&b, json!("s3")), (&o, Value::Null)] {
+        assert_eq!(
+            frames(conn)[0]["payload"]["data"]["orders"],
+            json!({"id": "1", "secret": secret})
+        );
+    }
 }
 
 type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;

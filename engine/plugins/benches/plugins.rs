@@ -305,7 +305,8 @@ fn main() {
         spec("row-filter", Kind::EventFilter),
         spec("federation", Kind::EventFilter),
     ];
-    let host = PluginHost::with_runtime(pooled.clone(), &specs, None, &dist(), &dist()).unwrap();
+    let host =
+        PluginHost::with_runtime(pooled.clone(), &specs, &[], None, &dist(), &dist()).unwrap();
     let (secured, _keep_secured) = engine_with_subscriptions(host.hooks(base));
     let event = Event::new(
         "orders:t1",

@@ -1,11 +1,15 @@
 //! The plugin sections of the host's TOML: the runtime's limits
-//! (`[plugin_runtime]`), which plugins run (`[[plugins]]`) and the native
-//! JWT connection policy (`[auth.jwt]`, see [`crate::jwt`]).
+//! (`[plugin_runtime]`), which plugins run (`[[plugins]]`), which fields
+//! component resolvers compute (`[[resolvers]]`) and the native JWT
+//! connection policy (`[auth.jwt]`, see [`crate::jwt`]).
 
 use std::path::PathBuf;
 
+use fanwire_core::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::LoadError;
 
 /// What a plugin implements: which WIT world it must export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -19,6 +23,9 @@ pub enum Kind {
     ConnectionPolicy,
     /// `transport-adapter`: a custom WebSocket subprotocol.
     TransportAdapter,
+    /// `field-resolver`: computes a subscription field's value, once per
+    /// group per event (from 0.3). Bound to its field in `[[resolvers]]`.
+    FieldResolver,
 }
 
 impl Kind {
@@ -29,6 +36,7 @@ impl Kind {
             Kind::SubscriptionPolicy => "subscription-policy",
             Kind::ConnectionPolicy => "connection-policy",
             Kind::TransportAdapter => "transport-adapter",
+            Kind::FieldResolver => "field-resolver",
         }
     }
 
@@ -39,6 +47,7 @@ impl Kind {
             Kind::SubscriptionPolicy => "subscription",
             Kind::ConnectionPolicy => "connection",
             Kind::TransportAdapter => "transport",
+            Kind::FieldResolver => "resolver",
         }
     }
 }
@@ -163,6 +172,73 @@ impl PluginSpec {
     }
 }
 
+/// One `[[resolvers]]` entry: a `field-resolver` component that computes
+/// a `Subscription` field's value, once per group per event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverSpec {
+    /// The `Subscription` field it computes; at most one resolver per field.
+    pub field: String,
+    /// The component file, relative to the plugin folder.
+    pub path: PathBuf,
+    /// The name in logs and metrics; defaults to the file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// This resolver's call deadline in milliseconds (else the runtime's).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// This resolver's memory cap in MiB (else the runtime's).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// The resolver's own settings, handed to it as a JSON object.
+    #[serde(default)]
+    pub config: Map<String, Value>,
+}
+
+impl ResolverSpec {
+    /// The name in logs and metrics.
+    pub fn name(&self) -> String {
+        self.plugin().name()
+    }
+
+    /// The same entry as a plugin of kind `field-resolver` scoped to its
+    /// field: how the plugin host loads, names and reloads it.
+    pub fn plugin(&self) -> PluginSpec {
+        PluginSpec {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            kind: Kind::FieldResolver,
+            order: 0,
+            fields: vec![self.field.clone()],
+            topics: Vec::new(),
+            timeout_ms: self.timeout_ms,
+            memory_mb: self.memory_mb,
+            config: self.config.clone(),
+        }
+    }
+
+    /// Checks each binding against the schema before anything loads: its
+    /// field must be a field of the `Subscription` type. (The plugin host
+    /// refuses two resolvers for one field.)
+    pub fn check_fields(resolvers: &[ResolverSpec], schema: &Schema) -> Result<(), LoadError> {
+        for r in resolvers {
+            if schema.topic(&r.field).is_none() {
+                let mut fields: Vec<&str> = schema.subscription_fields().collect();
+                fields.sort_unstable();
+                return Err(LoadError::Config(format!(
+                    "resolver {} ({}): the schema's {} type has no field `{}` (its fields: {})",
+                    r.name(),
+                    r.path.display(),
+                    schema.subscription_type(),
+                    r.field,
+                    fields.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +254,28 @@ mod tests {
         assert!(spec.applies_to("orders", "exact"));
         assert!(!spec.applies_to("orders", "exactly"));
         assert!(!spec.applies_to("users", "orders:5"));
+    }
+
+    #[test]
+    fn resolvers_name_a_subscription_field() {
+        let schema =
+            Schema::parse("type Query { ok: Boolean }\ntype Subscription { tick: Int, tock: Int }")
+                .unwrap();
+        let spec = |field: &str| -> ResolverSpec {
+            toml::from_str(&format!("field = '{field}'\npath = 'dir/upper.wasm'")).unwrap()
+        };
+        assert_eq!(spec("tick").name(), "upper");
+        assert_eq!(spec("tick").plugin().kind, Kind::FieldResolver);
+        assert!(ResolverSpec::check_fields(&[spec("tick"), spec("tock")], &schema).is_ok());
+        let err = ResolverSpec::check_fields(&[spec("ok")], &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Subscription type has no field `ok` (its fields: tick, tock)"),
+            "{err}"
+        );
+        assert!(
+            toml::from_str::<ResolverSpec>("field = 'tick'\npath = 'a.wasm'\nkind = 'x'").is_err()
+        );
     }
 }

@@ -7,7 +7,7 @@ use fanwire_core::{Event, Principal};
 use crate::bindings::v0_1::types;
 use crate::guest::{self, Shape};
 
-fn json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
     // Serialising maps of JSON values cannot fail.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
 }

@@ -1,7 +1,7 @@
 //! A WASM `event-filter` plugin as the core's [`EventFilter`], for every
-//! interface version: a 0.2 plugin's per-group contexts live in the core's
-//! verdicts and each distinct one crosses once per event; a 0.1 plugin gets
-//! whole groups.
+//! interface version: a 0.2 or 0.3 plugin's per-group contexts live in the
+//! core's verdicts and each distinct one crosses once per event; a 0.1
+//! plugin gets whole groups.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -12,6 +12,7 @@ use fanwire_core::Event;
 use crate::bindings::v0_1::filter::exports::fanwire::plugin::filter as wit01;
 use crate::bindings::v0_1::types;
 use crate::bindings::v0_2::filter::exports::fanwire::plugin::filter as wit02;
+use crate::bindings::v0_3::filter::exports::fanwire::plugin::filter as wit03;
 use crate::config::PluginSpec;
 use crate::convert;
 use crate::guest::{self, Shape};
@@ -106,8 +107,8 @@ impl WasmFilter {
             .collect())
     }
 
-    /// 0.2: each distinct context crosses once; its decision goes to every
-    /// group that has it.
+    /// 0.2 and later: each distinct context crosses once; its decision goes
+    /// to every group that has it.
     fn decide_v0_2(&self, event: &Event, groups: &[Asked<'_>]) -> Result<Vec<Decision>, String> {
         // One group with its context (S1, and any topic of one principal):
         // no deduplication to do.
@@ -177,7 +178,13 @@ impl WasmFilter {
                     b.fanwire_plugin_filter()
                         .call_decide(&mut slot.store, &wit_event, contexts)
                 }
-                _ => unreachable!("a 0.2 filter plugin is loaded with the 0.2 event-filter world"),
+                Bindings::Filter03(b) => b
+                    .fanwire_plugin_filter()
+                    .call_decide(&mut slot.store, &wit_event, contexts)
+                    .map(|d| d.into_iter().map(decision_v0_3).collect()),
+                _ => {
+                    unreachable!("a 0.2 or 0.3 filter plugin is loaded with its event-filter world")
+                }
             })
             .map_err(|f| self.failed(f))?;
         if decisions.len() != contexts.len() {
@@ -214,6 +221,28 @@ impl WasmFilter {
         self.plugin.metrics.decision(Answer::PerEvent, 1);
         self.need(paths);
         Verdict::PerEvent(context)
+    }
+}
+
+/// A 0.3 verdict as 0.2's (the `filter` interface is the same in both).
+fn verdict_v0_3(v: wit03::Verdict) -> wit02::Verdict {
+    match v {
+        wit03::Verdict::AllowAll => wit02::Verdict::AllowAll,
+        wit03::Verdict::DenyAll(r) => wit02::Verdict::DenyAll(r),
+        wit03::Verdict::PerEvent(p) => wit02::Verdict::PerEvent(wit02::PerEvent {
+            fields: p.fields,
+            context: p.context,
+        }),
+    }
+}
+
+/// A 0.3 decision as 0.2's.
+fn decision_v0_3(d: wit03::Decision) -> wit02::Decision {
+    match d {
+        wit03::Decision::Allow => wit02::Decision::Allow,
+        wit03::Decision::Deny(r) => wit02::Decision::Deny(r),
+        wit03::Decision::Redact(p) => wit02::Decision::Redact(p),
+        wit03::Decision::Replace(j) => wit02::Decision::Replace(j),
     }
 }
 
@@ -260,6 +289,10 @@ impl EventFilter for WasmFilter {
                 Bindings::Filter02(b) => b
                     .fanwire_plugin_filter()
                     .call_prepare(&mut slot.store, &sub),
+                Bindings::Filter03(b) => b
+                    .fanwire_plugin_filter()
+                    .call_prepare(&mut slot.store, &sub)
+                    .map(verdict_v0_3),
                 _ => unreachable!("a filter plugin is loaded with the event-filter world"),
             });
         match verdict {
@@ -274,7 +307,7 @@ impl EventFilter for WasmFilter {
             Ok(wit02::Verdict::PerEvent(p)) => {
                 let context = match self.plugin.version() {
                     Version::V0_1 => None,
-                    Version::V0_2 => Some(Arc::from(p.context)),
+                    Version::V0_2 | Version::V0_3 => Some(Arc::from(p.context)),
                 };
                 self.verdict(p.fields, context)
             }
@@ -291,7 +324,7 @@ impl EventFilter for WasmFilter {
     fn decide(&self, event: &Event, groups: &[Asked<'_>]) -> Vec<Decision> {
         let decided = match self.plugin.version() {
             Version::V0_1 => self.decide_v0_1(event, groups),
-            Version::V0_2 => self.decide_v0_2(event, groups),
+            Version::V0_2 | Version::V0_3 => self.decide_v0_2(event, groups),
         };
         match decided {
             Ok(d) if d.len() == groups.len() => {

@@ -130,4 +130,10 @@ mod v0_2_host {
     host_interface!(crate::bindings::v0_2::host::Host);
 }
 
+mod v0_3_host {
+    use super::HostState;
+    use crate::bindings::v0_3::host::Level;
+    host_interface!(crate::bindings::v0_3::host::Host);
+}
+
 impl types::Host for HostState {}

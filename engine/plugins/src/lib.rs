@@ -13,10 +13,13 @@
 //! - `host`: what plugins import (log, clock, config) and the memory limiter.
 //! - [`filter`], [`policy`]: plugins as the core's `EventFilter`,
 //!   `SubscriptionPolicy` and `ConnectionPolicy`.
+//! - [`resolver`]: a field-resolver plugin as the core's `Resolver`.
 //! - [`transport`]: a custom subprotocol plugin, translated to graphql-transport-ws.
-//! - [`set`]: the configured plugins as `Hooks`; reload and atomic swap.
+//! - [`set`]: the configured plugins and resolvers as `Hooks`; reload and
+//!   atomic swap.
 //! - [`jwt`]: the native JWT connection policy.
-//! - [`config`]: the TOML sections; [`metrics`]: `fanwire_plugin_*`.
+//! - [`config`]: the TOML sections (`[plugin_runtime]`, `[[plugins]]`,
+//!   `[[resolvers]]`); [`metrics`]: `fanwire_plugin_*`.
 //! - `convert`: core values to WIT values and back.
 //! - `guest`: the JSON text and paths a plugin returns, read with no wasmtime
 //!   types (the fuzz target compiles it alone).
@@ -35,11 +38,12 @@ pub mod jwt;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;
+pub mod resolver;
 pub mod runtime;
 pub mod set;
 pub mod transport;
 
-pub use config::{Kind, PluginSpec, RuntimeConfig};
+pub use config::{Kind, PluginSpec, ResolverSpec, RuntimeConfig};
 pub use metrics::{CacheResult, PluginMetrics};
 pub use plugin::{LoadOptions, Plugin, Version};
 pub use runtime::Runtime;

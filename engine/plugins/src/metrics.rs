@@ -71,12 +71,12 @@ impl PluginMetrics {
             );
             r.register(
                 "plugin_decisions",
-                "Plugin answers by kind: allow, deny, redact, replace (filters), allow_all, deny_all, per_event (verdicts), accept, reject (policies)",
+                "Plugin answers by kind: allow, deny, redact, replace (filters), allow_all, deny_all, per_event (verdicts), accept, reject (policies), value, error, not_json, failed (resolvers)",
                 self.decisions.clone(),
             );
             r.register(
                 "plugin_faults",
-                "Plugin calls that failed and were answered with a denial: trap, timeout, memory, instantiate",
+                "Plugin calls that failed (trap, timeout, memory, instantiate), answered with a denial, or by a resolver with a null field and an error",
                 self.faults.clone(),
             );
             r.register(
@@ -227,16 +227,18 @@ pub(crate) enum Function {
     Decode,
     Encode,
     Template,
+    Resolve,
 }
 
 impl Function {
-    const ALL: [Function; 6] = [
+    const ALL: [Function; 7] = [
         Function::Prepare,
         Function::Decide,
         Function::Check,
         Function::Decode,
         Function::Encode,
         Function::Template,
+        Function::Resolve,
     ];
 
     /// The metric label (and the export's name in logs).
@@ -248,6 +250,7 @@ impl Function {
             Function::Decode => "decode",
             Function::Encode => "encode",
             Function::Template => "template",
+            Function::Resolve => "resolve",
         }
     }
 }
@@ -264,10 +267,18 @@ pub(crate) enum Answer {
     PerEvent,
     Accept,
     Reject,
+    /// A resolver's value.
+    Value,
+    /// A resolver's own error (`err(graphql-error)`).
+    Error,
+    /// A resolver's answer that is not JSON.
+    NotJson,
+    /// A resolver call that faulted (see `plugin_faults` for how).
+    Failed,
 }
 
 impl Answer {
-    const ALL: [Answer; 9] = [
+    const ALL: [Answer; 13] = [
         Answer::Allow,
         Answer::Deny,
         Answer::Redact,
@@ -277,6 +288,10 @@ impl Answer {
         Answer::PerEvent,
         Answer::Accept,
         Answer::Reject,
+        Answer::Value,
+        Answer::Error,
+        Answer::NotJson,
+        Answer::Failed,
     ];
 
     fn label(self) -> &'static str {
@@ -290,6 +305,10 @@ impl Answer {
             Answer::PerEvent => "per_event",
             Answer::Accept => "accept",
             Answer::Reject => "reject",
+            Answer::Value => "value",
+            Answer::Error => "error",
+            Answer::NotJson => "not_json",
+            Answer::Failed => "failed",
         }
     }
 }
@@ -300,8 +319,8 @@ impl Answer {
 pub(crate) struct Handles {
     pub call_seconds: Histogram,
     faults: [Counter; 4],
-    calls: [Counter; 6],
-    decisions: [Counter; 9],
+    calls: [Counter; 7],
+    decisions: [Counter; 13],
 }
 
 impl Handles {

@@ -12,7 +12,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{v0_1, v0_2};
+use crate::bindings::{v0_1, v0_2, v0_3};
 use crate::config::Kind;
 use crate::host::HostState;
 use crate::metrics::{FaultKind, Function, Handles};
@@ -31,6 +31,8 @@ pub enum Version {
     /// `0.2.x`: `filter.prepare` names a context per group and
     /// `filter.decide` receives the distinct contexts.
     V0_2,
+    /// `0.3.x`: adds the `field-resolver` world; the rest is 0.2's.
+    V0_3,
 }
 
 impl Version {
@@ -39,6 +41,7 @@ impl Version {
         match self {
             Version::V0_1 => "0.1",
             Version::V0_2 => "0.2",
+            Version::V0_3 => "0.3",
         }
     }
 
@@ -52,7 +55,7 @@ impl Version {
 
 /// The interface versions this host loads, side by side: a plugin built
 /// for an older minor version keeps loading when the interface grows.
-pub const SUPPORTED: &[Version] = &[Version::V0_1, Version::V0_2];
+pub const SUPPORTED: &[Version] = &[Version::V0_1, Version::V0_2, Version::V0_3];
 
 /// The deadline of an instantiation, in epoch ticks (one second).
 const INSTANTIATE_TICKS: u64 = 1000;
@@ -76,24 +79,34 @@ pub struct LoadOptions {
 enum Pre {
     Filter01(v0_1::filter::EventFilterPre<HostState>),
     Filter02(v0_2::filter::EventFilterPre<HostState>),
+    Filter03(v0_3::filter::EventFilterPre<HostState>),
     Subscription01(v0_1::subscription::SubscriptionPolicyPre<HostState>),
     Subscription02(v0_2::subscription::SubscriptionPolicyPre<HostState>),
+    Subscription03(v0_3::subscription::SubscriptionPolicyPre<HostState>),
     Connection01(v0_1::connection::ConnectionPolicyPre<HostState>),
     Connection02(v0_2::connection::ConnectionPolicyPre<HostState>),
+    Connection03(v0_3::connection::ConnectionPolicyPre<HostState>),
     Transport01(v0_1::transport::TransportAdapterPre<HostState>),
     Transport02(v0_2::transport::TransportAdapterPre<HostState>),
+    Transport03(v0_3::transport::TransportAdapterPre<HostState>),
+    Resolver03(v0_3::resolver::FieldResolverPre<HostState>),
 }
 
 /// The bindings of one live instance, by world and WIT version.
 pub(crate) enum Bindings {
     Filter01(v0_1::filter::EventFilter),
     Filter02(v0_2::filter::EventFilter),
+    Filter03(v0_3::filter::EventFilter),
     Subscription01(v0_1::subscription::SubscriptionPolicy),
     Subscription02(v0_2::subscription::SubscriptionPolicy),
+    Subscription03(v0_3::subscription::SubscriptionPolicy),
     Connection01(v0_1::connection::ConnectionPolicy),
     Connection02(v0_2::connection::ConnectionPolicy),
+    Connection03(v0_3::connection::ConnectionPolicy),
     Transport01(v0_1::transport::TransportAdapter),
     Transport02(v0_2::transport::TransportAdapter),
+    Transport03(v0_3::transport::TransportAdapter),
+    Resolver03(v0_3::resolver::FieldResolver),
 }
 
 /// One instance with its store.
@@ -112,6 +125,7 @@ pub struct Plugin {
     pre: Pre,
     config: Arc<str>,
     memory_cap: usize,
+    timeout_ms: u64,
     deadline_ticks: u64,
     // A std mutex: held to pop or push a slot, never during a call.
     pool: Mutex<Vec<Slot>>,
@@ -209,11 +223,17 @@ impl Plugin {
             (Kind::EventFilter, Version::V0_2) => {
                 Pre::Filter02(v0_2::filter::EventFilterPre::new(ip).map_err(link)?)
             }
+            (Kind::EventFilter, Version::V0_3) => {
+                Pre::Filter03(v0_3::filter::EventFilterPre::new(ip).map_err(link)?)
+            }
             (Kind::SubscriptionPolicy, Version::V0_1) => Pre::Subscription01(
                 v0_1::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
             ),
             (Kind::SubscriptionPolicy, Version::V0_2) => Pre::Subscription02(
                 v0_2::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
+            ),
+            (Kind::SubscriptionPolicy, Version::V0_3) => Pre::Subscription03(
+                v0_3::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
             ),
             (Kind::ConnectionPolicy, Version::V0_1) => {
                 Pre::Connection01(v0_1::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
@@ -221,11 +241,28 @@ impl Plugin {
             (Kind::ConnectionPolicy, Version::V0_2) => {
                 Pre::Connection02(v0_2::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
             }
+            (Kind::ConnectionPolicy, Version::V0_3) => {
+                Pre::Connection03(v0_3::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
+            }
             (Kind::TransportAdapter, Version::V0_1) => {
                 Pre::Transport01(v0_1::transport::TransportAdapterPre::new(ip).map_err(link)?)
             }
             (Kind::TransportAdapter, Version::V0_2) => {
                 Pre::Transport02(v0_2::transport::TransportAdapterPre::new(ip).map_err(link)?)
+            }
+            (Kind::TransportAdapter, Version::V0_3) => {
+                Pre::Transport03(v0_3::transport::TransportAdapterPre::new(ip).map_err(link)?)
+            }
+            (Kind::FieldResolver, Version::V0_3) => {
+                Pre::Resolver03(v0_3::resolver::FieldResolverPre::new(ip).map_err(link)?)
+            }
+            // `check_exports` found a `resolver` interface in a version that
+            // has none: a hand-made component, not one the SDK builds.
+            (Kind::FieldResolver, Version::V0_1 | Version::V0_2) => {
+                return Err(LoadError::UnsupportedVersion {
+                    found: format!("{PACKAGE}/resolver@{}", version.as_str()),
+                    supported: "0.3.x (the first version with the field-resolver world)".into(),
+                })
             }
         };
         let timeout = std::time::Duration::from_millis(options.timeout_ms.max(1));
@@ -239,6 +276,7 @@ impl Plugin {
             pre,
             config: Arc::from(Value::Object(options.config).to_string()),
             memory_cap: (options.memory_mb.min(runtime.config().max_memory_mb) as usize) << 20,
+            timeout_ms: options.timeout_ms.max(1),
             // One tick more than the deadline: the first tick may come at once.
             deadline_ticks: (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1,
             pool: Mutex::new(Vec::new()),
@@ -271,6 +309,16 @@ impl Plugin {
         &self.digest
     }
 
+    /// The deadline of one call, in milliseconds.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    /// The memory cap of one instance, in MiB.
+    pub fn memory_mb(&self) -> u64 {
+        (self.memory_cap >> 20) as u64
+    }
+
     /// Creates and drops one instance (for benchmarks of instantiation).
     #[doc(hidden)]
     pub fn instantiate_once(&self) -> Result<(), LoadError> {
@@ -297,12 +345,17 @@ impl Plugin {
         let bindings = match &self.pre {
             Pre::Filter01(p) => Bindings::Filter01(p.instantiate(&mut store)?),
             Pre::Filter02(p) => Bindings::Filter02(p.instantiate(&mut store)?),
+            Pre::Filter03(p) => Bindings::Filter03(p.instantiate(&mut store)?),
             Pre::Subscription01(p) => Bindings::Subscription01(p.instantiate(&mut store)?),
             Pre::Subscription02(p) => Bindings::Subscription02(p.instantiate(&mut store)?),
+            Pre::Subscription03(p) => Bindings::Subscription03(p.instantiate(&mut store)?),
             Pre::Connection01(p) => Bindings::Connection01(p.instantiate(&mut store)?),
             Pre::Connection02(p) => Bindings::Connection02(p.instantiate(&mut store)?),
+            Pre::Connection03(p) => Bindings::Connection03(p.instantiate(&mut store)?),
             Pre::Transport01(p) => Bindings::Transport01(p.instantiate(&mut store)?),
             Pre::Transport02(p) => Bindings::Transport02(p.instantiate(&mut store)?),
+            Pre::Transport03(p) => Bindings::Transport03(p.instantiate(&mut store)?),
+            Pre::Resolver03(p) => Bindings::Resolver03(p.instantiate(&mut store)?),
         };
         Ok(Slot { store, bindings })
     }
@@ -366,13 +419,19 @@ impl Plugin {
         // One line a second per plugin: a plugin failing on every event must
         // not flood the log (the metric counts every fault).
         if self.last_fault_log.swap(now, Ordering::Relaxed) != now {
+            let message = match self.kind {
+                Kind::FieldResolver => {
+                    "resolver call failed: the group's field is null with an error, instance recycled"
+                }
+                _ => "plugin call failed: answered with a denial (fail closed), instance recycled",
+            };
             tracing::warn!(
                 plugin = %self.name,
                 version = %self.digest,
                 function = function.label(),
                 fault = kind.label(),
                 error = %format!("{error:#}"),
-                "plugin call failed: answered with a denial (fail closed), instance recycled"
+                "{message}"
             );
         }
         kind

@@ -36,7 +36,7 @@ impl SubscriptionPolicy for WasmSubscriptionPolicy {
             return Ok(());
         }
         let sub = convert::subscription(group);
-        // Both versions share the `types` records: the same call either way.
+        // Every version shares the `types` records: the same call each way.
         let answer = self
             .plugin
             .call(Function::Check, |slot| match &slot.bindings {
@@ -44,6 +44,9 @@ impl SubscriptionPolicy for WasmSubscriptionPolicy {
                     .fanwire_plugin_subscription()
                     .call_check(&mut slot.store, &sub),
                 Bindings::Subscription02(b) => b
+                    .fanwire_plugin_subscription()
+                    .call_check(&mut slot.store, &sub),
+                Bindings::Subscription03(b) => b
                     .fanwire_plugin_subscription()
                     .call_check(&mut slot.store, &sub),
                 _ => unreachable!("a subscription policy is loaded with its world"),
@@ -123,6 +126,11 @@ impl ConnectionPolicy for WasmConnectionPolicy {
                 ),
                 Bindings::Connection02(b) => check!(
                     crate::bindings::v0_2::connection::exports::fanwire::plugin::connection,
+                    b,
+                    &mut slot.store
+                ),
+                Bindings::Connection03(b) => check!(
+                    crate::bindings::v0_3::connection::exports::fanwire::plugin::connection,
                     b,
                     &mut slot.store
                 ),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::{v0_1, v0_2};
+use crate::bindings::{v0_1, v0_2, v0_3};
 use crate::cache::CompileCache;
 use crate::config::RuntimeConfig;
 use crate::host::HostState;
@@ -92,10 +92,13 @@ impl Runtime {
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         // Each version's `host` under its own name: a 0.1 plugin imports
-        // `fanwire:plugin/host@0.1.0`, a 0.2 plugin `...@0.2.0`.
+        // `fanwire:plugin/host@0.1.0`, a 0.2 plugin `...@0.2.0`, and so on.
         v0_1::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .and_then(|()| {
                 v0_2::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            })
+            .and_then(|()| {
+                v0_3::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             })
             .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
         let cache = config

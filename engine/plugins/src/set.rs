@@ -1,20 +1,22 @@
-//! The configured plugins as the engine's hooks: load them all at start,
-//! reload changed files off the hot path, and swap a complete new set of
-//! hooks atomically (`Engine::set_hooks`), so each event sees one version.
+//! The configured plugins and component resolvers as the engine's hooks:
+//! load them all at start, reload changed files off the hot path, and swap
+//! a complete new set of hooks atomically (`Engine::set_hooks`), so each
+//! event sees one version.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use fanwire_core::hooks::{ConnectionPolicy, EventFilter, Hooks, SubscriptionPolicy};
+use fanwire_core::hooks::{ConnectionPolicy, EventFilter, Hooks, Resolver, SubscriptionPolicy};
 use fanwire_core::Engine;
 
-use crate::config::{Kind, PluginSpec, RuntimeConfig};
+use crate::config::{Kind, PluginSpec, ResolverSpec, RuntimeConfig};
 use crate::filter::WasmFilter;
 use crate::jwt::{JwtConfig, JwtPolicy};
 use crate::plugin::{LoadOptions, Plugin};
 use crate::policy::{WasmConnectionPolicy, WasmSubscriptionPolicy};
+use crate::resolver::WasmResolver;
 use crate::runtime::Runtime;
 use crate::transport::WasmTransport;
 use crate::{LoadError, PluginMetrics};
@@ -27,7 +29,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((meta.len(), meta.modified().ok()))
 }
 
-/// One configured plugin and the version of it in force.
+/// One configured plugin or resolver and the version of it in force.
 #[derive(Debug)]
 struct Entry {
     spec: PluginSpec,
@@ -36,6 +38,8 @@ struct Entry {
     stamp: Option<Stamp>,
     /// For a transport adapter: the plugin with its subprotocol name.
     transport: Option<Arc<WasmTransport>>,
+    /// For a field resolver (`[[resolvers]]`): the field it computes.
+    resolves: Option<String>,
 }
 
 /// The adapter of a transport-adapter plugin (asks its subprotocol once).
@@ -60,7 +64,8 @@ pub struct ReloadReport {
     pub revoked: usize,
 }
 
-/// Every configured plugin, the runtime they share and the native JWT policy.
+/// Every configured plugin and component resolver, the runtime they share
+/// and the native JWT policy.
 #[derive(Debug)]
 pub struct PluginHost {
     runtime: Runtime,
@@ -71,13 +76,16 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
-    /// Loads every plugin (a failure here stops the host from starting: a
-    /// missing security filter must not mean an open door) and registers
-    /// the plugin metrics with the engine's. Relative paths are resolved
-    /// against `base`, the config file's folder.
+    /// Loads every plugin and resolver (a failure here stops the host from
+    /// starting: a missing security filter must not mean an open door) and
+    /// registers the plugin metrics with the engine's. Relative paths are
+    /// resolved against `base`, the config file's folder. Resolvers' fields
+    /// are checked against the schema by the caller
+    /// ([`ResolverSpec::check_fields`]).
     pub fn new(
         runtime_config: RuntimeConfig,
         specs: &[PluginSpec],
+        resolvers: &[ResolverSpec],
         jwt: Option<&JwtConfig>,
         base: &Path,
         metrics: &fanwire_core::metrics::Metrics,
@@ -92,17 +100,19 @@ impl PluginHost {
         // Like the plugin folder, a relative cache folder starts at the config file's.
         runtime_config.cache_dir = runtime_config.cache_dir.map(|dir| base.join(dir));
         let runtime = Runtime::new(runtime_config, plugin_metrics)?;
-        Self::with_runtime(runtime, specs, jwt, base, &folder)
+        Self::with_runtime(runtime, specs, resolvers, jwt, base, &folder)
     }
 
     /// As [`PluginHost::new`], with a runtime built by the caller.
     pub fn with_runtime(
         runtime: Runtime,
         specs: &[PluginSpec],
+        resolvers: &[ResolverSpec],
         jwt: Option<&JwtConfig>,
         base: &Path,
         folder: &Path,
     ) -> Result<PluginHost, LoadError> {
+        check_resolvers(specs, resolvers)?;
         let connection_plugins = specs
             .iter()
             .filter(|s| s.kind == Kind::ConnectionPolicy)
@@ -115,29 +125,41 @@ impl PluginHost {
         let jwt = jwt
             .map(|c| JwtPolicy::new(c.clone(), base).map(Arc::new))
             .transpose()?;
-        let mut ordered: Vec<&PluginSpec> = specs.iter().collect();
+        let mut ordered: Vec<(PluginSpec, Option<String>)> =
+            specs.iter().map(|s| (s.clone(), None)).collect();
         // A stable sort: equal orders keep the file's order.
-        ordered.sort_by_key(|s| s.order);
+        ordered.sort_by_key(|(s, _)| s.order);
+        ordered.extend(
+            resolvers
+                .iter()
+                .map(|r| (r.plugin(), Some(r.field.clone()))),
+        );
         let mut entries = Vec::new();
-        for spec in ordered {
+        for (spec, resolves) in ordered {
             let path = folder.join(&spec.path);
             let stamp = stamp(&path);
-            let plugin = load(&runtime, spec, &path).map_err(|e| {
+            let what = if resolves.is_some() {
+                "resolver"
+            } else {
+                "plugin"
+            };
+            let plugin = load(&runtime, &spec, &path).map_err(|e| {
                 runtime.metrics().reload(&spec.name(), "rejected");
-                LoadError::Config(format!("plugin {} ({}): {e}", spec.name(), path.display()))
+                LoadError::Config(format!("{what} {} ({}): {e}", spec.name(), path.display()))
             })?;
             let plugin = Arc::new(plugin);
-            let transport = transport_of(spec, &plugin).map_err(|e| {
+            let transport = transport_of(&spec, &plugin).map_err(|e| {
                 LoadError::Config(format!("plugin {} ({}): {e}", spec.name(), path.display()))
             })?;
             runtime.metrics().reload(&spec.name(), "loaded");
-            tracing::info!(plugin = %spec.name(), kind = spec.kind.world(), interface = plugin.version().as_str(), version = %plugin.digest(), path = %path.display(), "plugin loaded");
+            tracing::info!(plugin = %spec.name(), kind = spec.kind.world(), field = resolves.as_deref(), interface = plugin.version().as_str(), version = %plugin.digest(), path = %path.display(), "plugin loaded");
             entries.push(Entry {
-                spec: spec.clone(),
+                spec,
                 path,
                 plugin,
                 stamp,
                 transport,
+                resolves,
             });
         }
         Ok(PluginHost {
@@ -162,7 +184,8 @@ impl PluginHost {
     }
 
     /// `base` with its connection policy, subscription policies and filters
-    /// replaced by the configured ones (resolvers and the spawner are kept).
+    /// replaced by the configured ones, and the component resolvers added
+    /// to its resolvers (the spawner is kept).
     pub fn hooks(&self, base: Hooks) -> Hooks {
         Self::build(&self.entries(), self.jwt.clone(), base)
     }
@@ -174,7 +197,13 @@ impl PluginHost {
         }
         let mut subscription: Vec<Arc<dyn SubscriptionPolicy>> = Vec::new();
         let mut filters: Vec<Arc<dyn EventFilter>> = Vec::new();
+        let mut resolvers = base.resolvers.clone();
         for e in entries {
+            if let Some(field) = &e.resolves {
+                let resolver = WasmResolver::new(e.plugin.clone(), field.clone());
+                resolvers.insert(field.clone(), Arc::new(resolver) as Arc<dyn Resolver>);
+                continue;
+            }
             match e.spec.kind {
                 Kind::EventFilter => {
                     filters.push(Arc::new(WasmFilter::new(e.plugin.clone(), e.spec.clone())))
@@ -187,17 +216,28 @@ impl PluginHost {
                 }
                 // Adapters are chosen per connection by subprotocol (`transport_adapters`).
                 Kind::TransportAdapter => {}
+                // Refused in `[[plugins]]` (`check_resolvers`).
+                Kind::FieldResolver => {}
             }
         }
         Hooks {
             connection,
             subscription,
             filters,
+            resolvers,
             ..base
         }
     }
 
-    /// The version in force of the plugin named `name`.
+    /// The fields the component resolvers compute.
+    pub fn resolved_fields(&self) -> Vec<String> {
+        self.entries()
+            .iter()
+            .filter_map(|e| e.resolves.clone())
+            .collect()
+    }
+
+    /// The version in force of the plugin (or resolver) named `name`.
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
         self.entries()
             .iter()
@@ -350,6 +390,36 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Refuses what the schema need not be read for: a field resolver among
+/// `[[plugins]]` (it has no field there), two resolvers for one field, and a
+/// resolver whose name another entry has (their metrics would mix).
+fn check_resolvers(specs: &[PluginSpec], resolvers: &[ResolverSpec]) -> Result<(), LoadError> {
+    if let Some(spec) = specs.iter().find(|s| s.kind == Kind::FieldResolver) {
+        return Err(LoadError::Config(format!(
+            "plugin {}: a field-resolver is bound to its field in a [[resolvers]] entry (field, path), not in [[plugins]]",
+            spec.name()
+        )));
+    }
+    for (i, r) in resolvers.iter().enumerate() {
+        if resolvers[..i].iter().any(|other| other.field == r.field) {
+            return Err(LoadError::Config(format!(
+                "two resolvers for the field `{}`: bind one [[resolvers]] entry per field",
+                r.field
+            )));
+        }
+        let name = r.name();
+        let taken = specs.iter().any(|s| s.name() == name)
+            || resolvers[..i].iter().any(|other| other.name() == name);
+        if taken {
+            return Err(LoadError::Config(format!(
+                "resolver {name} (field `{}`): another plugin or resolver is named {name}; give this one a `name`",
+                r.field
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn options(runtime: &Runtime, spec: &PluginSpec) -> LoadOptions {

@@ -48,6 +48,11 @@ macro_rules! with_transport {
                 use crate::bindings::v0_2::transport::exports::fanwire::plugin::transport as $w;
                 $body
             }
+            Bindings::Transport03($b) => {
+                #[allow(unused_imports)]
+                use crate::bindings::v0_3::transport::exports::fanwire::plugin::transport as $w;
+                $body
+            }
             _ => unreachable!("a transport adapter is loaded with its world"),
         }
     };

@@ -1,8 +1,10 @@
-//! Plugins of both interface versions, `fanwire:plugin@0.1.0` and `@0.2.0`,
-//! loaded side by side by one runtime: each reports its version, decides
-//! through the engine, and a 0.1 plugin file hot-reloaded to a 0.2 one (and
-//! back) keeps deciding. The 0.1 plugins are real components built against
-//! `wit/v0.1.0` (`plugins/testing/legacy-*`, the Python filter).
+//! Plugins of every interface version, `fanwire:plugin@0.1.0`, `@0.2.0` and
+//! `@0.3.0`, loaded side by side by one runtime: each reports its version,
+//! decides through the engine, and a 0.1 plugin file hot-reloaded to a 0.2
+//! one (and back) keeps deciding. The 0.1 plugins are real components built
+//! against `wit/v0.1.0` (`plugins/testing/legacy-*`, the Python filter);
+//! `plugins/testing/every-world` exports every 0.3 interface but the
+//! resolver (which `tests/resolvers.rs` covers).
 
 mod common;
 
@@ -10,12 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
-use fanwire_core::hooks::{Decision, EventFilter, Hooks, SubscriptionPolicy, Verdict};
+use fanwire_core::hooks::{
+    ConnectionPolicy, ConnectionRequest, Decision, EventFilter, Hooks, SubscriptionPolicy, Verdict,
+};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::testing::publish_now;
 use fanwire_core::{Connection, Engine, Event, Limits, Principal, Schema};
 use fanwire_plugins::filter::WasmFilter;
-use fanwire_plugins::policy::WasmSubscriptionPolicy;
+use fanwire_plugins::policy::{WasmConnectionPolicy, WasmSubscriptionPolicy};
+use fanwire_plugins::transport::WasmTransport;
 use fanwire_plugins::{Kind, LoadError, LoadOptions, Plugin, PluginHost, Version};
 use serde_json::{json, Map, Value};
 
@@ -38,6 +43,11 @@ fn each_plugin_loads_with_the_interface_version_it_was_built_for() {
         ("row-filter", Kind::EventFilter, Version::V0_2),
         ("rbac", Kind::SubscriptionPolicy, Version::V0_2),
         ("line-protocol", Kind::TransportAdapter, Version::V0_2),
+        ("every-world", Kind::EventFilter, Version::V0_3),
+        ("every-world", Kind::SubscriptionPolicy, Version::V0_3),
+        ("every-world", Kind::ConnectionPolicy, Version::V0_3),
+        ("every-world", Kind::TransportAdapter, Version::V0_3),
+        ("resolver", Kind::FieldResolver, Version::V0_3),
     ] {
         let plugin = Plugin::load(&rt, &wasm(name), options(name, kind))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -56,7 +66,7 @@ fn an_unknown_version_is_refused_naming_what_it_found_and_what_loads() {
     assert!(matches!(err, LoadError::UnsupportedVersion { .. }), "{err}");
     let message = err.to_string();
     assert!(
-        message.contains("fanwire:plugin/filter@9.0.0") && message.contains("0.1.x, 0.2.x"),
+        message.contains("fanwire:plugin/filter@9.0.0") && message.contains("0.1.x, 0.2.x, 0.3.x"),
         "{message}"
     );
 }
@@ -168,6 +178,112 @@ fn a_0_1_and_a_0_2_subscription_policy_run_side_by_side() {
         .contains("order:read"));
 }
 
+#[test]
+fn every_0_3_world_loads_and_behaves_like_0_2() {
+    let rt = runtime();
+    let as_kind = |kind: Kind, config: Value| {
+        let mut s = spec("every-world", kind, config);
+        s.name = Some(format!("every-world-{}", kind.world()));
+        (load(&rt, &s), s)
+    };
+
+    // The filter: a row filter with contexts, as at 0.2.
+    let (plugin, s) = as_kind(Kind::EventFilter, json!({}));
+    let filter = WasmFilter::new(plugin, s);
+    let of = |subject: &str| {
+        group(
+            "orders",
+            "orders",
+            json!({}),
+            json!({}),
+            &[],
+            principal(Some(subject), None, &[], json!({})),
+        )
+    };
+    let (alice, bob) = (of("alice"), of("bob"));
+    assert_eq!(
+        filter.prepare(&alice),
+        Verdict::PerEvent(Some("alice".into()))
+    );
+    let anonymous = group(
+        "orders",
+        "orders",
+        json!({}),
+        json!({}),
+        &[],
+        Principal::default(),
+    );
+    assert!(matches!(filter.prepare(&anonymous), Verdict::DenyAll(r) if r.contains("0.3")));
+    let event = Event::new("orders", json!({"user_id": "bob", "x": 1}));
+    let decided = decide(&filter, &event, &[&alice, &bob, &alice]);
+    assert!(matches!(&decided[0], Decision::Deny(r) if r.contains("not the subscriber's row")));
+    assert_eq!(decided[1], Decision::Allow);
+    assert_eq!(decided[0], decided[2]);
+
+    // The subscription policy keeps the guest's code.
+    let (plugin, s) = as_kind(Kind::SubscriptionPolicy, json!({"refuse": "secrets"}));
+    let policy = WasmSubscriptionPolicy::new(plugin, s);
+    assert_eq!(policy.check(&alice), Ok(()));
+    let secrets = group(
+        "secrets",
+        "secrets",
+        json!({}),
+        json!({}),
+        &[],
+        Principal::default(),
+    );
+    let refused = policy.check(&secrets).unwrap_err();
+    assert_eq!(refused.code(), Some("REFUSED_0_3"), "{refused:?}");
+
+    // The connection policy's principal and ack come back.
+    let (plugin, _) = as_kind(Kind::ConnectionPolicy, json!({}));
+    let connection = WasmConnectionPolicy::new(plugin);
+    let payload = |v: Value| match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let accepted = connection
+        .check(&ConnectionRequest {
+            init_payload: &payload(json!({"subject": "ann"})),
+            headers: &[],
+        })
+        .unwrap();
+    assert_eq!(accepted.principal.subject.as_deref(), Some("ann"));
+    assert_eq!(accepted.ack, Some(json!({"version": "0.3"})));
+    let refused = connection
+        .check(&ConnectionRequest {
+            init_payload: &Map::new(),
+            headers: &[],
+        })
+        .unwrap_err();
+    assert!(refused.contains("no subject"), "{refused}");
+
+    // The transport adapter's messages are 0.3's own types, mapped alike.
+    let (plugin, _) = as_kind(Kind::TransportAdapter, json!({}));
+    let transport = WasmTransport::new(plugin).unwrap();
+    assert_eq!(transport.subprotocol(), "every-world-0.3");
+    let decoded: Value = serde_json::from_str(&transport.decode("init").unwrap()).unwrap();
+    assert_eq!(decoded, json!({"type": "connection_init", "payload": {}}));
+    let decoded: Value =
+        serde_json::from_str(&transport.decode("sub 7 subscription { a }").unwrap()).unwrap();
+    assert_eq!(decoded["id"], "7");
+    assert_eq!(decoded["payload"]["query"], "subscription { a }");
+    assert!(transport
+        .decode("what")
+        .unwrap_err()
+        .contains("unknown frame"));
+    assert_eq!(
+        transport
+            .encode(r#"{"type":"complete","id":"7"}"#)
+            .as_deref(),
+        Some("done 7")
+    );
+    assert_eq!(
+        transport.template("7"),
+        Some(("result 7 ".to_owned(), String::new()))
+    );
+}
+
 const SCHEMA: &str = "type Query { ok: Boolean }
 type Subscription { orderCreated: Order @topic(name: \"orders\") }
 type Order { id: ID! user_id: String status: String }";
@@ -232,7 +348,7 @@ fn one_engine_runs_0_1_and_0_2_filters_in_one_chain() {
         plugin_spec(&dir, "rows.wasm", "rows"),
         plugin_spec(&dir, "tenants.wasm", "tenants"),
     ];
-    let host = PluginHost::with_runtime(runtime(), &specs, None, &dir, &dir).unwrap();
+    let host = PluginHost::with_runtime(runtime(), &specs, &[], None, &dir, &dir).unwrap();
     // alice twice in t1 (two groups), bob in t1, and alice again in t2.
     let (engine, _keep) = engine_with(
         &host,
@@ -280,6 +396,7 @@ fn a_0_1_filter_file_hot_reloaded_to_0_2_and_back_keeps_deciding() {
     let host = PluginHost::with_runtime(
         runtime(),
         &[plugin_spec(&dir, "rows.wasm", "rows")],
+        &[],
         None,
         &dir,
         &dir,

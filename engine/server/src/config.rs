@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use fanwire_bus::{BusConfig, SourcesConfig};
 use fanwire_core::Limits;
 use fanwire_plugins::jwt::JwtConfig;
-use fanwire_plugins::{PluginSpec, RuntimeConfig};
+use fanwire_plugins::{PluginSpec, ResolverSpec, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
 /// Why the configuration could not be used.
@@ -51,6 +51,8 @@ pub struct Config {
     pub plugin_runtime: RuntimeConfig,
     /// The plugins that run, in order (`[[plugins]]`).
     pub plugins: Vec<PluginSpec>,
+    /// Component resolvers, one per `Subscription` field (`[[resolvers]]`).
+    pub resolvers: Vec<ResolverSpec>,
     /// Native connection authentication (`[auth.jwt]`).
     pub auth: AuthConfig,
 }
@@ -162,7 +164,8 @@ impl ServerConfig {
 
 impl Config {
     /// Reads a TOML file; relative paths (`server.schema`, the plugin folder,
-    /// plugin files, the JWT key) are resolved against the file's folder.
+    /// plugin and resolver files, the JWT key) are resolved against the
+    /// file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -183,9 +186,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Makes the plugin folder, plugin files, compile cache folder and JWT
-    /// key file absolute: the folders and key against `dir`, plugin files
-    /// against the plugin folder (or `dir`).
+    /// Makes the plugin folder, plugin and resolver files, compile cache
+    /// folder and JWT key file absolute: the folders and key against `dir`,
+    /// plugin and resolver files against the plugin folder (or `dir`).
     pub fn resolve_plugin_paths(&mut self, dir: &Path) {
         let folder = match &self.plugin_runtime.folder {
             Some(f) if f.is_relative() => dir.join(f),
@@ -204,6 +207,9 @@ impl Config {
         for plugin in &mut self.plugins {
             plugin.path = folder.join(&plugin.path);
         }
+        for resolver in &mut self.resolvers {
+            resolver.path = folder.join(&resolver.path);
+        }
         if let Some(key) = self
             .auth
             .jwt
@@ -215,7 +221,8 @@ impl Config {
     }
 
     /// Checks what a [`crate::Node`] reads: `[bus]`, `[sources]` and
-    /// `[plugin_runtime]` (plugins and keys are checked when they load).
+    /// `[plugin_runtime]` (plugins, resolvers and keys are checked when they
+    /// load).
     pub fn validate_node(&self) -> Result<(), ConfigError> {
         self.bus
             .validate()

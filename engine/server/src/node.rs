@@ -11,7 +11,7 @@ use std::time::Duration;
 use fanwire_bus::{Bus, Io, State};
 use fanwire_core::Engine;
 use fanwire_plugins::set::WatchGuard;
-use fanwire_plugins::{PluginHost, ReloadReport};
+use fanwire_plugins::{LoadError, PluginHost, ReloadReport, ResolverSpec};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -35,7 +35,9 @@ impl Node {
     /// door), puts them in force on `engine`, then starts the bus (waiting,
     /// up to `bus.startup_timeout_ms`, until it has caught up with the
     /// broker's history) and the sources. Only `bus`, `sources`,
-    /// `plugin_runtime`, `plugins` and `auth` of `config` are read. An
+    /// `plugin_runtime`, `plugins`, `resolvers` and `auth` of `config` are
+    /// read. A component resolver for a field that is not the schema's, or
+    /// that already has a resolver of the embedding program, is an error. An
     /// unreachable broker or database is not an error: the node starts
     /// degraded and retries.
     pub async fn start(engine: Arc<Engine>, config: &Config) -> Result<Node, StartError> {
@@ -141,14 +143,26 @@ impl Drop for Node {
     }
 }
 
-/// Loads the configured plugins and JWT policy and puts them in force on
-/// `engine`; `None` when the config names neither.
+/// Loads the configured plugins, component resolvers and JWT policy and
+/// puts them in force on `engine`; `None` when the config names none.
 fn plugin_host(
     config: &Config,
     engine: &Arc<Engine>,
 ) -> Result<Option<Arc<PluginHost>>, StartError> {
-    if config.plugins.is_empty() && config.auth.jwt.is_none() {
+    if config.plugins.is_empty() && config.resolvers.is_empty() && config.auth.jwt.is_none() {
         return Ok(None);
+    }
+    ResolverSpec::check_fields(&config.resolvers, engine.schema())?;
+    let embedded = engine.hooks();
+    if let Some(r) =
+        (config.resolvers.iter()).find(|r| embedded.hooks.resolvers.contains_key(&r.field))
+    {
+        return Err(LoadError::Config(format!(
+            "the field `{}` has a resolver already (the embedding program's) and a component resolver ({}): keep one",
+            r.field,
+            r.path.display()
+        ))
+        .into());
     }
     // Paths were made absolute when the file was loaded; a config built in
     // code resolves them against the working directory.
@@ -158,6 +172,7 @@ fn plugin_host(
     let host = PluginHost::new(
         runtime,
         &config.plugins,
+        &config.resolvers,
         config.auth.jwt.as_ref(),
         Path::new("."),
         engine.metrics(),

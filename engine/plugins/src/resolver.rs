@@ -1,0 +1,146 @@
+//! A WASM `field-resolver` plugin (0.3 and later) as the core's
+//! [`Resolver`]: called once per group per event, synchronously, on the
+//! dispatching thread, so each group's results keep the events' order. The
+//! event's data crosses as text rendered once per event for every group
+//! whose data no filter changed. Whatever goes wrong (a trap, the deadline,
+//! the memory cap, text that is not JSON, the guest's own error) becomes a
+//! GraphQL error for that group alone: its field is `null`, the error
+//! carries the field's path and `extensions.code`.
+
+use std::sync::Arc;
+
+use fanwire_core::error::codes;
+use fanwire_core::hooks::{DataText, GroupInfo, Resolution, Resolver};
+use fanwire_core::{Event, GraphQLError};
+use serde_json::Value;
+
+use crate::bindings::v0_1::types;
+use crate::bindings::v0_3::resolver::exports::fanwire::plugin::resolver::FieldCall;
+use crate::convert;
+use crate::metrics::{Answer, FaultKind, Function};
+use crate::plugin::{Bindings, Plugin};
+
+/// A field resolver backed by a plugin, bound to one `Subscription` field.
+#[derive(Debug)]
+pub struct WasmResolver {
+    plugin: Arc<Plugin>,
+    field: String,
+}
+
+impl WasmResolver {
+    /// Wraps a plugin loaded as a `field-resolver` for `field`.
+    pub fn new(plugin: Arc<Plugin>, field: impl Into<String>) -> Self {
+        WasmResolver {
+            plugin,
+            field: field.into(),
+        }
+    }
+
+    /// The plugin version in use.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The field it computes.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// One `resolve` call with the event's data as `data` (JSON text).
+    fn call(&self, event: &Event, data: String, group: &GroupInfo) -> Result<Value, GraphQLError> {
+        let wit_event = types::Event {
+            topic: event.topic.clone(),
+            data,
+            id: event.id.clone(),
+            seq: event.seq,
+        };
+        let call = FieldCall {
+            field: group.field.clone(),
+            arguments: convert::json(&group.arguments),
+            variables: convert::json(&group.variables),
+            principal: convert::principal(&group.principal),
+        };
+        let answer = self
+            .plugin
+            .call(Function::Resolve, |slot| match &slot.bindings {
+                Bindings::Resolver03(b) => {
+                    b.fanwire_plugin_resolver()
+                        .call_resolve(&mut slot.store, &wit_event, &call)
+                }
+                _ => unreachable!("a field resolver is loaded with the field-resolver world"),
+            });
+        let m = &self.plugin.metrics;
+        match answer {
+            Ok(Ok(text)) => match serde_json::from_str(&text) {
+                Ok(value) => {
+                    m.decision(Answer::Value, 1);
+                    Ok(value)
+                }
+                Err(e) => {
+                    m.decision(Answer::NotJson, 1);
+                    Err(GraphQLError::new(
+                        format!(
+                            "resolver {} of `{}` returned text that is not JSON ({e})",
+                            self.plugin.name(),
+                            self.field
+                        ),
+                        codes::RESOLVER_FAILED,
+                    ))
+                }
+            },
+            Ok(Err(error)) => {
+                m.decision(Answer::Error, 1);
+                let code = error.code.as_deref().unwrap_or(codes::RESOLVER_FAILED);
+                Err(GraphQLError::new(error.message, code))
+            }
+            Err(fault) => {
+                m.decision(Answer::Failed, 1);
+                Err(GraphQLError::new(
+                    self.failed(fault),
+                    codes::RESOLVER_FAILED,
+                ))
+            }
+        }
+    }
+
+    /// What a client is told about a failed call (the log has the detail).
+    fn failed(&self, fault: FaultKind) -> String {
+        let (name, field) = (self.plugin.name(), &self.field);
+        match fault {
+            FaultKind::Trap => format!("resolver {name} of `{field}` failed (trap)"),
+            FaultKind::Timeout => format!(
+                "resolver {name} of `{field}` failed (timeout: it ran past its deadline of {} ms)",
+                self.plugin.timeout_ms()
+            ),
+            FaultKind::Memory => format!(
+                "resolver {name} of `{field}` failed (memory: it reached its cap of {} MiB)",
+                self.plugin.memory_mb()
+            ),
+            FaultKind::Instantiate => {
+                format!(
+                    "resolver {name} of `{field}` failed (instantiate: no instance could start)"
+                )
+            }
+        }
+    }
+}
+
+impl Resolver for WasmResolver {
+    fn resolve(&self, event: &Event, data: &Value, group: &GroupInfo) -> Resolution {
+        Resolution::Ready(self.call(event, convert::json(data), group))
+    }
+
+    fn resolve_shared(
+        &self,
+        event: &Event,
+        data: &Value,
+        text: Option<&DataText<'_>>,
+        group: &GroupInfo,
+    ) -> Resolution {
+        let data = match text {
+            Some(text) => text.get().to_owned(),
+            None => convert::json(data),
+        };
+        Resolution::Ready(self.call(event, data, group))
+    }
+}
