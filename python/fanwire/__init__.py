@@ -9,8 +9,8 @@ a :class:`WebSocketAdapter` and :class:`GraphQLTransportWSHandler`.
 Layout
 ------
 - ``_native``: the compiled engine (Rust): manager, connections, server,
-  config (limits, bus, sources, plugins), context and exception classes. Private; everything public is
-  re-exported here.
+  config (limits, bus, sources, plugins, component resolvers), context and
+  exception classes. Private; everything public is re-exported here.
 - ``manager``: :class:`SubscriptionManager`, the resolver decorator,
   publishing and the in-process server.
 - ``handler``: :class:`WebSocketAdapter`, the interface a framework's socket
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from fanwire._native import (
     BusConfig,
+    ComponentResolver,
     ConfigError,
     ConnectionRejected,
     Context,
@@ -45,6 +46,7 @@ from fanwire.manager import Resolver, SubscriptionManager
 
 __all__ = [
     "BusConfig",
+    "ComponentResolver",
     "ConfigError",
     "ConnectionRejected",
     "Context",

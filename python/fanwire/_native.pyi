@@ -12,6 +12,7 @@ __all__ = [
     "BusConfig",
     "PostgresSource",
     "Plugin",
+    "ComponentResolver",
     "PluginRuntime",
     "JwtAuth",
     "Context",
@@ -142,6 +143,33 @@ class Plugin:
     def config(self) -> dict[str, Any]: ...
 
 @final
+class ComponentResolver:
+    """One `[[resolvers]]` entry: a `field-resolver` WebAssembly component that computes a `Subscription` field, once per group per event."""
+
+    def __new__(
+        cls,
+        field: str,
+        path: _Path,
+        *,
+        name: str | None = ...,
+        timeout_ms: int | None = ...,
+        memory_mb: int | None = ...,
+        config: Mapping[str, Any] = ...,
+    ) -> ComponentResolver: ...
+    @property
+    def field(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def timeout_ms(self) -> int | None: ...
+    @property
+    def memory_mb(self) -> int | None: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+@final
 class PluginRuntime:
     """The `[plugin_runtime]` table: limits shared by every plugin, the folder that relative plugin paths start from, and the compile cache."""
 
@@ -255,6 +283,7 @@ class SubscriptionConfig:
         plugins: Sequence[Plugin] = ...,
         plugin_runtime: PluginRuntime | None = None,
         jwt: JwtAuth | None = None,
+        resolvers: Sequence[ComponentResolver] = ...,
     ) -> SubscriptionConfig: ...
     @classmethod
     def from_toml(cls, path: _Path, *, resolver_timeout_ms: int = ...) -> SubscriptionConfig: ...
@@ -300,6 +329,8 @@ class SubscriptionConfig:
     def sources(self) -> list[PostgresSource]: ...
     @property
     def plugins(self) -> list[Plugin]: ...
+    @property
+    def resolvers(self) -> list[ComponentResolver]: ...
     @property
     def plugin_runtime(self) -> PluginRuntime: ...
     @property

@@ -35,9 +35,12 @@ class SubscriptionManager:
 
     Declare resolvers (and a connection policy) first; the engine is built
     when the manager first publishes or serves, and is fixed from then on.
-    The bus, event sources and plugins of its config run while the manager
-    is open: :meth:`open` / :meth:`close`, or ``async with manager:``;
-    serving and ``await publish(...)`` open it themselves.
+    The bus, event sources, plugins and component resolvers of its config
+    run while the manager is open: :meth:`open` / :meth:`close`, or
+    ``async with manager:``; serving and ``await publish(...)`` open it
+    themselves. A field bound to a :class:`ComponentResolver` in the config
+    takes no Python resolver, and its field must be one of the schema's
+    (``ConfigError`` otherwise).
     """
 
     def __init__(self, schema: str, config: SubscriptionConfig | None = None) -> None:
@@ -60,7 +63,8 @@ class SubscriptionManager:
         ``"orders:{tenantId}"`` (placeholders name the field's arguments),
         replacing any ``@topic`` in the SDL. The resolver runs once per
         group of identical subscriptions per event; ``async def`` resolvers
-        run on the application's event loop.
+        run on the application's event loop. A field that the config binds
+        to a :class:`ComponentResolver` is refused (``ConfigError``).
         """
 
         def register(resolver: R) -> R:

@@ -1,6 +1,7 @@
 //! `SubscriptionConfig`: every engine limit, with the host's defaults, the
-//! resolver timeout, and the node's bus, sources and plugins (the host's
-//! `[bus]`, `[sources]`, `[[plugins]]`, `[plugin_runtime]` and `[auth]`).
+//! resolver timeout, and the node's bus, sources, plugins and component
+//! resolvers (the host's `[bus]`, `[sources]`, `[[plugins]]`,
+//! `[[resolvers]]`, `[plugin_runtime]` and `[auth]`).
 
 use fanwire_core::Limits;
 use fanwire_plugins::Kind;
@@ -8,7 +9,9 @@ use fanwire_server::Config;
 use pyo3::prelude::*;
 
 use crate::errors::ConfigError;
-use crate::settings::{cwd, BusConfig, JwtAuth, Plugin, PluginRuntime, PostgresSource};
+use crate::settings::{
+    cwd, BusConfig, ComponentResolver, JwtAuth, Plugin, PluginRuntime, PostgresSource,
+};
 
 /// Every limit of the engine (defaults as in the host's `fanwire.toml`),
 /// the resolver timeout, and the bus, sources and plugins; validated when
@@ -73,7 +76,7 @@ pub struct SubscriptionConfig {
     resolver_timeout_ms: i64,
     limits: Limits,
     /// The node's tables (`bus`, `sources`, `plugin_runtime`, `plugins`,
-    /// `auth`); the rest of it is unused.
+    /// `resolvers`, `auth`); the rest of it is unused.
     node: Config,
 }
 
@@ -125,6 +128,7 @@ impl SubscriptionConfig {
         plugins = Vec::new(),
         plugin_runtime = None,
         jwt = None,
+        resolvers = Vec::new(),
     ))]
     fn new(
         max_connections: i64,
@@ -150,6 +154,7 @@ impl SubscriptionConfig {
         plugins: Vec<PyRef<'_, Plugin>>,
         plugin_runtime: Option<PyRef<'_, PluginRuntime>>,
         jwt: Option<PyRef<'_, JwtAuth>>,
+        resolvers: Vec<PyRef<'_, ComponentResolver>>,
     ) -> PyResult<Self> {
         let limits = Limits {
             max_connections: count("max_connections", max_connections)?,
@@ -186,6 +191,7 @@ impl SubscriptionConfig {
             node.sources.postgres = pg.inner.clone();
         }
         node.plugins = plugins.iter().map(|p| p.inner.clone()).collect();
+        node.resolvers = resolvers.iter().map(|r| r.inner.clone()).collect();
         if let Some(runtime) = plugin_runtime {
             node.plugin_runtime = runtime.inner.clone();
         }
@@ -196,8 +202,9 @@ impl SubscriptionConfig {
     }
 
     /// Reads a `fanwire serve` TOML file: its `[limits]`, `[bus]`,
-    /// `[sources]`, `[[plugins]]`, `[plugin_runtime]` and `[auth]` (relative
-    /// paths start at the file's folder); `[server]` is for `start()`.
+    /// `[sources]`, `[[plugins]]`, `[[resolvers]]`, `[plugin_runtime]` and
+    /// `[auth]` (relative paths start at the file's folder); `[server]` is
+    /// for `start()`.
     #[classmethod]
     #[pyo3(signature = (path, *, resolver_timeout_ms = DEFAULT_RESOLVER_TIMEOUT_MS))]
     fn from_toml(
@@ -238,6 +245,16 @@ impl SubscriptionConfig {
             .collect()
     }
 
+    /// The component resolvers (`[[resolvers]]`), with absolute paths.
+    #[getter]
+    fn resolvers(&self) -> Vec<ComponentResolver> {
+        self.node
+            .resolvers
+            .iter()
+            .map(|r| ComponentResolver { inner: r.clone() })
+            .collect()
+    }
+
     /// The plugin runtime's limits (`[plugin_runtime]`).
     #[getter]
     fn plugin_runtime(&self) -> PluginRuntime {
@@ -254,9 +271,9 @@ impl SubscriptionConfig {
 
     fn __repr__(&self) -> String {
         format!(
-            "SubscriptionConfig(max_connections={}, queue_depth={}, init_timeout_ms={}, keep_alive_ms={}, resolver_timeout_ms={}, bus={:?}, plugins={}, ...)",
+            "SubscriptionConfig(max_connections={}, queue_depth={}, init_timeout_ms={}, keep_alive_ms={}, resolver_timeout_ms={}, bus={:?}, plugins={}, resolvers={}, ...)",
             self.max_connections, self.queue_depth, self.init_timeout_ms, self.keep_alive_ms, self.resolver_timeout_ms,
-            self.node.bus.kind, self.node.plugins.len()
+            self.node.bus.kind, self.node.plugins.len(), self.node.resolvers.len()
         )
     }
 }
@@ -286,10 +303,17 @@ impl SubscriptionConfig {
         &self.node
     }
 
-    /// Whether the node has plugins or JWT authentication, which must be
-    /// loaded before any client connects.
+    /// Whether the node has plugins, component resolvers or JWT
+    /// authentication, which must be loaded before any client connects.
     pub fn has_plugins(&self) -> bool {
-        !self.node.plugins.is_empty() || self.node.auth.jwt.is_some()
+        !self.node.plugins.is_empty()
+            || !self.node.resolvers.is_empty()
+            || self.node.auth.jwt.is_some()
+    }
+
+    /// The component resolver bound to `field`, if any.
+    pub fn component_resolver(&self, field: &str) -> Option<&fanwire_plugins::ResolverSpec> {
+        self.node.resolvers.iter().find(|r| r.field == field)
     }
 
     /// Whether something besides the Python connection policy decides
@@ -331,6 +355,18 @@ impl SubscriptionConfig {
                     "plugin {}: no such file {}",
                     plugin.name(),
                     plugin.path.display()
+                )));
+            }
+        }
+        fanwire_plugins::set::check_resolvers(&node.plugins, &node.resolvers)
+            .map_err(|e| ConfigError::new_err(e.to_string()))?;
+        for resolver in &node.resolvers {
+            if !resolver.path.is_file() {
+                return Err(ConfigError::new_err(format!(
+                    "resolver {} of `{}`: no such file {}",
+                    resolver.name(),
+                    resolver.field,
+                    resolver.path.display()
                 )));
             }
         }

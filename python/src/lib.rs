@@ -17,9 +17,9 @@
 //!   `atexit` hook that stops them before the interpreter finalizes.
 //! - [`config`]: `SubscriptionConfig`, every limit with its default, and
 //!   the node's tables.
-//! - [`settings`]: `BusConfig`, `PostgresSource`, `Plugin`, `PluginRuntime`,
-//!   `JwtAuth`: the host's TOML tables as Python classes (the same serde
-//!   types, defaults and validation).
+//! - [`settings`]: `BusConfig`, `PostgresSource`, `Plugin`,
+//!   `ComponentResolver`, `PluginRuntime`, `JwtAuth`: the host's TOML tables
+//!   as Python classes (the same serde types, defaults and validation).
 //! - [`convert`]: JSON values to Python objects and back.
 //! - [`errors`]: the exception classes.
 
@@ -56,6 +56,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<settings::BusConfig>()?;
     m.add_class::<settings::PostgresSource>()?;
     m.add_class::<settings::Plugin>()?;
+    m.add_class::<settings::ComponentResolver>()?;
     m.add_class::<settings::PluginRuntime>()?;
     m.add_class::<settings::JwtAuth>()?;
     m.add_class::<context::Context>()?;

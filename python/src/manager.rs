@@ -13,6 +13,7 @@ use fanwire_bus::{BusError, BusKind, Published};
 use fanwire_core::hooks::{ConnectionPolicy, Hooks, Resolver, Spawner};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::{Engine, Event, Order, Schema};
+use fanwire_plugins::ResolverSpec;
 use fanwire_server::{Config, Node};
 use futures_util::future::BoxFuture;
 use pyo3::exceptions::PyRuntimeError;
@@ -205,6 +206,10 @@ impl Manager {
                 config.plugins != default.plugins && config.plugins != mine.plugins,
             ),
             (
+                "[[resolvers]]",
+                config.resolvers != default.resolvers && config.resolvers != mine.resolvers,
+            ),
+            (
                 "[plugin_runtime]",
                 config.plugin_runtime != default.plugin_runtime
                     && config.plugin_runtime != mine.plugin_runtime,
@@ -222,6 +227,7 @@ impl Manager {
         config.bus = mine.bus.clone();
         config.sources = mine.sources.clone();
         config.plugins = mine.plugins.clone();
+        config.resolvers = mine.resolvers.clone();
         config.plugin_runtime = mine.plugin_runtime.clone();
         config.auth = mine.auth.clone();
         Ok(config)
@@ -321,6 +327,10 @@ impl Manager {
             Some(c) => c.clone(),
             None => SubscriptionConfig::default_config()?,
         };
+        // Fields cannot be added later: a component resolver's field is
+        // checked against the schema now, not when the manager opens.
+        ResolverSpec::check_fields(&config.node().resolvers, &schema)
+            .map_err(|e| ConfigError::new_err(e.to_string()))?;
         Ok(Manager {
             state: Mutex::new(State::Building {
                 schema: Box::new(schema),
@@ -383,6 +393,12 @@ impl Manager {
             if schema.topic(field).is_none() {
                 return Err(SchemaError::new_err(format!(
                     "the subscription type has no field `{field}`"
+                )));
+            }
+            if let Some(component) = self.config.component_resolver(field) {
+                return Err(ConfigError::new_err(format!(
+                    "`{field}` has a component resolver ({}, ComponentResolver in the config): a field takes one resolver, Python or component",
+                    component.path.display()
                 )));
             }
             if resolvers.contains_key(field) {

@@ -1,4 +1,4 @@
-//! The host's `[bus]`, `[sources.postgres]`, `[[plugins]]`,
+//! The host's `[bus]`, `[sources.postgres]`, `[[plugins]]`, `[[resolvers]]`,
 //! `[plugin_runtime]` and `[auth.jwt]` tables as Python classes. Each wraps
 //! the serde type that the TOML loader fills: keyword arguments are read
 //! the way TOML keys are (same names, same defaults, unknown names and
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use fanwire_bus::{BusConfig as BusTable, PostgresConfig};
 use fanwire_plugins::jwt::{JwtConfig, JwtPolicy};
-use fanwire_plugins::{PluginSpec, RuntimeConfig};
+use fanwire_plugins::{Kind, PluginSpec, ResolverSpec, RuntimeConfig};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -195,9 +195,27 @@ table_class! {
         if spec.path.as_os_str().is_empty() {
             return Err(invalid("Plugin: path must not be empty"));
         }
+        if spec.kind == Kind::FieldResolver {
+            return Err(invalid(
+                "Plugin: a field-resolver is bound to its field with ComponentResolver(field, path)",
+            ));
+        }
         Ok(())
     },
     fields = [path, kind, name, order, fields, topics, timeout_ms, memory_mb, config]
+}
+
+table_class! {
+    /// One `[[resolvers]]` entry: a `field-resolver` WebAssembly component
+    /// that computes a `Subscription` field, once per group per event.
+    ComponentResolver(ResolverSpec), positional = [field, path],
+    check = |spec| {
+        if spec.field.is_empty() || spec.path.as_os_str().is_empty() {
+            return Err(invalid("ComponentResolver: field and path must not be empty"));
+        }
+        Ok(())
+    },
+    fields = [field, path, name, timeout_ms, memory_mb, config]
 }
 
 table_class! {

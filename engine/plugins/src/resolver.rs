@@ -5,7 +5,10 @@
 //! whose data no filter changed. Whatever goes wrong (a trap, the deadline,
 //! the memory cap, text that is not JSON, the guest's own error) becomes a
 //! GraphQL error for that group alone: its field is `null`, the error
-//! carries the field's path and `extensions.code`.
+//! carries the field's path and `extensions.code` (the guest's, else
+//! `RESOLVER_FAILED`); a failure of the call itself also says how in
+//! `extensions.reason` (`trap`, `timeout`, `memory`, `instantiate`,
+//! `not_json`), as a Python resolver's failures do.
 
 use std::sync::Arc;
 
@@ -78,13 +81,13 @@ impl WasmResolver {
                 }
                 Err(e) => {
                     m.decision(Answer::NotJson, 1);
-                    Err(GraphQLError::new(
+                    Err(failure(
                         format!(
                             "resolver {} of `{}` returned text that is not JSON ({e})",
                             self.plugin.name(),
                             self.field
                         ),
-                        codes::RESOLVER_FAILED,
+                        "not_json",
                     ))
                 }
             },
@@ -95,10 +98,7 @@ impl WasmResolver {
             }
             Err(fault) => {
                 m.decision(Answer::Failed, 1);
-                Err(GraphQLError::new(
-                    self.failed(fault),
-                    codes::RESOLVER_FAILED,
-                ))
+                Err(failure(self.failed(fault), fault.label()))
             }
         }
     }
@@ -123,6 +123,15 @@ impl WasmResolver {
             }
         }
     }
+}
+
+/// A failed call as a field error with `extensions.reason`.
+fn failure(message: String, reason: &str) -> GraphQLError {
+    let mut error = GraphQLError::new(message, codes::RESOLVER_FAILED);
+    error
+        .extensions
+        .insert("reason".into(), Value::String(reason.into()));
+    error
 }
 
 impl Resolver for WasmResolver {

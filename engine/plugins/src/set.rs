@@ -394,8 +394,10 @@ impl Drop for WatchGuard {
 
 /// Refuses what the schema need not be read for: a field resolver among
 /// `[[plugins]]` (it has no field there), two resolvers for one field, and a
-/// resolver whose name another entry has (their metrics would mix).
-fn check_resolvers(specs: &[PluginSpec], resolvers: &[ResolverSpec]) -> Result<(), LoadError> {
+/// resolver whose name another entry has (their metrics would mix). The
+/// plugin host runs it before loading; configuration builders may run it
+/// earlier.
+pub fn check_resolvers(specs: &[PluginSpec], resolvers: &[ResolverSpec]) -> Result<(), LoadError> {
     if let Some(spec) = specs.iter().find(|s| s.kind == Kind::FieldResolver) {
         return Err(LoadError::Config(format!(
             "plugin {}: a field-resolver is bound to its field in a [[resolvers]] entry (field, path), not in [[plugins]]",

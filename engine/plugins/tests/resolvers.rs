@@ -240,33 +240,31 @@ fn each_failure_reaches_only_its_own_group_with_its_error_and_is_counted() {
     .into_iter()
     .map(|(what, args)| (what, subscribe(&engine, json!({}), &query(args))))
     .collect();
+    // (code, reason, message) of each group's error.
     let expected = [
         (
-            "trap",
             "RESOLVER_FAILED",
+            json!("trap"),
             "resolver resolver of `tick` failed (trap)",
         ),
         (
-            "spin",
             "RESOLVER_FAILED",
+            json!("timeout"),
             "failed (timeout: it ran past its deadline of 2000 ms)",
         ),
         (
-            "hog",
             "RESOLVER_FAILED",
+            json!("memory"),
             "failed (memory: it reached its cap of 16 MiB)",
         ),
         (
-            "not-json",
             "RESOLVER_FAILED",
+            json!("not_json"),
             "returned text that is not JSON",
         ),
-        ("error", "TEAPOT", "refused by the resolver"),
-        (
-            "error without a code",
-            "RESOLVER_FAILED",
-            "refused by the resolver",
-        ),
+        // The guest's own errors: its code (or the default), no reason.
+        ("TEAPOT", Value::Null, "refused by the resolver"),
+        ("RESOLVER_FAILED", Value::Null, "refused by the resolver"),
     ];
     for seq in 0..2 {
         publish_now(&engine, &[tick("t", seq, "p")]);
@@ -278,13 +276,14 @@ fn each_failure_reaches_only_its_own_group_with_its_error_and_is_counted() {
             [json!({"tick": {"seq": seq, "by": "00000000"}})],
             "the working group gets event {seq}"
         );
-        for ((what, conn), (_, code, message)) in failing.iter().zip(expected) {
+        for ((what, conn), (code, reason, message)) in failing.iter().zip(&expected) {
             let got = payloads(conn);
             assert_eq!(got.len(), 1, "{what}: {got:?}");
             assert_eq!(got[0]["data"], json!({"tick": null}), "{what}");
             let error = &got[0]["errors"][0];
             assert_eq!(error["path"], json!(["tick"]), "{what}: {error}");
-            assert_eq!(error["extensions"]["code"], code, "{what}: {error}");
+            assert_eq!(error["extensions"]["code"], *code, "{what}: {error}");
+            assert_eq!(error["extensions"]["reason"], *reason, "{what}: {error}");
             let text = error["message"].as_str().unwrap();
             assert!(text.contains(message), "{what}: {text}");
         }

@@ -10,6 +10,7 @@
 //! - `nodes`: several `fanwire` processes over the real NATS and Redis;
 //! - `plugins`: WASM plugins in a running host;
 //! - `postgres_source`: the PostgreSQL source against the real PostgreSQL;
+//! - `resolvers`: component resolvers (`[[resolvers]]`) in a running host;
 //! - `shutdown`: on SIGTERM the binary flushes what is queued before the 1001;
 //! - `sighup`: plugin reload on SIGHUP, sent to a child `fanwire` process
 //!   (never to this one, which runs every other test);
@@ -28,6 +29,7 @@ mod jwt;
 mod nodes;
 mod plugins;
 mod postgres_source;
+mod resolvers;
 mod shutdown;
 mod sighup;
 mod websocket;
