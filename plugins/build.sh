@@ -7,7 +7,8 @@
 # Installs the Rust target and componentize-py itself.
 # Usage: bash plugins/build.sh          build every plugin into dist/
 #        bash plugins/build.sh --lint   clippy (-D warnings) instead, world by world,
-#                                       and mypy --strict on the Python plugins
+#                                       and mypy --strict and the unit tests of the
+#                                       Python plugins (python-sdk/test_plugins.py)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -69,14 +70,17 @@ if $lint; then
   for world in $(printf '%s\n' "${world_of[@]}" | grep -vx none | sort -u); do
     cargo clippy --quiet --locked --release --target wasm32-wasip2 -p fanwire-sdk --features "$world" -- -D warnings
   done
-  # The Python plugins and their helper, against the bindings componentize-py
-  # generates (both worlds merged, since the helper serves both).
+  # The Python plugins and their helper: mypy --strict, then their unit
+  # tests, in CPython against the bindings componentize-py generates (both
+  # worlds merged, since the helper serves both).
   bindings="$(mktemp -d)"
   trap 'rm -rf "$bindings"' EXIT
   "$componentize_py" -q -d ../wit/v0.3.0 -w event-filter -w field-resolver bindings "$bindings"
-  MYPYPATH="$bindings:python-sdk" python3 -m mypy --strict --no-error-summary \
+  path="$bindings:python-sdk:python-filter:../examples/resolver-component"
+  MYPYPATH="$path" python3 -m mypy --strict --no-error-summary \
     --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/mypy-plugins" \
-    python-sdk/fanwire_plugin.py python-filter/app.py ../examples/resolver-component/tick.py
+    python-sdk/fanwire_plugin.py python-sdk/test_plugins.py python-filter/app.py ../examples/resolver-component/tick.py
+  PYTHONPATH="$path" python3 -B -m unittest -q python-sdk/test_plugins.py
   exit 0
 fi
 
