@@ -2,10 +2,13 @@
 # Builds every plugin that ships with Fanwire into plugins/dist/*.wasm:
 # the Rust plugins of this workspace (wasm32-wasip2 components, one cargo
 # invocation per SDK world so the SDK is built with exactly that world, the
-# plugins of one world in parallel) and the Python plugin (componentize-py).
+# plugins of one world in parallel) and the Python plugins (componentize-py):
+# the event filter and the resolver of examples/resolver-component.
 # Installs the Rust target and componentize-py itself.
 # Usage: bash plugins/build.sh          build every plugin into dist/
-#        bash plugins/build.sh --lint   clippy (-D warnings) instead, world by world
+#        bash plugins/build.sh --lint   clippy (-D warnings) instead, world by world,
+#                                       and mypy --strict and the unit tests of the
+#                                       Python plugins (python-sdk/test_plugins.py)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -57,26 +60,49 @@ for world in $(printf '%s\n' "${world_of[@]}" | grep -vx none | sort -u); do
   done
   build "${names[@]}"
 done
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r python-sdk/requirements.txt
+# The console script lands in the interpreter's scripts folder, which need not be on PATH.
+componentize_py="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/componentize-py"
+
 if $lint; then
   # The SDK itself, once per world.
   for world in $(printf '%s\n' "${world_of[@]}" | grep -vx none | sort -u); do
     cargo clippy --quiet --locked --release --target wasm32-wasip2 -p fanwire-sdk --features "$world" -- -D warnings
   done
+  # The Python plugins and their helper: mypy --strict, then their unit
+  # tests, in CPython against the bindings componentize-py generates (both
+  # worlds merged, since the helper serves both).
+  bindings="$(mktemp -d)"
+  trap 'rm -rf "$bindings"' EXIT
+  "$componentize_py" -q -d ../wit/v0.3.0 -w event-filter -w field-resolver bindings "$bindings"
+  path="$bindings:python-sdk:python-filter:../examples/resolver-component"
+  MYPYPATH="$path" python3 -m mypy --strict --no-error-summary \
+    --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/mypy-plugins" \
+    python-sdk/fanwire_plugin.py python-sdk/test_plugins.py python-filter/app.py ../examples/resolver-component/tick.py
+  PYTHONPATH="$path" python3 -B -m unittest -q python-sdk/test_plugins.py
   exit 0
 fi
 
-# The Python event filter. componentize-py works offline; --stub-wasi
-# replaces the WASI imports of the Python runtime with traps, since the host
-# offers plugins no WASI. It stays built against wit/v0.1.0: the host loads
-# 0.1 and 0.2 side by side, and a real 0.1 component keeps that tested.
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r python-filter/requirements.txt
-python_out="$dist/python-filter.wasm"
-if [[ ! -f "$python_out" || -n "$(find python-filter ../wit/v0.1.0 -newer "$python_out" -type f -print -quit)" ]]; then
-  # The console script lands in the interpreter's scripts folder, which need not be on PATH.
-  componentize="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/componentize-py"
-  (cd python-filter && "$componentize" -d ../../wit/v0.1.0 -w event-filter componentize --stub-wasi app -o "$python_out.tmp")
-  mv "$python_out.tmp" "$python_out"
-fi
+# The Python plugins (componentize-py, against the newest WIT, with the
+# authoring helper python-sdk/ on the path): the event filter, and the
+# resolver of examples/resolver-component. componentize-py works offline;
+# --stub-wasi replaces the WASI imports of the Python runtime with traps,
+# since the host offers plugins no WASI. Each is rebuilt only when its
+# sources, the helper or the WIT are newer than its component (a build takes
+# tens of seconds), into a temporary file renamed into place, so a running
+# host that watches dist/ never loads half a component.
+componentize() { # folder module world name
+  local folder="$1" module="$2" world="$3" out="$dist/$4.wasm"
+  if [[ -f "$out" && -z "$(find "$folder" python-sdk ../wit/v0.3.0 -type f \( -name '*.py' -o -name '*.wit' \) -newer "$out" -print -quit)" ]]; then
+    return
+  fi
+  (cd "$folder" && "$componentize_py" -q -d "$here/../wit/v0.3.0" -w "$world" componentize --stub-wasi \
+    -p . -p "$here/python-sdk" "$module" -o "$out.tmp")
+  mv "$out.tmp" "$out"
+}
+componentize python-filter app event-filter python-filter
+componentize ../examples/resolver-component tick field-resolver resolver-component
 
 echo "plugins built into $dist:"
 ls -l "$dist" | awk 'NR > 1 { printf "  %-28s %8d bytes\n", $9, $5 }'

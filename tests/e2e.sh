@@ -6,7 +6,8 @@
 #                 subscriptions-transport-ws and the demo page in headless
 #                 Chromium (node --test)
 #   tests/python  gql over both WebSocket subprotocols and with its default
-#                 (none named), and sending a JWT (pytest)
+#                 (none named), sending a JWT, and fields computed by
+#                 resolver components (examples/resolver-component) (pytest)
 # The matrix's Python-mode half runs from python/check.sh (it needs the wheel).
 #
 # Usage: FANWIRE_BIN=/path/to/fanwire tests/e2e.sh

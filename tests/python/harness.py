@@ -55,18 +55,19 @@ def fanwire_bin() -> str:
 class Server:
     """A running `fanwire serve` process and the HTTP calls the tests make to it."""
 
-    def __init__(self, bin_path: str, config: Path | None = None) -> None:
-        """Starts `fanwire serve` on the fixture schema, with the TOML file `config` if given."""
-        args = [
-            bin_path,
-            "serve",
-            "--schema",
-            str(SCHEMA),
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-token",
-            PUBLISH_TOKEN,
-        ]
+    def __init__(
+        self,
+        bin_path: str,
+        config: Path | None = None,
+        schema: Path | None = SCHEMA,
+        start_seconds: float = GUARD_SECONDS,
+    ) -> None:
+        """Starts `fanwire serve` on `schema` (None: the one `config` names),
+        with the TOML file `config` if given; it must listen within
+        `start_seconds` (more for a server that compiles plugins)."""
+        args = [bin_path, "serve", "--listen", "127.0.0.1:0", "--publish-token", PUBLISH_TOKEN]
+        if schema is not None:
+            args += ["--schema", str(schema)]
         if config is not None:
             args += ["--config", str(config)]
         self.process = subprocess.Popen(
@@ -85,7 +86,7 @@ class Server:
         ]
         for reader in self._readers:
             reader.start()
-        self.port = self._wait_for_port(lines)
+        self.port = self._wait_for_port(lines, start_seconds)
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/graphql"
 
@@ -100,15 +101,18 @@ class Server:
         for line in self.process.stderr:
             self.stderr.append(line)
 
-    def _wait_for_port(self, lines: queue.Queue[str | None]) -> int:
+    def _wait_for_port(self, lines: queue.Queue[str | None], seconds: float) -> int:
         # One deadline for the whole wait, however many other lines come first.
-        deadline = time.monotonic() + GUARD_SECONDS
+        deadline = time.monotonic() + seconds
         while True:
             try:
                 line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                pytest.fail(f"fanwire did not print its listening line within {GUARD_SECONDS} s", pytrace=False)
+                pytest.fail(
+                    f"fanwire did not print its listening line within {seconds} s:\n{''.join(self.stderr)}",
+                    pytrace=False,
+                )
             if line is None:
                 self.stop()
                 code = self.process.returncode

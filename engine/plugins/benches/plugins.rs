@@ -206,8 +206,8 @@ fn main() {
         "| same, 10 groups (one context: one decision crosses) | {:.2} us |",
         per_call10.as_secs_f64() * 1e6
     );
-    // The row filter at both interface versions, 10 groups of 10 subjects:
-    // 0.1 lowers 10 `subscription` records, 0.2 10 short contexts.
+    // The row filter at every interface version, 10 groups of 10 subjects:
+    // 0.1 lowers 10 `subscription` records, 0.2 and 0.3 10 short contexts.
     let subjects: Vec<GroupInfo> = (0..10)
         .map(|n| {
             group(Principal {
@@ -217,7 +217,11 @@ fn main() {
         })
         .collect();
     let subject_refs: Vec<&GroupInfo> = subjects.iter().collect();
-    for (name, label) in [("legacy-filter", "0.1"), ("row-filter", "0.2")] {
+    for (name, label) in [
+        ("legacy-filter", "0.1"),
+        ("row-filter-0-2", "0.2"),
+        ("row-filter", "0.3"),
+    ] {
         let bytes = wasm(name);
         let p = Arc::new(Plugin::load(&pooled, &bytes, options(name)).unwrap());
         let f = WasmFilter::new(p, spec(name, Kind::EventFilter));
@@ -353,7 +357,7 @@ fn main() {
         t_native.as_secs_f64() * 1e6
     );
     println!(
-        "| same, with the 5 security plugins at 0.2 (3 filters run per event) | {:.1} us |",
+        "| same, with the 5 security plugins at 0.3 (3 filters run per event) | {:.1} us |",
         t_secured.as_secs_f64() * 1e6
     );
     println!(

@@ -429,8 +429,9 @@ fn a_python_plugin_filters_through_the_same_runtime() {
         &[],
         principal(Some("u"), None, &[], json!({})),
     );
-    // 0.1 has no contexts.
-    assert_eq!(f.prepare(&staff), Verdict::PerEvent(None));
+    // A group's context says whether it is staff.
+    assert_eq!(f.prepare(&staff), per_event("staff"));
+    assert_eq!(f.prepare(&user), per_event(""));
     let d = decide(
         &f,
         &Event::new("alerts", json!({"severity": 3, "internal_notes": "n"})),

@@ -1,8 +1,9 @@
 //! Plugins of every interface version, `fanwire:plugin@0.1.0`, `@0.2.0` and
 //! `@0.3.0`, loaded side by side by one runtime: each reports its version,
 //! decides through the engine, and a 0.1 plugin file hot-reloaded to a 0.2
-//! one (and back) keeps deciding. The 0.1 plugins are real components built
-//! against `wit/v0.1.0` (`plugins/testing/legacy-*`, the Python filter);
+//! one, a 0.3 one and back keeps deciding. The 0.1 and 0.2 plugins are real
+//! components built against `wit/v0.1.0` (`plugins/testing/legacy-*`) and
+//! `wit/v0.2.0` (`plugins/testing/row-filter-0-2`) with their own bindings;
 //! `plugins/testing/every-world` exports every 0.3 interface but the
 //! resolver (which `tests/resolvers.rs` covers).
 
@@ -40,9 +41,10 @@ fn each_plugin_loads_with_the_interface_version_it_was_built_for() {
     for (name, kind, version) in [
         ("legacy-filter", Kind::EventFilter, Version::V0_1),
         ("legacy-policy", Kind::SubscriptionPolicy, Version::V0_1),
-        ("row-filter", Kind::EventFilter, Version::V0_2),
-        ("rbac", Kind::SubscriptionPolicy, Version::V0_2),
-        ("line-protocol", Kind::TransportAdapter, Version::V0_2),
+        ("row-filter-0-2", Kind::EventFilter, Version::V0_2),
+        ("row-filter", Kind::EventFilter, Version::V0_3),
+        ("rbac", Kind::SubscriptionPolicy, Version::V0_3),
+        ("line-protocol", Kind::TransportAdapter, Version::V0_3),
         ("every-world", Kind::EventFilter, Version::V0_3),
         ("every-world", Kind::SubscriptionPolicy, Version::V0_3),
         ("every-world", Kind::ConnectionPolicy, Version::V0_3),
@@ -391,7 +393,7 @@ fn one_engine_runs_0_1_and_0_2_filters_in_one_chain() {
 }
 
 #[test]
-fn a_0_1_filter_file_hot_reloaded_to_0_2_and_back_keeps_deciding() {
+fn a_0_1_filter_file_hot_reloaded_to_0_2_then_0_3_and_back_keeps_deciding() {
     let dir = folder(&[("rows.wasm", "legacy-filter")]);
     let host = PluginHost::with_runtime(
         runtime(),
@@ -431,11 +433,13 @@ fn a_0_1_filter_file_hot_reloaded_to_0_2_and_back_keeps_deciding() {
     };
     check(Version::V0_1);
     // The groups formed under 0.1 are prepared again under 0.2 (and get
-    // their contexts) when the new version goes live.
+    // their contexts) when the new version goes live, and so on.
     for (plugin, version) in [
-        ("row-filter", Version::V0_2),
+        ("row-filter-0-2", Version::V0_2),
+        ("row-filter", Version::V0_3),
         ("legacy-filter", Version::V0_1),
-        ("row-filter", Version::V0_2),
+        ("row-filter", Version::V0_3),
+        ("row-filter-0-2", Version::V0_2),
     ] {
         let tmp = dir.join("rows.tmp");
         std::fs::write(&tmp, wasm(plugin)).unwrap();

@@ -1,14 +1,15 @@
 //! Write Fanwire plugins in Rust: event filters, subscription and connection
-//! policies, and transport adapters, compiled to WebAssembly components
-//! (`wasm32-wasip2`) that the Fanwire host loads, sandboxes and hot-reloads.
+//! policies, transport adapters and field resolvers, compiled to WebAssembly
+//! components (`wasm32-wasip2`) that the Fanwire host loads, sandboxes and
+//! hot-reloads. Built against `wit/v0.3.0`, the newest interface.
 //!
 //! # Layout
 //!
 //! - this file: the types a plugin sees ([`Event`], [`Subscription`],
-//!   [`Principal`], [`Verdict`], [`Decision`], ...), plain Rust with
-//!   `serde_json` values;
-//! - [`filter`], [`policy`], [`transport`]: one trait per plugin kind and the
-//!   macro that exports an implementation;
+//!   [`Principal`], [`Verdict`], [`Decision`], [`GraphQLError`], ...), plain
+//!   Rust with `serde_json` values;
+//! - [`filter`], [`policy`], [`transport`], [`resolver`]: one trait per
+//!   plugin kind and the macros that export an implementation;
 //! - [`host`]: what the host offers: logs, a clock, the plugin's config;
 //! - `wit` (hidden): the generated bindings; a plugin never needs them.
 //!
@@ -52,19 +53,44 @@
 //! fanwire_sdk::export_filter!(Own);
 //! ```
 //!
+//! A resolver is one function too: the field's value from the event, the
+//! field's arguments, the operation's variables and the principal, once per
+//! subscription group per event (the host then projects the value through
+//! each subscriber's selection):
+//!
+//! ```ignore
+//! use fanwire_sdk::{Event, FieldCall, GraphQLError, Value};
+//!
+//! fanwire_sdk::resolver! {
+//!     /// The event's data with `payload` upper-cased.
+//!     fn resolve(event: &Event, call: &FieldCall) -> Result<Value, GraphQLError> {
+//!         if call.principal.subject.is_none() {
+//!             return Err(GraphQLError::new("sign in first").with_code("UNAUTHENTICATED"));
+//!         }
+//!         let mut value = event.data.clone();
+//!         if let Some(Value::String(p)) = value.get_mut("payload") {
+//!             *p = p.to_uppercase();
+//!         }
+//!         Ok(value)
+//!     }
+//! }
+//! ```
+//!
 //! Enable exactly one of the features `event-filter`, `subscription-policy`,
-//! `connection-policy`, `transport-adapter` (the plugin's world) and build
-//! with `cargo build --target wasm32-wasip2 --release`.
+//! `connection-policy`, `transport-adapter`, `field-resolver` (the plugin's
+//! world) and build with `cargo build --target wasm32-wasip2 --release`.
 
-#[cfg(any(
-    all(feature = "event-filter", feature = "subscription-policy"),
-    all(feature = "event-filter", feature = "connection-policy"),
-    all(feature = "event-filter", feature = "transport-adapter"),
-    all(feature = "subscription-policy", feature = "connection-policy"),
-    all(feature = "subscription-policy", feature = "transport-adapter"),
-    all(feature = "connection-policy", feature = "transport-adapter"),
-))]
-compile_error!("fanwire-sdk: enable exactly one world feature per plugin (build plugins one at a time: `cargo build -p NAME`)");
+/// How many world features are enabled: a component must export everything
+/// its world declares, so the bindings of a second world must not be linked.
+const WORLDS: usize = cfg!(feature = "event-filter") as usize
+    + cfg!(feature = "subscription-policy") as usize
+    + cfg!(feature = "connection-policy") as usize
+    + cfg!(feature = "transport-adapter") as usize
+    + cfg!(feature = "field-resolver") as usize;
+const _: () = assert!(
+    WORLDS <= 1,
+    "fanwire-sdk: enable exactly one world feature per plugin (build plugins one at a time: `cargo build -p NAME`)"
+);
 
 #[doc(hidden)]
 pub mod wit;
@@ -72,6 +98,7 @@ pub mod wit;
 pub mod filter;
 pub mod host;
 pub mod policy;
+pub mod resolver;
 pub mod transport;
 
 use std::sync::OnceLock;
@@ -80,6 +107,7 @@ pub use serde_json::{self, json, Map, Value};
 
 pub use filter::EventFilter;
 pub use policy::{ConnectionPolicy, SubscriptionPolicy};
+pub use resolver::{FieldCall, FieldResolver};
 pub use transport::TransportAdapter;
 
 /// A JSON object.
@@ -173,7 +201,9 @@ pub struct Subscription {
 pub struct Event {
     /// Its topic.
     pub topic: String,
-    /// The subscription field's value (only the fields `prepare` asked for).
+    /// The subscription field's value: for a filter, only the fields its
+    /// `prepare` asked for; for a resolver, all of it, with the filters'
+    /// redactions applied.
     pub data: Value,
     /// The publisher's id.
     pub id: Option<String>,
@@ -268,11 +298,28 @@ impl Decision {
 pub struct GraphQLError {
     /// The message the client sees.
     pub message: String,
-    /// `extensions.code` (the host uses `FORBIDDEN` when none is given).
+    /// `extensions.code`; when none is given the host uses `FORBIDDEN` for a
+    /// policy's error, `RESOLVER_FAILED` for a resolver's.
     pub code: Option<String>,
 }
 
 impl GraphQLError {
+    /// An error with no code of its own.
+    pub fn new(message: impl Into<String>) -> GraphQLError {
+        GraphQLError {
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// The same error with `extensions.code` set to `code`.
+    pub fn with_code(self, code: impl Into<String>) -> GraphQLError {
+        GraphQLError {
+            code: Some(code.into()),
+            ..self
+        }
+    }
+
     /// An error with the `FORBIDDEN` code.
     pub fn forbidden(message: impl Into<String>) -> GraphQLError {
         GraphQLError {

@@ -3,7 +3,7 @@
 
 #[cfg(feature = "event-filter")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.2.0",
+    path: "../../wit/v0.3.0",
     world: "event-filter",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -12,7 +12,7 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "subscription-policy")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.2.0",
+    path: "../../wit/v0.3.0",
     world: "subscription-policy",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -21,7 +21,7 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "connection-policy")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.2.0",
+    path: "../../wit/v0.3.0",
     world: "connection-policy",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -30,8 +30,17 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "transport-adapter")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.2.0",
+    path: "../../wit/v0.3.0",
     world: "transport-adapter",
+    pub_export_macro: true,
+    export_macro_name: "__export_world",
+    default_bindings_module: "fanwire_sdk::wit",
+});
+
+#[cfg(feature = "field-resolver")]
+wit_bindgen::generate!({
+    path: "../../wit/v0.3.0",
+    world: "field-resolver",
     pub_export_macro: true,
     export_macro_name: "__export_world",
     default_bindings_module: "fanwire_sdk::wit",
@@ -43,11 +52,12 @@ wit_bindgen::generate!({
     feature = "event-filter",
     feature = "subscription-policy",
     feature = "connection-policy",
-    feature = "transport-adapter"
+    feature = "transport-adapter",
+    feature = "field-resolver"
 )))]
 wit_bindgen::generate!({
-    path: "../../wit/v0.2.0",
-    inline: "package fanwire:sdk-docs; world docs { import fanwire:plugin/host@0.2.0; import fanwire:plugin/types@0.2.0; }",
+    path: "../../wit/v0.3.0",
+    inline: "package fanwire:sdk-docs; world docs { import fanwire:plugin/host@0.3.0; import fanwire:plugin/types@0.3.0; }",
 });
 
 pub use fanwire::plugin::{host, types};

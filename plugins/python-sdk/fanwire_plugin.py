@@ -1,0 +1,215 @@
+"""Write Fanwire plugins in Python: what a resolver (or any plugin) sees,
+as plain typed Python, over the bindings componentize-py generates for
+`wit/v0.3.0` (the `wit_world` module, which exists only inside a component).
+
+A resolver is one function of the event and the field's call, returning the
+field's value as JSON-able Python (a dict for a field of object type,
+`None` for none):
+
+    from typing import Any
+    from fanwire_plugin import Event, FieldCall, resolver
+
+    @resolver
+    def tick(event: Event, call: FieldCall) -> Any:
+        return {**event.data, "payload": event.data["payload"].upper()}
+
+Raise `ResolverError(message, code)` to send the group's subscribers that
+error at the field; any other exception is logged and reaches them as
+"Resolver for `tick` raised KeyError: ..." (`extensions.code`
+`RESOLVER_FAILED`), as a pyo3 resolver's does. Build with componentize-py,
+world `field-resolver`, with this folder on its path (`-p`);
+`bash plugins/build.sh` does it for the example in
+`examples/resolver-component/`.
+
+Layout: the dataclasses (`Principal`, `Event`, `FieldCall`) and
+`ResolverError`; `config()`, `log()` and `now_ms()`, what the host offers
+every plugin; `resolver`, which exports a function as the world's resolver.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
+
+from wit_world.imports import host, types
+
+__all__ = [
+    "Event",
+    "FieldCall",
+    "Principal",
+    "ResolverError",
+    "config",
+    "log",
+    "now_ms",
+    "resolver",
+]
+
+
+def _object(text: str) -> Dict[str, Any]:
+    """A JSON object the host sent; anything else reads as empty."""
+    if text == "{}":
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who subscribed. Anonymous subscribers have every field empty."""
+
+    subject: Optional[str]
+    """The user (a JWT's `sub`)."""
+    tenant: Optional[str]
+    """The tenant the user belongs to."""
+    roles: Tuple[str, ...]
+    """Roles or permissions, e.g. `order:read`."""
+    claims: Dict[str, Any]
+    """Every verified claim."""
+    expires_at: Optional[int]
+    """When the credentials expire (Unix seconds)."""
+
+    def has_role(self, role: str) -> bool:
+        """Whether the principal holds `role`."""
+        return role in self.roles
+
+    @staticmethod
+    def of(p: types.Principal) -> Principal:
+        """From the generated record."""
+        return Principal(p.subject, p.tenant, tuple(p.roles), _object(p.claims), p.expires_at)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One published event."""
+
+    topic: str
+    """The topic it was published on."""
+    data: Any
+    """Its data, parsed (the filters' redactions applied)."""
+    id: Optional[str]
+    """The publisher's id."""
+    seq: Optional[int]
+    """Its position in the topic's history, if the host keeps one."""
+
+    @staticmethod
+    def of(e: types.Event) -> Event:
+        """From the generated record."""
+        return Event(e.topic, json.loads(e.data), e.id, e.seq)
+
+
+@dataclass(frozen=True)
+class FieldCall:
+    """What one group of subscriptions asks of the field."""
+
+    field: str
+    """The root subscription field, e.g. `tick`."""
+    arguments: Dict[str, Any]
+    """The field's coerced arguments."""
+    variables: Dict[str, Any]
+    """The operation's coerced variables."""
+    principal: Principal
+    """Who subscribed."""
+
+
+class ResolverError(Exception):
+    """An error for the group's subscribers, at the field's path.
+
+    `code` becomes `extensions.code`; the host uses `RESOLVER_FAILED` when
+    it is `None`.
+    """
+
+    def __init__(self, message: str, code: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+_config: Optional[Dict[str, Any]] = None
+
+
+def config() -> Dict[str, Any]:
+    """The plugin's `config` table from the host's configuration.
+
+    Read on first use, never at import: componentize-py runs the module's
+    top level at build time, when there is no host to ask.
+    """
+    global _config
+    if _config is None:
+        _config = _object(host.config())
+    return _config
+
+
+Level = Literal["trace", "debug", "info", "warn", "error"]
+
+_LEVELS = {
+    "trace": host.Level.TRACE,
+    "debug": host.Level.DEBUG,
+    "info": host.Level.INFO,
+    "warn": host.Level.WARN,
+    "error": host.Level.ERROR,
+}
+
+
+def log(level: Level, message: str, **fields: str) -> None:
+    """One structured line in the host's log. Log per event only at `debug`
+    or below: the host rate-limits nothing here."""
+    host.log(_LEVELS[level], message, list(fields.items()))
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the Unix epoch."""
+    return host.now_ms()
+
+
+Resolve = Callable[[Event, FieldCall], Any]
+
+
+def _failure(field: str, message: str) -> types.GraphqlError:
+    """A failure the subscribers see with the host's `RESOLVER_FAILED`."""
+    return types.GraphqlError(f"Resolver for `{field}` {message}", None)
+
+
+def resolver(fn: Resolve) -> Resolve:
+    """Exports `fn` as the component's resolver and returns it unchanged.
+
+    componentize-py exports the class named `Resolver` of the app's module:
+    this defines it in `fn`'s module, so that module must not define one.
+    """
+    # Only a component of the `field-resolver` world has this module.
+    from componentize_py_types import Err
+    from wit_world import exports
+    from wit_world.exports import resolver as wit
+
+    def resolve(event: types.Event, call: wit.FieldCall) -> str:
+        try:
+            value = fn(
+                Event.of(event),
+                FieldCall(
+                    call.field,
+                    _object(call.arguments),
+                    _object(call.variables),
+                    Principal.of(call.principal),
+                ),
+            )
+        except ResolverError as e:
+            raise Err(types.GraphqlError(e.message, e.code))
+        except Exception as e:
+            log("error", f"resolver for {call.field} raised", traceback="".join(traceback.format_exception(e)))
+            raise Err(_failure(call.field, f"raised {type(e).__name__}: {e}"))
+        try:
+            return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise Err(_failure(call.field, f"returned a value that is not JSON: {e}"))
+
+    class Resolver(exports.Resolver):
+        def resolve(self, event: types.Event, call: wit.FieldCall) -> str:
+            return resolve(event, call)
+
+    module = sys.modules[fn.__module__]
+    if hasattr(module, "Resolver"):
+        raise TypeError(f"{fn.__module__} defines `Resolver` already: @resolver exports one function per module")
+    setattr(module, "Resolver", Resolver)
+    return fn
