@@ -41,15 +41,20 @@ step "fuzz smoke: every target, 5,000 runs from a fixed seed on its committed co
 FUZZ_RUNS="${FUZZ_RUNS:-5000}" bash tests/fuzz/run.sh
 
 step "end-to-end tests with stock clients (graphql-ws on Node, gql on Python)"
-cargo build --locked -p fanwire-server --bin fanwire
-FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire" bash tests/e2e.sh
+# `cargo test` built the binary (the server's tests run it) with the dev
+# profile's settings; `cargo build` would compile the workspace crates once
+# more under another profile name (20 s) for the same code. The steps below
+# (and python/check.sh) test this one.
+export FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire"
+test -x "$FANWIRE_BIN"
+bash tests/e2e.sh
 
 step "adversarial suite: hostile clients against the binary (tests/adversarial)"
 # The debug binary built above: a release build would compile every
 # dependency again (8.5 of a cold run's minutes) to test the same behaviour,
 # and debug adds overflow checks. `tests/adversarial/run.sh` alone builds
 # the release binary.
-FANWIRE_BIN="$CARGO_TARGET_DIR/debug/fanwire" bash tests/adversarial/run.sh
+bash tests/adversarial/run.sh
 
 step "Python package: maturin wheel, pytest over every serving mode, mypy --strict, stubtest"
 bash python/check.sh
