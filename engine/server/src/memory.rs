@@ -6,12 +6,17 @@
 //! allocation: after S1, 100 idle connections held 1.6 MB more than before
 //! it with as much in use, 2 MB of the arenas free (`malloc_stats`), and
 //! the server kept it. `malloc_trim(0)` returns the free pages of every
-//! arena.
-//! It holds each arena's lock while it walks that arena's free chunks, so
-//! it runs only at a quiet moment: once a second a task compares the
-//! node's activity (events in, frames out, open connections) with the
+//! arena. It holds each arena's lock while it walks that arena's free
+//! chunks, so it runs only at a quiet moment: once a second a task compares
+//! the node's activity (events in, frames out, open connections) with the
 //! second before, and trims after the first quiet second that follows any.
 //! Nothing on the publish or write path pays for it.
+//!
+//! What it cannot give back is fixed, not per connection: pages that
+//! glibc's per-thread caches (tcache) and each arena's slack keep, and the
+//! code a burst paged in; ~1 MB on this machine, 10 KB per connection
+//! after S1's 100 but nothing to speak of after 1,000 (benches/README.md,
+//! "Memory after a burst").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,13 +31,43 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What changes while the node works: events accepted, frames written,
 /// connections open.
-fn activity(engine: &Engine) -> (u64, u64, i64) {
+type Activity = (u64, u64, i64);
+
+fn activity(engine: &Engine) -> Activity {
     let metrics = engine.metrics();
     (
         metrics.events_in.get(),
         metrics.frames_out.get(),
         metrics.connections.get(),
     )
+}
+
+/// Tells, from one reading of the activity per check, when a busy spell
+/// has just ended: the first quiet check after one that saw activity.
+#[derive(Debug)]
+struct SpellEnd {
+    last: Activity,
+    busy: bool,
+}
+
+impl SpellEnd {
+    fn new(now: Activity) -> Self {
+        SpellEnd {
+            last: now,
+            busy: false,
+        }
+    }
+
+    /// Whether the node went quiet since the previous check, after work.
+    fn check(&mut self, now: Activity) -> bool {
+        if now != self.last {
+            self.last = now;
+            self.busy = true;
+            false
+        } else {
+            std::mem::take(&mut self.busy)
+        }
+    }
 }
 
 /// Trims after every busy spell until shutdown; does nothing where the
@@ -43,19 +78,13 @@ pub(crate) async fn trim_when_quiet(engine: Arc<Engine>, mut shutdown: watch::Re
     }
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last = activity(&engine);
-    let mut busy = false;
+    let mut spell = SpellEnd::new(activity(&engine));
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = crate::stopped(&mut shutdown) => return,
         }
-        let now = activity(&engine);
-        if now != last {
-            last = now;
-            busy = true;
-        } else if busy {
-            busy = false;
+        if spell.check(activity(&engine)) {
             let started = Instant::now();
             let released = trim();
             tracing::debug!(
@@ -84,4 +113,24 @@ fn trim() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spell_ends_at_the_first_quiet_check_after_work() {
+        let mut spell = SpellEnd::new((0, 0, 0));
+        assert!(
+            !spell.check((0, 0, 0)),
+            "quiet from the start: nothing to give back"
+        );
+        assert!(!spell.check((5, 0, 1)), "busy");
+        assert!(!spell.check((5, 9, 1)), "still busy");
+        assert!(spell.check((5, 9, 1)), "the first quiet check");
+        assert!(!spell.check((5, 9, 1)), "once per spell");
+        assert!(!spell.check((5, 9, 0)), "a connection closed");
+        assert!(spell.check((5, 9, 0)));
+    }
 }
