@@ -154,6 +154,23 @@ impl Poster {
         })
     }
 
+    /// Opens the connection now rather than on first use (a server that
+    /// runs out of descriptors later can still be published to).
+    pub async fn connect(&mut self) -> anyhow::Result<()> {
+        if self.stream.is_none() {
+            self.stream = Some(self.open().await?);
+        }
+        Ok(())
+    }
+
+    async fn open(&self) -> anyhow::Result<TcpStream> {
+        let stream = TcpStream::connect(&self.target.authority)
+            .await
+            .with_context(|| format!("connecting to {}", self.target.authority))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
     /// POSTs `body` as JSON; returns the status and the response body.
     pub async fn post(&mut self, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         let mut head = format!(
@@ -176,10 +193,7 @@ impl Poster {
                 Err(e) => return Err(e),
             }
         }
-        let stream = TcpStream::connect(&self.target.authority)
-            .await
-            .with_context(|| format!("connecting to {}", self.target.authority))?;
-        stream.set_nodelay(true)?;
+        let stream = self.open().await?;
         self.exchange(stream, head.as_bytes(), body).await
     }
 

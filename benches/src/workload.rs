@@ -123,9 +123,39 @@ pub fn ticks_of(index: usize, events: u64, principals: usize) -> u64 {
     events / principals + u64::from(index < events % principals)
 }
 
+/// Most loopback source addresses [`source_address`] hands out
+/// (127.0.0.2 to 127.0.0.254).
+pub const MAX_SOURCE_ADDRESSES: usize = 253;
+
+/// The loopback address client `client` connects from when clients are
+/// spread over `addresses` source addresses (127.0.0.2, 127.0.0.3, ...),
+/// or `None` to let the kernel choose (127.0.0.1). One source address has
+/// about 28,000 ephemeral ports towards one server port, so 100,000
+/// clients need at least four.
+pub fn source_address(client: usize, addresses: usize) -> Option<std::net::Ipv4Addr> {
+    if addresses == 0 {
+        return None;
+    }
+    let k = client % addresses.min(MAX_SOURCE_ADDRESSES);
+    Some(std::net::Ipv4Addr::new(127, 0, 0, 2 + k as u8))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_spread_over_source_addresses() {
+        use std::net::Ipv4Addr;
+        assert_eq!(source_address(5, 0), None);
+        assert_eq!(source_address(0, 16), Some(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(source_address(17, 16), Some(Ipv4Addr::new(127, 0, 0, 3)));
+        assert_eq!(
+            source_address(252, 1000),
+            Some(Ipv4Addr::new(127, 0, 0, 254))
+        );
+        assert_eq!(source_address(253, 1000), Some(Ipv4Addr::new(127, 0, 0, 2)));
+    }
 
     #[test]
     fn events_are_valid_json_of_about_the_requested_size() {

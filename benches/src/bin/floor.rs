@@ -12,7 +12,14 @@
 //! selection (aliases are ignored: every frame says `tick`), no queues but
 //! what a socket that cannot take a write needs.
 //!
+//! With `--answer at-once` it answers a publish as soon as its events are
+//! parsed, and one fan-out task writes every event queued since its
+//! previous round, one write per socket: the floor for a server that
+//! answers before its fan-out (fanwire does), where one publish at a time
+//! (S1-single) would otherwise wait for 100 writes per event.
+//!
 //!   floor [--listen 127.0.0.1:0] [--writes direct|tasks] [--write-threads N]
+//!         [--answer after-writes|at-once]
 //!
 //! Prints `floor listening on http://HOST:PORT` once it accepts.
 
@@ -46,6 +53,18 @@ enum Writes {
     Tasks,
 }
 
+/// When `POST /publish` is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Answer {
+    /// Once every subscriber's socket took the request's frames (or its
+    /// writer task was woken): the publisher waits for the fan-out.
+    AfterWrites,
+    /// Once the events are parsed and queued for the fan-out task, which
+    /// writes everything queued since its previous round in one write per
+    /// socket.
+    AtOnce,
+}
+
 /// The floor: the cost of the writes a subscription server cannot avoid.
 #[derive(Debug, Parser)]
 struct Args {
@@ -59,6 +78,9 @@ struct Args {
     /// publishing task plus N - 1 scoped threads).
     #[arg(long, default_value_t = 1)]
     write_threads: usize,
+    /// When a publish is answered.
+    #[arg(long, value_enum, default_value_t = Answer::AfterWrites)]
+    answer: Answer,
 }
 
 /// What a socket's writer has not written yet.
@@ -176,30 +198,77 @@ async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// An event ready for the sockets: its topic and its frame after the id.
+type Tail = (String, Vec<u8>);
+
 /// The server: subscribers by topic.
 struct Floor {
     writes: Writes,
     write_threads: usize,
+    answer: Answer,
     topics: RwLock<HashMap<String, Vec<Arc<Conn>>>>,
+    /// With `--answer at-once`: events answered and not yet written, in
+    /// publish order, and the fan-out task's wake-up.
+    queued: Mutex<Vec<Tail>>,
+    fan_out_wake: Notify,
 }
 
 impl Floor {
-    /// Publishes a request's body; returns (accepted, deliveries).
+    /// Publishes a request's body; returns (accepted, deliveries). With
+    /// `--answer at-once` the deliveries are the subscribers there are now.
     fn publish(&self, body: &[u8]) -> anyhow::Result<(usize, u64)> {
         let events = parse_events(body)?;
+        let tails: Vec<Tail> = events
+            .iter()
+            .map(|e| (e.topic.clone(), next_tail(e.data)))
+            .collect();
+        let deliveries = match self.answer {
+            Answer::AfterWrites => self.fan_out(tails),
+            Answer::AtOnce => {
+                let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+                let subscribers: u64 = tails
+                    .iter()
+                    .map(|(topic, _)| topics.get(topic).map_or(0, |c| c.len() as u64))
+                    .sum();
+                drop(topics);
+                let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+                queued.extend(tails);
+                drop(queued);
+                self.fan_out_wake.notify_one();
+                subscribers
+            }
+        };
+        Ok((events.len(), deliveries))
+    }
+
+    /// With `--answer at-once`: writes what publishes queued, each round
+    /// everything that arrived since the previous one.
+    async fn fan_out_task(self: Arc<Floor>) {
+        loop {
+            self.fan_out_wake.notified().await;
+            let tails =
+                std::mem::take(&mut *self.queued.lock().unwrap_or_else(PoisonError::into_inner));
+            if !tails.is_empty() {
+                self.fan_out(tails);
+            }
+        }
+    }
+
+    /// Writes `tails` to their topics' subscribers, one write per socket
+    /// for all of a topic's events; returns the deliveries.
+    fn fan_out(&self, tails: Vec<Tail>) -> u64 {
         // Each topic's tails, in publish order.
-        let mut by_topic: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
-        for event in &events {
-            let tail = next_tail(event.data);
-            match by_topic.iter_mut().find(|(t, _)| *t == event.topic) {
+        let mut by_topic: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for (topic, tail) in tails {
+            match by_topic.iter_mut().find(|(t, _)| *t == topic) {
                 Some((_, tails)) => tails.push(tail),
-                None => by_topic.push((event.topic.as_str(), vec![tail])),
+                None => by_topic.push((topic, vec![tail])),
             }
         }
         let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
         let mut deliveries = 0u64;
         for (topic, tails) in &by_topic {
-            let Some(conns) = topics.get(*topic) else {
+            let Some(conns) = topics.get(topic) else {
                 continue;
             };
             let mut frames: HashMap<&str, Vec<u8>> = HashMap::new();
@@ -213,7 +282,7 @@ impl Floor {
             let written = self.write(conns, &frames);
             deliveries += written * tails.len() as u64;
         }
-        Ok((events.len(), deliveries))
+        deliveries
     }
 
     /// Hands each socket its frames; returns how many sockets took them.
@@ -350,8 +419,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let floor = Arc::new(Floor {
         writes: args.writes,
         write_threads: args.write_threads,
+        answer: args.answer,
         topics: RwLock::default(),
+        queued: Mutex::default(),
+        fan_out_wake: Notify::new(),
     });
+    if args.answer == Answer::AtOnce {
+        tokio::spawn(floor.clone().fan_out_task());
+    }
     println!("floor listening on http://{}", listener.local_addr()?);
     loop {
         let (tcp, _) = listener.accept().await?;

@@ -19,9 +19,15 @@
 //! filters can be measured, and checked: each client expects exactly its
 //! principal's ticks, and counts any other as leaked.
 //!
+//! For more clients than one process may hold sockets, several load
+//! generators share a run: each connects its share (`--source-addrs`
+//! spreads them over 127.0.0.x), reports ready through `--ready-file` and
+//! waits for `--go-file`; one publishes, the others `--receive-only`.
+//!
 //! Everything is bounded: connects and acks time out, warm-up gives up after
 //! `--live-timeout`, and the drain after `--drain-timeout` without progress.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,10 +40,10 @@ use fanwire_benches::http::Poster;
 use fanwire_benches::publishing::{Mode, Order, Plan};
 use fanwire_benches::stats::{cpu_seconds, machine_ticks, peak_rss_kb, quantile, rss_kb, Seen};
 use fanwire_benches::workload::{
-    owner_of, pad_for, subscribe_message, ticks_of, write_event, Principal,
+    owner_of, pad_for, source_address, subscribe_message, ticks_of, write_event, Principal,
 };
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -128,6 +134,31 @@ struct Args {
     /// as `leaked`.
     #[arg(long, default_value_t = 1)]
     principals: usize,
+    /// Spread the clients over this many loopback source addresses
+    /// (127.0.0.2, 127.0.0.3, ...; at most 253): one address runs out of
+    /// ephemeral ports at about 28,000 connections to one server port.
+    /// 0 connects from 127.0.0.1.
+    #[arg(long, default_value_t = 0)]
+    source_addrs: usize,
+    /// Once this many clients failed to connect, the rest do not try
+    /// (counted as `skipped`): past a server's limit every further client
+    /// would wait out its 20 s connect timeout.
+    #[arg(long)]
+    max_failures: Option<usize>,
+    /// One of several load generators sharing a run (each process holds
+    /// at most `ulimit -n` sockets): once every client is live, write this
+    /// file and wait (up to 10 minutes) for `--go-file` before the measured
+    /// phase.
+    #[arg(long, requires = "go_file")]
+    ready_file: Option<std::path::PathBuf>,
+    /// See `--ready-file`.
+    #[arg(long, requires = "ready_file")]
+    go_file: Option<std::path::PathBuf>,
+    /// Publish nothing measured: another load generator of the same run
+    /// publishes the ticks, and this one's clients only receive them
+    /// (latency is measured from the publisher's time stamp, same clock).
+    #[arg(long)]
+    receive_only: bool,
 }
 
 /// A per-client counter on its own cache line, so clients on different
@@ -143,6 +174,8 @@ struct Shared {
     plan: Plan,
     connected: AtomicUsize,
     failed: AtomicUsize,
+    /// Clients that did not try to connect (`--max-failures` reached).
+    skipped: AtomicUsize,
     live: AtomicUsize,
     done: AtomicUsize,
     closed: AtomicUsize,
@@ -189,13 +222,35 @@ fn now_us() -> u64 {
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// Connects to `authority`, from `source` (port chosen by the kernel) if given.
+async fn connect(authority: &str, source: Option<Ipv4Addr>) -> anyhow::Result<TcpStream> {
+    let Some(source) = source else {
+        return Ok(TcpStream::connect(authority).await?);
+    };
+    let server = tokio::net::lookup_host(authority)
+        .await?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| anyhow!("{authority}: no IPv4 address to connect to from {source}"))?;
+    let socket = TcpSocket::new_v4()?;
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .with_context(|| format!("cannot bind to {source}"))?;
+    Ok(socket.connect(server).await?)
+}
+
 /// Opens one client: handshake, `connection_init`, ack, `subscribe`.
-async fn open(url: &str, init: &str, subscribe: String, read_buffer: usize) -> anyhow::Result<Ws> {
+async fn open(
+    url: &str,
+    source: Option<Ipv4Addr>,
+    init: &str,
+    subscribe: String,
+    read_buffer: usize,
+) -> anyhow::Result<Ws> {
     let authority = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .ok_or_else(|| anyhow!("{url}: only ws:// URLs are supported"))?;
-    let tcp = TcpStream::connect(authority).await?;
+    let tcp = connect(authority, source).await?;
     tcp.set_nodelay(true)?;
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
@@ -244,11 +299,25 @@ async fn client(
     // tungstenite zero-fills the whole read buffer before every read, so a
     // big one costs CPU per frame (and memory per idle connection).
     let read_buffer = if args.idle { 4096 } else { 8 * 1024 };
+    let source = source_address(index, args.source_addrs);
     let opened = {
         let _permit = gate.acquire().await;
+        if args
+            .max_failures
+            .is_some_and(|max| shared.failed.load(Ordering::Relaxed) >= max)
+        {
+            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            return stats;
+        }
         timeout(
             Duration::from_secs(20),
-            open(&args.url, &shared.inits[principal], subscribe, read_buffer),
+            open(
+                &args.url,
+                source,
+                &shared.inits[principal],
+                subscribe,
+                read_buffer,
+            ),
         )
         .await
         .unwrap_or_else(|_| Err(anyhow!("timed out connecting")))
@@ -335,6 +404,9 @@ async fn client(
     stats
 }
 
+/// How long one `POST /publish` may take, reply included.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Publishes ticks `seqs` as one request (a JSON array when more than one),
 /// stamped `ts_us`, or the current time when `None`; each names its owner
 /// among `owners` when there are any.
@@ -368,7 +440,9 @@ async fn publish(
     if many {
         body.push(']');
     }
-    let (status, reply) = poster.post(body.as_bytes()).await?;
+    let (status, reply) = timeout(PUBLISH_TIMEOUT, poster.post(body.as_bytes()))
+        .await
+        .map_err(|_| anyhow!("publish not answered within {PUBLISH_TIMEOUT:?}"))??;
     let reply = String::from_utf8_lossy(&reply);
     if status != 200 {
         bail!("publish answered {status}: {reply}");
@@ -521,6 +595,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         inits,
         connected: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
+        skipped: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         closed: AtomicUsize::new(0),
@@ -530,6 +605,11 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    // Connected before the clients: a server that runs out of descriptors
+    // while they connect can still be published to (if it keeps idle
+    // keep-alive connections open that long).
+    let mut poster = Poster::new(&args.publish_url, args.publish_token.as_deref())?;
+    poster.connect().await?;
     let connect_start = Instant::now();
     let clients: Vec<_> = (0..n)
         .map(|i| {
@@ -543,17 +623,22 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         })
         .collect();
 
-    while shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < n {
+    let settled = || {
+        shared.connected.load(Ordering::Relaxed)
+            + shared.failed.load(Ordering::Relaxed)
+            + shared.skipped.load(Ordering::Relaxed)
+    };
+    while settled() < n {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let connected = shared.connected.load(Ordering::Relaxed);
     let connect_s = connect_start.elapsed().as_secs_f64();
-    if connected == 0 {
+    // With no clients at all, the run measures the publish round trip alone.
+    if connected == 0 && n > 0 {
         let problem = shared.first_problem.lock().unwrap().clone();
         bail!("no client connected: {}", problem.unwrap_or_default());
     }
 
-    let mut poster = Poster::new(&args.publish_url, args.publish_token.as_deref())?;
     // Owner fields take part of the payload size.
     let owned = r#","user_id":"user-0","tenant_id":"tenant-0","federation_id":"fed-0""#.len();
     let pad = pad_for(if owners.is_empty() {
@@ -577,7 +662,29 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let live = shared.live.load(Ordering::Relaxed);
     // Let the last warm-up ticks drain before measuring.
     tokio::time::sleep(Duration::from_millis(if args.idle { 1000 } else { 200 })).await;
+    if let (Some(ready), Some(go)) = (&args.ready_file, &args.go_file) {
+        let failed = shared.failed.load(Ordering::Relaxed);
+        let skipped = shared.skipped.load(Ordering::Relaxed);
+        // Written aside and renamed, so a reader never sees half of it.
+        let partial = ready.with_extension("partial");
+        std::fs::write(
+            &partial,
+            format!("connected={connected} live={live} failed={failed} skipped={skipped}\n"),
+        )
+        .and_then(|()| std::fs::rename(&partial, ready))
+        .with_context(|| format!("cannot write {}", ready.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !go.exists() {
+            if Instant::now() > deadline {
+                bail!("{} did not appear within 10 minutes", go.display());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 
+    // Every client connected and live, nothing measured yet: what the
+    // connections cost before any burst, in this same process.
+    let rss_live = pid.as_deref().and_then(rss_kb);
     let server_cpu_0 = pid.as_deref().and_then(cpu_seconds);
     let own_cpu_0 = cpu_seconds("self");
     let machine_0 = machine_ticks();
@@ -587,13 +694,15 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let mut calls_us = Vec::new();
     let mut publish_s = 0.0;
     if !args.idle {
-        let clock = Clock {
-            start: tokio::time::Instant::now(),
-            start_us,
-        };
-        (server_deliveries, calls_us) =
-            publish_measured(plan, &args, poster, &pad, &owners, clock).await?;
-        publish_s = publish_start.elapsed().as_secs_f64();
+        if !args.receive_only {
+            let clock = Clock {
+                start: tokio::time::Instant::now(),
+                start_us,
+            };
+            (server_deliveries, calls_us) =
+                publish_measured(plan, &args, poster, &pad, &owners, clock).await?;
+            publish_s = publish_start.elapsed().as_secs_f64();
+        }
         let mut last = (shared.delivered(), Instant::now());
         while shared.done.load(Ordering::Relaxed) < connected {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -657,7 +766,9 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let ms = |q: f64| quantile(&latencies, q) as f64 / 1000.0;
     let call_ms = |q: f64| quantile(&calls_us, q) as f64 / 1000.0;
     let per_conn = |rss: Option<u64>| match (rss, rss_base) {
-        (Some(r), Some(b)) => format!("{:.2}", r.saturating_sub(b) as f64 / connected as f64),
+        (Some(r), Some(b)) if connected > 0 => {
+            format!("{:.2}", r.saturating_sub(b) as f64 / connected as f64)
+        }
         _ => "na".into(),
     };
     let cpu_per_m = match server_cpu {
@@ -666,16 +777,18 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     };
     let mode = if args.idle { "idle" } else { plan.mode.name() };
     println!(
-        "RESULT label={} mode={mode} publishers={} batch={} conns={n} connected={connected} live={live} connect_s={connect_s:.2} \
+        "RESULT label={} mode={mode} publishers={} batch={} conns={n} connected={connected} failed={} skipped={} live={live} connect_s={connect_s:.2} \
          distinct={} events={} rate={} payload_bytes={} principals={principals} deliveries={unique} expected={expected} \
          publish_s={publish_s:.3} publish_rate={publish_rate:.0} call_p50_ms={:.3} call_p99_ms={:.3} \
          elapsed_s={elapsed_s:.3} deliveries_per_s={per_s:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
          lost={} dup={duplicates} reordered={reordered} leaked={} closed={} unexpected={} server_deliveries={server_deliveries} \
          server_cpu_s={} server_cpu_s_per_m={cpu_per_m} loadgen_cpu_s={} machine_busy_pct={machine_busy} \
-         rss_kb={} rss_base_kb={} rss_per_conn_kb={} rss_peak_kb={} idle_s={idle_s} rss_idle_kb={} rss_per_conn_idle_kb={}",
+         rss_kb={} rss_base_kb={} rss_per_conn_kb={} rss_live_kb={} rss_per_conn_live_kb={} rss_peak_kb={} idle_s={idle_s} rss_idle_kb={} rss_per_conn_idle_kb={}",
         args.label,
         plan.publishers,
         plan.batch,
+        shared.failed.load(Ordering::Relaxed),
+        shared.skipped.load(Ordering::Relaxed),
         args.distinct,
         shared.events,
         args.rate,
@@ -694,6 +807,8 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         kb(rss),
         kb(rss_base),
         per_conn(rss),
+        kb(rss_live),
+        per_conn(rss_live),
         kb(rss_peak),
         kb(rss_idle),
         per_conn(rss_idle),

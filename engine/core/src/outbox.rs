@@ -263,9 +263,10 @@ impl Outbox {
     }
 
     /// Frees the queue's allocation if nothing waits and a burst left it
-    /// larger than a quiet connection needs (called by an idle writer).
+    /// larger than a quiet connection needs, a few frames (called by an
+    /// idle writer).
     pub fn shrink_if_idle(&self) {
-        const KEEP: usize = 64;
+        const KEEP: usize = 8;
         let mut state = self.lock();
         if state.frames.is_empty() && state.frames.capacity() > KEEP {
             state.frames = VecDeque::new();

@@ -11,6 +11,8 @@
 //!   the core's `Connection`, writes its outbox, runs its timers.
 //! - `wire`: a connection's socket, shared by its task and the dispatcher,
 //!   which writes results straight to an idle socket.
+//! - `memory`: hands the memory a burst freed back to the system once the
+//!   server is quiet (glibc keeps it otherwise).
 //! - [`publish`]: parsing publish bodies.
 //! - [`node`]: the bus, sources and plugins around an engine (`[bus]`,
 //!   `[sources.postgres]` from `fanwire-bus`, `[[plugins]]` and `[auth]`
@@ -24,6 +26,7 @@
 pub mod config;
 pub mod demo;
 mod http;
+mod memory;
 pub mod node;
 pub mod publish;
 mod wire;
@@ -263,6 +266,10 @@ impl Server {
         if let Some(hup) = hup {
             spawn_sighup_reload(app.clone(), hup);
         }
+        tokio::spawn(memory::trim_when_quiet(
+            app.engine.clone(),
+            app.shutdown.clone(),
+        ));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

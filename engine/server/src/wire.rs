@@ -26,8 +26,9 @@ use tokio::net::TcpStream;
 
 /// A flushed buffer larger than this is not kept for reuse: a burst to a
 /// slow client should not pin its memory for the connection's lifetime
-/// (100,000 connections x 64 KiB would be 6 GiB).
-const KEEP_CAPACITY: usize = 8 * 1024;
+/// (100,000 connections x 64 KiB would be 6 GiB). The same bound as the
+/// writer's own buffer (`ws.rs`, `KEEP_BYTES`), which the two swap.
+const KEEP_CAPACITY: usize = 1024;
 
 /// The write side of one connection's socket.
 #[derive(Debug)]

@@ -23,10 +23,14 @@ use tokio_tungstenite::WebSocketStream;
 use crate::wire::{encode_text, Wire, WireIo};
 use crate::App;
 
-/// Frames and bytes a connection's idle writer keeps allocated; a burst
-/// grows its buffers past these, and they are freed once it is written.
-const KEEP_FRAMES: usize = 64;
-const KEEP_BYTES: usize = 8 * 1024;
+/// Frames and bytes a connection's idle writer keeps allocated: what a
+/// wake-up with a few frames needs, so a steady stream does not allocate
+/// per wake-up. A burst grows the buffers past these, and they are freed
+/// once it is written. At 8 KiB, connections idle after S1-single still
+/// held ~8 KB each of buffers, which also pin the pages around them after
+/// the burst's memory is freed (see `memory.rs`).
+const KEEP_FRAMES: usize = 8;
+const KEEP_BYTES: usize = 1024;
 
 /// Drain-and-write rounds per wake-up of a connection's writer.
 const WRITE_ROUNDS: usize = 4;
