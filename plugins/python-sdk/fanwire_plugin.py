@@ -21,8 +21,8 @@ world `field-resolver`, with this folder on its path (`-p`);
 `bash plugins/build.sh` does it for the example in
 `examples/resolver-component/`.
 
-Layout: the dataclasses (`Principal`, `Event`, `FieldCall`) and
-`ResolverError`; `config()`, `log()` and `now_ms()`, what the host offers
+Layout: what a resolver receives (`Principal`, `Event`, `FieldCall`, read
+from the generated records) and `ResolverError`; `config()`, `log()` and `now_ms()`, what the host offers
 every plugin; `resolver`, which exports a function as the world's resolver.
 """
 
