@@ -10,8 +10,9 @@
 //! machine load; a row's figure is the median over the rounds. One
 //! `resolve` call alone (1 group, host -> guest -> host) is timed too.
 //!
-//! Run with `bash benches/plugins.sh` (or `bash benches/resolvers.sh`,
-//! this bench alone); prints a table, asserts nothing.
+//! Run with `bash benches/resolvers.sh` (with the compile cache bench and
+//! S1 with a Python resolver) or `bash benches/plugins.sh` (with the other
+//! plugin benches); prints a table, asserts nothing.
 //! `RESOLVER_BENCH_PROFILE=<row>:<events>` builds only that row's engine
 //! and publishes `events` events to it, for `perf record` or callgrind
 //! (`--toggle-collect='*publish_now*'`), then stops. Components are
@@ -266,7 +267,7 @@ fn main() {
     // `cargo test --all-targets` runs this binary without `--bench`: the
     // figures only mean something from an optimised `cargo bench` run.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("resolver benchmarks: run with `bash benches/plugins.sh`");
+        println!("resolver benchmarks: run with `bash benches/resolvers.sh`");
         return;
     }
     let profile = std::env::var("RESOLVER_BENCH_PROFILE").ok();
