@@ -21,8 +21,8 @@ world `field-resolver`, with this folder on its path (`-p`);
 `bash plugins/build.sh` does it for the example in
 `examples/resolver-component/`.
 
-Layout: the dataclasses (`Principal`, `Event`, `FieldCall`) and
-`ResolverError`; `config()`, `log()` and `now_ms()`, what the host offers
+Layout: what a resolver receives (`Principal`, `Event`, `FieldCall`, read
+from the generated records) and `ResolverError`; `config()`, `log()` and `now_ms()`, what the host offers
 every plugin; `resolver`, which exports a function as the world's resolver.
 """
 
@@ -32,9 +32,13 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Tuple
 
 from wit_world.imports import host, types
+
+if TYPE_CHECKING:
+    # Only a component of the `field-resolver` world has this module.
+    from wit_world.exports import resolver as _wit
 
 __all__ = [
     "Event",
@@ -100,18 +104,73 @@ class Event:
         return Event(e.topic, json.loads(e.data), e.id, e.seq)
 
 
-@dataclass(frozen=True)
 class FieldCall:
-    """What one group of subscriptions asks of the field."""
+    """What one group of subscriptions asks of the field.
 
-    field: str
-    """The root subscription field, e.g. `tick`."""
-    arguments: Dict[str, Any]
-    """The field's coerced arguments."""
-    variables: Dict[str, Any]
-    """The operation's coerced variables."""
-    principal: Principal
-    """Who subscribed."""
+    The host sends `arguments`, `variables` and the principal's claims as
+    JSON: each is parsed on first use, so a resolver pays (once per group
+    per event) only for what it reads.
+    """
+
+    __slots__ = ("_field", "_arguments", "_variables", "_principal", "_wire")
+
+    def __init__(self, field: str, arguments: Dict[str, Any], variables: Dict[str, Any], principal: Principal) -> None:
+        self._field = field
+        self._arguments: Optional[Dict[str, Any]] = arguments
+        self._variables: Optional[Dict[str, Any]] = variables
+        self._principal: Optional[Principal] = principal
+        self._wire: Optional[_wit.FieldCall] = None
+
+    @staticmethod
+    def of(call: _wit.FieldCall) -> FieldCall:
+        """From the generated record, read on first use."""
+        self = FieldCall.__new__(FieldCall)
+        self._field = call.field
+        self._arguments = self._variables = self._principal = None
+        self._wire = call
+        return self
+
+    @property
+    def field(self) -> str:
+        """The root subscription field, e.g. `tick`."""
+        return self._field
+
+    @property
+    def arguments(self) -> Dict[str, Any]:
+        """The field's coerced arguments."""
+        if self._arguments is None:
+            assert self._wire is not None
+            self._arguments = _object(self._wire.arguments)
+        return self._arguments
+
+    @property
+    def variables(self) -> Dict[str, Any]:
+        """The operation's coerced variables."""
+        if self._variables is None:
+            assert self._wire is not None
+            self._variables = _object(self._wire.variables)
+        return self._variables
+
+    @property
+    def principal(self) -> Principal:
+        """Who subscribed."""
+        if self._principal is None:
+            assert self._wire is not None
+            self._principal = Principal.of(self._wire.principal)
+        return self._principal
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FieldCall):
+            return NotImplemented
+        return (self.field, self.arguments, self.variables, self.principal) == (
+            other.field,
+            other.arguments,
+            other.variables,
+            other.principal,
+        )
+
+    def __repr__(self) -> str:
+        return f"FieldCall(field={self.field!r}, arguments={self.arguments!r}, variables={self.variables!r}, principal={self.principal!r})"
 
 
 class ResolverError(Exception):
@@ -167,6 +226,10 @@ def now_ms() -> int:
 Resolve = Callable[[Event, FieldCall], Any]
 
 
+# One encoder for every call: `json.dumps` with arguments builds a new one each time.
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
 def _failure(field: str, message: str) -> types.GraphqlError:
     """A failure the subscribers see with the host's `RESOLVER_FAILED`."""
     return types.GraphqlError(f"Resolver for `{field}` {message}", None)
@@ -185,22 +248,14 @@ def resolver(fn: Resolve) -> Resolve:
 
     def resolve(event: types.Event, call: wit.FieldCall) -> str:
         try:
-            value = fn(
-                Event.of(event),
-                FieldCall(
-                    call.field,
-                    _object(call.arguments),
-                    _object(call.variables),
-                    Principal.of(call.principal),
-                ),
-            )
+            value = fn(Event.of(event), FieldCall.of(call))
         except ResolverError as e:
             raise Err(types.GraphqlError(e.message, e.code))
         except Exception as e:
             log("error", f"resolver for {call.field} raised", traceback="".join(traceback.format_exception(e)))
             raise Err(_failure(call.field, f"raised {type(e).__name__}: {e}"))
         try:
-            return json.dumps(value, allow_nan=False, separators=(",", ":"))
+            return _encode(value)
         except (TypeError, ValueError) as e:
             raise Err(_failure(call.field, f"returned a value that is not JSON: {e}"))
 

@@ -25,7 +25,7 @@ from wit_world.exports import resolver as wit
 from wit_world.imports import host, types
 
 import fanwire_plugin
-from fanwire_plugin import Event, FieldCall, ResolverError, resolver
+from fanwire_plugin import Event, FieldCall, Principal, ResolverError, resolver
 
 Logged = List[Tuple[host.Level, str, List[Tuple[str, str]]]]
 
@@ -91,6 +91,15 @@ class ResolverTest(HostStubs):
         self.assertTrue(c.principal.has_role("staff"))
         self.assertEqual(c.principal.claims, {"sub": "u1"})
         self.assertEqual(c.principal.expires_at, 1765000000)
+
+    def test_a_call_read_from_the_host_equals_one_built_by_hand(self) -> None:
+        wire = wit.FieldCall("tick", '{"topic":"demo"}', "{}", principal(["staff"], '{"sub":"u1"}'))
+        by_hand = FieldCall("tick", {"topic": "demo"}, {}, Principal("u1", "t1", ("staff",), {"sub": "u1"}, 1765000000))
+        self.assertEqual(FieldCall.of(wire), by_hand)
+        self.assertEqual(repr(FieldCall.of(wire)), repr(by_hand))
+        self.assertNotEqual(FieldCall.of(call('{"topic":"other"}')), by_hand)
+        with self.assertRaises(AttributeError):
+            by_hand.arguments = {}  # type: ignore[misc]
 
     def test_any_json_value_is_a_value(self) -> None:
         for value in [None, 3, "text", [1, {"a": None}]]:

@@ -1,6 +1,7 @@
 //! Plugin load time with a cold and a warm compile cache, for the Python
-//! filter (an 18 MB componentize-py component) and a Rust filter: what a
-//! start or a reload costs the first time and every time after. A load is
+//! filter and the Python resolver of `examples/resolver-component` (19 MB
+//! componentize-py components) and a Rust filter: what a start or a reload
+//! costs the first time and every time after. A load is
 //! `Plugin::load`: compile or read the cache, check, pre-link, create the
 //! first instance. Run with `bash benches/plugins.sh` (builds the plugins
 //! first); prints a table of medians, asserts nothing.
@@ -16,10 +17,10 @@ use fanwire_plugins::{
 };
 use serde_json::Map;
 
-fn options(name: &str) -> LoadOptions {
+fn options(name: &str, kind: Kind) -> LoadOptions {
     LoadOptions {
         name: name.into(),
-        kind: Kind::EventFilter,
+        kind,
         config: Map::new(),
         timeout_ms: 1000,
         memory_mb: 64,
@@ -51,10 +52,15 @@ fn main() {
     .unwrap();
     println!("| plugin | runs | cold cache (compile + write) | warm cache | entry size |");
     println!("|---|---|---|---|---|");
-    // (name, cold runs, warm runs): the Python filter compiles for seconds.
-    for (name, cold_runs, warm_runs) in [("python-filter", 3, 7), ("row-filter", 7, 15)] {
+    // (name, world, cold runs, warm runs): a Python component compiles for
+    // seconds.
+    for (name, kind, cold_runs, warm_runs) in [
+        ("python-filter", Kind::EventFilter, 3, 7),
+        ("resolver-component", Kind::FieldResolver, 3, 7),
+        ("row-filter", Kind::EventFilter, 7, 15),
+    ] {
         let bytes = wasm(name);
-        let load = || Plugin::load(&cached, &bytes, options(name)).unwrap();
+        let load = || Plugin::load(&cached, &bytes, options(name, kind)).unwrap();
         let cold = median(
             (0..cold_runs)
                 .map(|_| {

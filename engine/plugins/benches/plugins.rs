@@ -1,7 +1,7 @@
 //! Plugin runtime figures: per-call overhead, instantiation with and without
 //! pooling, dispatch of one event to 1,000 subscriptions in 10 groups with
-//! and without the security plugins, the cost of a component resolver per
-//! group per event, and the time to load a new version.
+//! and without the security plugins, and the time to load a new version
+//! (component resolvers have their own bench, `resolvers.rs`).
 //! Run with `bash benches/plugins.sh` (builds the plugins first); prints a
 //! table, asserts nothing.
 
@@ -12,17 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{dist, wasm, FromPayload};
-use fanwire_core::hooks::{
-    Asked, DataText, Decision, EventFilter, GroupInfo, Hooks, Resolution, Resolver, Verdict,
-};
+use fanwire_core::hooks::{Asked, Decision, EventFilter, GroupInfo, Hooks, Verdict};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::testing::publish_now;
 use fanwire_core::{Engine, Event, Limits, Principal, Schema};
 use fanwire_plugins::filter::WasmFilter;
-use fanwire_plugins::resolver::WasmResolver;
 use fanwire_plugins::{
-    Kind, LoadOptions, Plugin, PluginHost, PluginMetrics, PluginSpec, ResolverSpec, Runtime,
-    RuntimeConfig,
+    Kind, LoadOptions, Plugin, PluginHost, PluginMetrics, PluginSpec, Runtime, RuntimeConfig,
 };
 use serde_json::{json, Map};
 
@@ -96,17 +92,6 @@ fn asked<'a>(groups: &[&'a GroupInfo], verdicts: &'a [Verdict]) -> Vec<Asked<'a>
             },
         })
         .collect()
-}
-
-/// A native resolver that returns the event's data: the core's own cost of
-/// resolving a field, without WebAssembly.
-#[derive(Debug)]
-struct NativePass;
-
-impl Resolver for NativePass {
-    fn resolve(&self, _: &Event, data: &serde_json::Value, _: &GroupInfo) -> Resolution {
-        Resolution::Ready(Ok(data.clone()))
-    }
 }
 
 /// A native filter that asks about every event and allows it: the core's
@@ -365,92 +350,7 @@ fn main() {
         (t_secured.as_secs_f64() - t_plain.as_secs_f64()) * 1e6
     );
 
-    // 4. A component resolver (plugins/testing/resolver): `pass` returns the
-    // event's data unparsed (the host's share of a call), `echo` parses it
-    // and adds a member (a small resolver's own JSON work).
-    let resolved = |mode: &str| -> (Arc<Engine>, Vec<fanwire_core::Connection>) {
-        let spec = ResolverSpec {
-            field: "orderCreated".into(),
-            path: dist().join("resolver.wasm"),
-            name: Some(format!("resolver-{mode}")),
-            timeout_ms: Some(1000),
-            memory_mb: None,
-            config: json!({"mode": mode}).as_object().unwrap().clone(),
-        };
-        let host =
-            PluginHost::with_runtime(pooled.clone(), &[], &[spec], None, &dist(), &dist()).unwrap();
-        engine_with_subscriptions(host.hooks(base.clone()))
-    };
-    let one_group = {
-        let mut g = group(Principal::default());
-        g.arguments = json!({"tenantId": "t1"}).as_object().unwrap().clone();
-        g
-    };
-    let (native_resolved, _keep) = engine_with_subscriptions(Hooks {
-        resolvers: [(
-            "orderCreated".to_owned(),
-            Arc::new(NativePass) as Arc<dyn Resolver>,
-        )]
-        .into_iter()
-        .collect(),
-        ..base.clone()
-    });
-    let t_native_resolved = time(11, 200, || {
-        std::hint::black_box(publish_now(&native_resolved, std::slice::from_ref(&event)));
-    });
-    println!(
-        "| 1 event -> 1,000 subscriptions in 10 groups, a native resolver returning the data (the core's resolver path alone) | {:.1} us (+{:.2} us per group) |",
-        t_native_resolved.as_secs_f64() * 1e6,
-        (t_native_resolved.as_secs_f64() - t_plain.as_secs_f64()) * 1e6 / 10.0
-    );
-    for mode in ["pass", "echo"] {
-        let mut spec = options("resolver");
-        spec.kind = Kind::FieldResolver;
-        spec.config = json!({"mode": mode}).as_object().unwrap().clone();
-        let p = Arc::new(Plugin::load(&pooled, &wasm("resolver"), spec).unwrap());
-        let r = WasmResolver::new(p, "orderCreated");
-        let text = DataText::new(&event.data);
-        assert!(matches!(
-            r.resolve_shared(&event, &event.data, Some(&text), &one_group),
-            Resolution::Ready(Ok(_))
-        ));
-        let t = time(11, 20_000, || {
-            std::hint::black_box(r.resolve_shared(&event, &event.data, Some(&text), &one_group));
-        });
-        println!(
-            "| component resolver (`{mode}`), one `resolve` for 1 group, host -> guest -> host | {:.2} us |",
-            t.as_secs_f64() * 1e6
-        );
-        let (engine, _keep) = resolved(mode);
-        assert_eq!(
-            publish_now(&engine, std::slice::from_ref(&event)).deliveries,
-            1000
-        );
-        // `PLUGINS_BENCH_PROFILE=resolver-<mode>:<events>`: only publish
-        // to this engine, for `perf record`, then stop.
-        let profile = std::env::var("PLUGINS_BENCH_PROFILE").ok();
-        let prefix = format!("resolver-{mode}:");
-        if let Some(events) =
-            (profile.as_deref()).and_then(|t| t.strip_prefix(&prefix)?.parse::<u32>().ok())
-        {
-            let start = Instant::now();
-            for _ in 0..events {
-                std::hint::black_box(publish_now(&engine, std::slice::from_ref(&event)));
-            }
-            println!("resolver-{mode}: {:?} per event", start.elapsed() / events);
-            return;
-        }
-        let t_resolved = time(11, 200, || {
-            std::hint::black_box(publish_now(&engine, std::slice::from_ref(&event)));
-        });
-        println!(
-            "| 1 event -> 1,000 subscriptions in 10 groups, a component resolver (`{mode}`) | {:.1} us (+{:.2} us per group) |",
-            t_resolved.as_secs_f64() * 1e6,
-            (t_resolved.as_secs_f64() - t_plain.as_secs_f64()) * 1e6 / 10.0
-        );
-    }
-
-    // 5. Loading a new version (what a reload does before the swap).
+    // 4. Loading a new version (what a reload does before the swap).
     let load = time(7, 3, || {
         Plugin::load(&pooled, &row, options("row-filter")).unwrap();
     });

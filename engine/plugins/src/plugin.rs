@@ -16,6 +16,7 @@ use crate::bindings::{v0_1, v0_2, v0_3};
 use crate::config::Kind;
 use crate::host::HostState;
 use crate::metrics::{FaultKind, Function, Handles};
+use crate::resolver::ResolveFunc;
 use crate::runtime::{Runtime, EPOCH_TICK};
 use crate::LoadError;
 
@@ -106,7 +107,7 @@ pub(crate) enum Bindings {
     Transport01(v0_1::transport::TransportAdapter),
     Transport02(v0_2::transport::TransportAdapter),
     Transport03(v0_3::transport::TransportAdapter),
-    Resolver03(v0_3::resolver::FieldResolver),
+    Resolver03(ResolveFunc),
 }
 
 /// One instance with its store.
@@ -355,7 +356,10 @@ impl Plugin {
             Pre::Transport01(p) => Bindings::Transport01(p.instantiate(&mut store)?),
             Pre::Transport02(p) => Bindings::Transport02(p.instantiate(&mut store)?),
             Pre::Transport03(p) => Bindings::Transport03(p.instantiate(&mut store)?),
-            Pre::Resolver03(p) => Bindings::Resolver03(p.instantiate(&mut store)?),
+            Pre::Resolver03(p) => {
+                let bindings = p.instantiate(&mut store)?;
+                Bindings::Resolver03(ResolveFunc::check(&bindings, &store)?)
+            }
         };
         Ok(Slot { store, bindings })
     }

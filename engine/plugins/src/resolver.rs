@@ -16,12 +16,76 @@ use fanwire_core::error::codes;
 use fanwire_core::hooks::{DataText, GroupInfo, Resolution, Resolver};
 use fanwire_core::{Event, GraphQLError};
 use serde_json::Value;
+use wasmtime::component::{ComponentType, Func, Lower, TypedFunc};
+use wasmtime::Store;
 
 use crate::bindings::v0_1::types;
-use crate::bindings::v0_3::resolver::exports::fanwire::plugin::resolver::FieldCall;
+use crate::bindings::v0_3::resolver::FieldResolver;
 use crate::convert;
+use crate::host::HostState;
 use crate::metrics::{Answer, FaultKind, Function};
 use crate::plugin::{Bindings, Plugin};
+
+/// `types.event`, borrowed from the core's event.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct EventArg<'a> {
+    topic: &'a str,
+    data: &'a str,
+    id: Option<&'a str>,
+    seq: Option<u64>,
+}
+
+/// `types.principal`, borrowed from the group's.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct PrincipalArg<'a> {
+    subject: Option<&'a str>,
+    tenant: Option<&'a str>,
+    roles: &'a [String],
+    claims: &'a str,
+    #[component(name = "expires-at")]
+    expires_at: Option<u64>,
+}
+
+/// `resolver.field-call`, borrowed from the group's.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct FieldCallArg<'a> {
+    field: &'a str,
+    arguments: &'a str,
+    variables: &'a str,
+    principal: PrincipalArg<'a>,
+}
+
+type Params<'a> = (EventArg<'a>, FieldCallArg<'a>);
+type Returned = (Result<String, types::GraphqlError>,);
+
+/// An instance's `resolve`, typed with borrowed records: the event and the
+/// group's call are lowered straight from the core's values, where the
+/// records `bindgen!` generates would need a copy of every string per call
+/// (its borrowing mode does not compile for this world in wasmtime 48).
+#[derive(Clone, Copy)]
+pub(crate) struct ResolveFunc(Func);
+
+impl ResolveFunc {
+    /// Takes `resolve` from a new instance's bindings, type-checked against
+    /// the borrowed records.
+    pub(crate) fn check(
+        bindings: &FieldResolver,
+        store: &Store<HostState>,
+    ) -> wasmtime::Result<ResolveFunc> {
+        let func = *bindings.fanwire_plugin_resolver().func_resolve().func();
+        func.typed::<Params<'static>, Returned>(store)?;
+        Ok(ResolveFunc(func))
+    }
+
+    fn typed<'a>(self) -> TypedFunc<Params<'a>, Returned> {
+        // SAFETY: `check` type-checked this function against these types; a
+        // lifetime is not part of a component type.
+        unsafe { TypedFunc::new_unchecked(self.0) }
+    }
+}
 
 /// A field resolver backed by a plugin, bound to one `Subscription` field.
 #[derive(Debug)]
@@ -50,25 +114,39 @@ impl WasmResolver {
     }
 
     /// One `resolve` call with the event's data as `data` (JSON text).
-    fn call(&self, event: &Event, data: String, group: &GroupInfo) -> Result<Value, GraphQLError> {
-        let wit_event = types::Event {
-            topic: event.topic.clone(),
-            data,
-            id: event.id.clone(),
-            seq: event.seq,
-        };
-        let call = FieldCall {
-            field: group.field.clone(),
-            arguments: convert::json(&group.arguments),
-            variables: convert::json(&group.variables),
-            principal: convert::principal(&group.principal),
-        };
+    fn call(&self, event: &Event, data: &str, group: &GroupInfo) -> Result<Value, GraphQLError> {
+        let (arguments, variables) = (
+            convert::json(&group.arguments),
+            convert::json(&group.variables),
+        );
+        let principal = &group.principal;
+        let claims = convert::json(&principal.claims);
+        let params = (
+            EventArg {
+                topic: &event.topic,
+                data,
+                id: event.id.as_deref(),
+                seq: event.seq,
+            },
+            FieldCallArg {
+                field: &group.field,
+                arguments: &arguments,
+                variables: &variables,
+                principal: PrincipalArg {
+                    subject: principal.subject.as_deref(),
+                    tenant: principal.tenant.as_deref(),
+                    roles: &principal.roles,
+                    claims: &claims,
+                    expires_at: principal.expires_at,
+                },
+            },
+        );
         let answer = self
             .plugin
             .call(Function::Resolve, |slot| match &slot.bindings {
-                Bindings::Resolver03(b) => {
-                    b.fanwire_plugin_resolver()
-                        .call_resolve(&mut slot.store, &wit_event, &call)
+                Bindings::Resolver03(resolve) => {
+                    let (answer,) = resolve.typed().call(&mut slot.store, params)?;
+                    Ok(answer)
                 }
                 _ => unreachable!("a field resolver is loaded with the field-resolver world"),
             });
@@ -136,7 +214,7 @@ fn failure(message: String, reason: &str) -> GraphQLError {
 
 impl Resolver for WasmResolver {
     fn resolve(&self, event: &Event, data: &Value, group: &GroupInfo) -> Resolution {
-        Resolution::Ready(self.call(event, convert::json(data), group))
+        Resolution::Ready(self.call(event, &convert::json(data), group))
     }
 
     fn resolve_shared(
@@ -146,10 +224,10 @@ impl Resolver for WasmResolver {
         text: Option<&DataText<'_>>,
         group: &GroupInfo,
     ) -> Resolution {
-        let data = match text {
-            Some(text) => text.get().to_owned(),
-            None => convert::json(data),
+        let answer = match text {
+            Some(text) => self.call(event, text.get(), group),
+            None => self.call(event, &convert::json(data), group),
         };
-        Resolution::Ready(self.call(event, data, group))
+        Resolution::Ready(answer)
     }
 }
