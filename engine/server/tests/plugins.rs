@@ -468,44 +468,15 @@ async fn a_filter_replaced_20_times_under_load_loses_and_duplicates_nothing() {
         fanwire_core::Order::Numbered,
     );
 
-    let mut stamp_of: Vec<Option<u32>> = vec![None; published as usize + 1];
-    let mut still_open = Vec::new();
-    for reader in readers {
-        let (seen, mut c) = tokio::time::timeout(WAIT * 3, reader)
-            .await
-            .expect("every client got every event")
-            .unwrap();
-        // Every accepted event, exactly once, in order ...
-        let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
-        if ids != (0..=published).collect::<Vec<_>>() {
-            let first_gap = ids.iter().enumerate().find(|(i, id)| **id != *i as u64);
-            panic!(
-                "lost, duplicated or reordered events: {} received of {}, first difference at {first_gap:?}\n{}",
-                ids.len(),
-                published + 1,
-                server.metrics().lines().filter(|l| l.contains("drops") || l.contains("faults")).collect::<Vec<_>>().join("\n")
-            );
-        }
-        // ... decided by versions that only move forward ...
-        assert!(
-            seen.windows(2).all(|w| w[0].1 <= w[1].1),
-            "an event was decided by an older version after a newer one"
-        );
-        // ... and by one version for every group and client.
-        for (id, stamp) in seen {
-            let slot = &mut stamp_of[id as usize];
-            assert!(
-                slot.is_none_or(|s| s == stamp),
-                "event {id} was decided by two versions"
-            );
-            *slot = Some(stamp);
-        }
-        // The connection is still open.
-        c.send(json!({"type": "ping"})).await;
-        assert_eq!(c.recv().await, json!({"type": "pong"}));
-        still_open.push(c);
-    }
-    let versions: std::collections::BTreeSet<u32> = stamp_of.iter().flatten().copied().collect();
+    let (_still_open, versions) = check_reload_deliveries(readers, published, || {
+        server
+            .metrics()
+            .lines()
+            .filter(|l| l.contains("drops") || l.contains("faults"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
     assert_eq!(versions.last(), Some(&VERSIONS));
     let m = server.metrics();
     assert_eq!(

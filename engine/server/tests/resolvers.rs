@@ -414,43 +414,8 @@ async fn a_resolver_replaced_under_load_serves_every_event_once_in_order_old_val
         fanwire_core::Order::Numbered,
     );
 
-    let mut version_of: Vec<Option<u32>> = vec![None; published as usize + 1];
-    let mut still_open = Vec::new();
-    for reader in readers {
-        let (seen, mut c) = tokio::time::timeout(WAIT * 3, reader)
-            .await
-            .expect("every client got every event")
-            .unwrap();
-        // Every accepted event, exactly once, in order ...
-        let seqs: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
-        if seqs != (0..=published).collect::<Vec<_>>() {
-            let first_gap = seqs.iter().enumerate().find(|(i, s)| **s != *i as u64);
-            panic!(
-                "lost, repeated or reordered events: {} received of {}, first difference at {first_gap:?}",
-                seqs.len(),
-                published + 1
-            );
-        }
-        // ... the old resolver's values, then the new one's ...
-        assert!(
-            seen.windows(2).all(|w| w[0].1 <= w[1].1),
-            "an event was resolved by an older version after a newer one"
-        );
-        // ... and one version per event, for every group and client.
-        for (seq, by) in seen {
-            let slot = &mut version_of[seq as usize];
-            assert!(
-                slot.is_none_or(|v| v == by),
-                "event {seq} was resolved by two versions"
-            );
-            *slot = Some(by);
-        }
-        // The connection is still open.
-        c.send(json!({"type": "ping"})).await;
-        assert_eq!(c.recv().await, json!({"type": "pong"}));
-        still_open.push(c);
-    }
-    let versions: std::collections::BTreeSet<u32> = version_of.iter().flatten().copied().collect();
+    let (_still_open, versions) =
+        check_reload_deliveries(readers, published, || server.metrics()).await;
     assert_eq!(versions.last(), Some(&VERSIONS));
     let m = server.metrics();
     assert_eq!(

@@ -330,3 +330,60 @@ pub async fn http_raw(
         .unwrap_or_default();
     (status, body)
 }
+
+/// A hot-reload test's reader: what one client saw, as `(event number,
+/// version that handled it)`, and the client.
+pub type Reader = tokio::task::JoinHandle<(Vec<(u64, u32)>, Client)>;
+
+/// What the clients of a hot-reload-under-load test saw, each a list of
+/// `(event number, version that handled it)`: checks that every client got
+/// every event `0..=published` exactly once and in order, from versions that
+/// only move forward, that no event was handled by two versions for
+/// different clients, and that each connection still answers a ping.
+/// `diagnose` is added to a failure's message. Returns the clients and the
+/// versions that handled events.
+pub async fn check_reload_deliveries(
+    readers: Vec<Reader>,
+    published: u64,
+    diagnose: impl Fn() -> String,
+) -> (Vec<Client>, std::collections::BTreeSet<u32>) {
+    let mut version_of: Vec<Option<u32>> = vec![None; published as usize + 1];
+    let mut still_open = Vec::new();
+    for reader in readers {
+        let (seen, mut c) = tokio::time::timeout(WAIT * 3, reader)
+            .await
+            .expect("every client got every event")
+            .unwrap();
+        // Every accepted event, exactly once, in order ...
+        let numbers: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+        if numbers != (0..=published).collect::<Vec<_>>() {
+            let first_gap = numbers.iter().enumerate().find(|(i, n)| **n != *i as u64);
+            panic!(
+                "lost, repeated or reordered events: {} received of {}, first difference at {first_gap:?}\n{}",
+                numbers.len(),
+                published + 1,
+                diagnose()
+            );
+        }
+        // ... handled by versions that only move forward ...
+        assert!(
+            seen.windows(2).all(|w| w[0].1 <= w[1].1),
+            "an event was handled by an older version after a newer one"
+        );
+        // ... and by one version for every group and client.
+        for (n, by) in seen {
+            let slot = &mut version_of[n as usize];
+            assert!(
+                slot.is_none_or(|v| v == by),
+                "event {n} was handled by two versions"
+            );
+            *slot = Some(by);
+        }
+        // The connection is still open.
+        c.send(json!({"type": "ping"})).await;
+        assert_eq!(c.recv().await, json!({"type": "pong"}));
+        still_open.push(c);
+    }
+    let versions = version_of.iter().flatten().copied().collect();
+    (still_open, versions)
+}
