@@ -203,10 +203,12 @@ async def test_a_rust_and_a_python_resolver_swapped_under_load_serve_every_event
     follows another: the client receives every event once, in order, the old
     resolver's values then the new one's, and stays connected."""
     rust, python = component("format-fields"), component("resolver-component")
-    # The test's own compile cache, kept between runs. The Python component
+    # The test's own compile cache, kept between runs in pytest's cache
+    # (a fresh one under `-p no:cacheprovider`). The Python component
     # compiles for tens of seconds: a server started on it first fills the
     # cache, so the swap under load reads it from there.
-    cache = Path(request.config.cache.mkdir("fanwire-plugin-cache"))
+    kept = getattr(request.config, "cache", None)
+    cache = Path(kept.mkdir("fanwire-plugin-cache")) if kept is not None else tmp_path / "plugin-cache"
     shutil.copyfile(python, tmp_path / "python.wasm")
     warm = reload_config(tmp_path, cache, "warm.toml", "python.wasm")
     Server(fanwire_bin(), warm, schema=None, start_seconds=COMPILE_SECONDS).stop()
