@@ -64,13 +64,6 @@ fn spec(
     spec
 }
 
-/// Writes `bytes` to `path` the way deploy tools do: a temporary file renamed over it.
-fn replace_file(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// A client subscribed to `orders:{tenant}`, once the server holds the subscription.
 async fn subscribe_orders(server: &TestServer, id: &str, tenant: &str) -> Client {
     let before = server.metric("fanwire_subscriptions");
@@ -361,8 +354,6 @@ fn stamp_version(base: &[u8], version: u32) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_replaced_20_times_under_load_loses_and_duplicates_nothing() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
     const CLIENTS: usize = 40;
     const VERSIONS: u32 = 20;
     let folder = plugin_folder(&["stamp"]);
@@ -379,104 +370,33 @@ async fn a_filter_replaced_20_times_under_load_loses_and_duplicates_nothing() {
         c.limits.queue_depth = 1_000_000;
     })
     .await;
-    // Two groups (different selections) so each event is decided for both in one call.
-    let queries = [
-        "subscription { orderCreated(tenantId: \"load\") { id status } }",
-        "subscription { orderCreated(tenantId: \"load\") { status id cents } }",
-    ];
-    let mut clients = Vec::new();
-    for n in 0..CLIENTS {
-        let mut c = server.ready_client().await;
-        c.subscribe("s", queries[n % 2], json!({})).await;
-        clients.push(c);
-    }
-    server
-        .eventually("every subscription is live", |s| {
-            s.metric("fanwire_subscriptions") >= CLIENTS as f64
+    let load = ReloadUnderLoad {
+        clients: CLIENTS,
+        // Two groups (different selections) so each event is decided for both in one call.
+        queries: [
+            "subscription { orderCreated(tenantId: \"load\") { id status } }",
+            "subscription { orderCreated(tenantId: \"load\") { status id cents } }",
+        ],
+        topic: "orders:load",
+        event: |n| json!({"id": n, "cents": 1}),
+        read: |msg| {
+            assert_eq!(msg["type"], "next", "{msg}");
+            let data = &msg["payload"]["data"]["orderCreated"];
+            let id = data["id"].as_str().unwrap().parse().unwrap();
+            let stamp = data["status"].as_str().unwrap().parse().unwrap();
+            (id, stamp)
+        },
+    };
+    let Reloaded {
+        published,
+        mut reload_ms,
+        versions,
+        clients: _still_open,
+    } = load
+        .run(&server, VERSIONS, |version| {
+            replace_file(&target, &stamp_version(&base, version))
         })
         .await;
-
-    let newest_seen = Arc::new(AtomicU64::new(0));
-    let last_id = Arc::new(AtomicU64::new(u64::MAX));
-    let mut readers = Vec::new();
-    for mut c in clients {
-        let (newest_seen, last_id) = (newest_seen.clone(), last_id.clone());
-        readers.push(tokio::spawn(async move {
-            let mut seen: Vec<(u64, u32)> = Vec::new();
-            loop {
-                let msg = c.recv().await;
-                assert_eq!(msg["type"], "next", "{msg}");
-                let data = &msg["payload"]["data"]["orderCreated"];
-                let id: u64 = data["id"].as_str().unwrap().parse().unwrap();
-                let stamp: u32 = data["status"].as_str().unwrap().parse().unwrap();
-                newest_seen.fetch_max(u64::from(stamp), Ordering::Relaxed);
-                seen.push((id, stamp));
-                if id == last_id.load(Ordering::Relaxed) {
-                    return (seen, c);
-                }
-            }
-        }));
-    }
-
-    // Publish continuously until every version has been live.
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (engine, stop) = (server.engine.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut id = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                // As a host's publish does: wait for room, then hand over.
-                engine.room().await;
-                engine.publish(
-                    vec![fanwire_core::Event::new(
-                        "orders:load",
-                        json!({"id": id, "cents": 1}),
-                    )],
-                    fanwire_core::Order::Numbered,
-                );
-                id += 1;
-                if id % 16 == 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-            }
-            id
-        })
-    };
-    let mut reload_ms = Vec::new();
-    for version in 1..=VERSIONS {
-        let started = std::time::Instant::now();
-        replace_file(&target, &stamp_version(&base, version));
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while newest_seen.load(Ordering::Relaxed) < u64::from(version) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "version {version} never went live"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        reload_ms.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    stop.store(true, Ordering::Relaxed);
-    let published = publisher.await.unwrap();
-    // The last event tells the readers they are done.
-    last_id.store(published, Ordering::Relaxed);
-    server.engine.publish(
-        vec![fanwire_core::Event::new(
-            "orders:load",
-            json!({"id": published, "cents": 1}),
-        )],
-        fanwire_core::Order::Numbered,
-    );
-
-    let (_still_open, versions) = check_reload_deliveries(readers, published, || {
-        server
-            .metrics()
-            .lines()
-            .filter(|l| l.contains("drops") || l.contains("faults"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    })
-    .await;
     assert_eq!(versions.last(), Some(&VERSIONS));
     let m = server.metrics();
     assert_eq!(

@@ -11,7 +11,6 @@ use crate::common;
 use crate::services;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use common::*;
 use fanwire_plugins::ResolverSpec;
@@ -48,13 +47,6 @@ fn resolver_version(version: u32) -> Vec<u8> {
     let digits = format!("{version:08}");
     bytes[at + marker.len() - 8..at + marker.len()].copy_from_slice(digits.as_bytes());
     bytes
-}
-
-/// Writes `bytes` to `path` the way deploy tools do: a temporary file renamed over it.
-fn replace_file(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A folder with the schema and a copy of the resolver component in `plugins/`.
@@ -307,8 +299,6 @@ fn the_binary_refuses_to_start_with_a_resolver_that_cannot_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resolver_replaced_under_load_serves_every_event_once_in_order_old_values_then_new() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
     const CLIENTS: usize = 20;
     const VERSIONS: u32 = 5;
     let dir = folder();
@@ -329,93 +319,33 @@ async fn a_resolver_replaced_under_load_serves_every_event_once_in_order_old_val
         c.limits.queue_depth = 1_000_000;
     })
     .await;
-    // Two groups (different selections): each event is resolved for both.
-    let queries = [
-        r#"subscription { tick(topic: "load") { seq by } }"#,
-        r#"subscription { tick(topic: "load") { by seq payload } }"#,
-    ];
-    let mut clients = Vec::new();
-    for n in 0..CLIENTS {
-        let mut c = server.ready_client().await;
-        c.subscribe("s", queries[n % 2], json!({})).await;
-        clients.push(c);
-    }
-    server
-        .eventually("every subscription is live", |s| {
-            s.metric("fanwire_subscriptions") >= CLIENTS as f64
+    let load = ReloadUnderLoad {
+        clients: CLIENTS,
+        // Two groups (different selections): each event is resolved for both.
+        queries: [
+            r#"subscription { tick(topic: "load") { seq by } }"#,
+            r#"subscription { tick(topic: "load") { by seq payload } }"#,
+        ],
+        topic: "ticks:load",
+        event: |seq| json!({"seq": seq, "payload": "p"}),
+        read: |msg| {
+            assert_eq!(msg["type"], "next", "{msg}");
+            assert!(msg["payload"].get("errors").is_none(), "{msg}");
+            let tick = &msg["payload"]["data"]["tick"];
+            let by = tick["by"].as_str().unwrap().parse().unwrap();
+            (tick["seq"].as_u64().unwrap(), by)
+        },
+    };
+    let Reloaded {
+        published,
+        versions,
+        clients: _still_open,
+        ..
+    } = load
+        .run(&server, VERSIONS, |version| {
+            replace_file(&target, &resolver_version(version))
         })
         .await;
-
-    let newest_seen = Arc::new(AtomicU64::new(0));
-    let last_seq = Arc::new(AtomicU64::new(u64::MAX));
-    let mut readers = Vec::new();
-    for mut c in clients {
-        let (newest_seen, last_seq) = (newest_seen.clone(), last_seq.clone());
-        readers.push(tokio::spawn(async move {
-            let mut seen: Vec<(u64, u32)> = Vec::new();
-            loop {
-                let payload = next(&mut c).await;
-                assert!(payload.get("errors").is_none(), "{payload}");
-                let tick = &payload["data"]["tick"];
-                let seq = tick["seq"].as_u64().unwrap();
-                let by: u32 = tick["by"].as_str().unwrap().parse().unwrap();
-                newest_seen.fetch_max(u64::from(by), Ordering::Relaxed);
-                seen.push((seq, by));
-                if seq == last_seq.load(Ordering::Relaxed) {
-                    return (seen, c);
-                }
-            }
-        }));
-    }
-
-    // Publish continuously until every version has been live.
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (engine, stop) = (server.engine.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                engine.room().await;
-                engine.publish(
-                    vec![fanwire_core::Event::new(
-                        "ticks:load",
-                        json!({"seq": seq, "payload": "p"}),
-                    )],
-                    fanwire_core::Order::Numbered,
-                );
-                seq += 1;
-                if seq % 16 == 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-            }
-            seq
-        })
-    };
-    for version in 1..=VERSIONS {
-        replace_file(&target, &resolver_version(version));
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while newest_seen.load(Ordering::Relaxed) < u64::from(version) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "version {version} never went live"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    let published = publisher.await.unwrap();
-    // The last event tells the readers they are done.
-    last_seq.store(published, Ordering::Relaxed);
-    server.engine.publish(
-        vec![fanwire_core::Event::new(
-            "ticks:load",
-            json!({"seq": published, "payload": "p"}),
-        )],
-        fanwire_core::Order::Numbered,
-    );
-
-    let (_still_open, versions) =
-        check_reload_deliveries(readers, published, || server.metrics()).await;
     assert_eq!(versions.last(), Some(&VERSIONS));
     let m = server.metrics();
     assert_eq!(

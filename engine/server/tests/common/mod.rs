@@ -331,59 +331,182 @@ pub async fn http_raw(
     (status, body)
 }
 
-/// A hot-reload test's reader: what one client saw, as `(event number,
-/// version that handled it)`, and the client.
-pub type Reader = tokio::task::JoinHandle<(Vec<(u64, u32)>, Client)>;
+/// A hot file swap under continuous publishing, shared by the filter and
+/// the resolver reload tests: `clients` clients subscribe with the two
+/// `queries` in turn (two selections, so two groups handle each event),
+/// events numbered from 0 (their data made by `event`) are published to
+/// `topic` while each version `1..=versions` is swapped in and seen live,
+/// and `read` takes a client's message to `(event number, version that
+/// handled it)`.
+pub struct ReloadUnderLoad {
+    pub clients: usize,
+    pub queries: [&'static str; 2],
+    pub topic: &'static str,
+    pub event: fn(u64) -> Value,
+    pub read: fn(&Value) -> (u64, u32),
+}
 
-/// What the clients of a hot-reload-under-load test saw, each a list of
-/// `(event number, version that handled it)`: checks that every client got
-/// every event `0..=published` exactly once and in order, from versions that
-/// only move forward, that no event was handled by two versions for
-/// different clients, and that each connection still answers a ping.
-/// `diagnose` is added to a failure's message. Returns the clients and the
-/// versions that handled events.
-pub async fn check_reload_deliveries(
-    readers: Vec<Reader>,
-    published: u64,
-    diagnose: impl Fn() -> String,
-) -> (Vec<Client>, std::collections::BTreeSet<u32>) {
-    let mut version_of: Vec<Option<u32>> = vec![None; published as usize + 1];
-    let mut still_open = Vec::new();
-    for reader in readers {
-        let (seen, mut c) = tokio::time::timeout(WAIT * 3, reader)
-            .await
-            .expect("every client got every event")
-            .unwrap();
-        // Every accepted event, exactly once, in order ...
-        let numbers: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
-        if numbers != (0..=published).collect::<Vec<_>>() {
-            let first_gap = numbers.iter().enumerate().find(|(i, n)| **n != *i as u64);
-            panic!(
-                "lost, repeated or reordered events: {} received of {}, first difference at {first_gap:?}\n{}",
-                numbers.len(),
-                published + 1,
-                diagnose()
-            );
+/// What a [`ReloadUnderLoad`] run saw, once every check passed.
+pub struct Reloaded {
+    /// The number of the last event published.
+    pub published: u64,
+    /// Per version, from the file's swap until a client saw it.
+    pub reload_ms: Vec<f64>,
+    /// The versions that handled events.
+    pub versions: std::collections::BTreeSet<u32>,
+    /// The clients, all still open.
+    pub clients: Vec<Client>,
+}
+
+impl ReloadUnderLoad {
+    /// Runs the load, calling `swap(version)` for each version in turn, and
+    /// checks that every client got every event exactly once and in order,
+    /// from versions that only move forward, that no event was handled by
+    /// two versions for different clients, and that each connection still
+    /// answers a ping.
+    pub async fn run(
+        &self,
+        server: &TestServer,
+        versions: u32,
+        mut swap: impl FnMut(u32),
+    ) -> Reloaded {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+
+        let mut clients = Vec::new();
+        for n in 0..self.clients {
+            let mut c = server.ready_client().await;
+            c.subscribe("s", self.queries[n % 2], json!({})).await;
+            clients.push(c);
         }
-        // ... handled by versions that only move forward ...
-        assert!(
-            seen.windows(2).all(|w| w[0].1 <= w[1].1),
-            "an event was handled by an older version after a newer one"
+        let wanted = self.clients as f64;
+        server
+            .eventually("every subscription is live", |s| {
+                s.metric("fanwire_subscriptions") >= wanted
+            })
+            .await;
+
+        let newest_seen = Arc::new(AtomicU64::new(0));
+        let last = Arc::new(AtomicU64::new(u64::MAX));
+        let mut readers = Vec::new();
+        for mut c in clients {
+            let (newest_seen, last, read) = (newest_seen.clone(), last.clone(), self.read);
+            readers.push(tokio::spawn(async move {
+                let mut seen: Vec<(u64, u32)> = Vec::new();
+                loop {
+                    let (n, by) = read(&c.recv().await);
+                    newest_seen.fetch_max(u64::from(by), Ordering::Relaxed);
+                    seen.push((n, by));
+                    if n == last.load(Ordering::Relaxed) {
+                        return (seen, c);
+                    }
+                }
+            }));
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = {
+            let (engine, stop, topic, event) =
+                (server.engine.clone(), stop.clone(), self.topic, self.event);
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // As a host's publish does: wait for room, then hand over.
+                    engine.room().await;
+                    engine.publish(
+                        vec![fanwire_core::Event::new(topic, event(n))],
+                        fanwire_core::Order::Numbered,
+                    );
+                    n += 1;
+                    if n % 16 == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                n
+            })
+        };
+        let mut reload_ms = Vec::new();
+        for version in 1..=versions {
+            let started = std::time::Instant::now();
+            swap(version);
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while newest_seen.load(Ordering::Relaxed) < u64::from(version) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "version {version} never went live"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            reload_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let published = publisher.await.unwrap();
+        // The last event tells the readers they are done.
+        last.store(published, Ordering::Relaxed);
+        server.engine.publish(
+            vec![fanwire_core::Event::new(
+                self.topic,
+                (self.event)(published),
+            )],
+            fanwire_core::Order::Numbered,
         );
-        // ... and by one version for every group and client.
-        for (n, by) in seen {
-            let slot = &mut version_of[n as usize];
+
+        let mut version_of: Vec<Option<u32>> = vec![None; published as usize + 1];
+        let mut still_open = Vec::new();
+        for reader in readers {
+            let (seen, mut c) = tokio::time::timeout(WAIT * 3, reader)
+                .await
+                .expect("every client got every event")
+                .unwrap();
+            // Every accepted event, exactly once, in order ...
+            let numbers: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+            if numbers != (0..=published).collect::<Vec<_>>() {
+                let first_gap = numbers.iter().enumerate().find(|(i, n)| **n != *i as u64);
+                let drops_and_faults: Vec<String> = server
+                    .metrics()
+                    .lines()
+                    .filter(|l| l.contains("drops") || l.contains("faults"))
+                    .map(str::to_owned)
+                    .collect();
+                panic!(
+                    "lost, repeated or reordered events: {} received of {}, first difference at {first_gap:?}\n{}",
+                    numbers.len(),
+                    published + 1,
+                    drops_and_faults.join("\n")
+                );
+            }
+            // ... handled by versions that only move forward ...
             assert!(
-                slot.is_none_or(|v| v == by),
-                "event {n} was handled by two versions"
+                seen.windows(2).all(|w| w[0].1 <= w[1].1),
+                "an event was handled by an older version after a newer one"
             );
-            *slot = Some(by);
+            // ... and by one version for every group and client.
+            for (n, by) in seen {
+                let slot = &mut version_of[n as usize];
+                assert!(
+                    slot.is_none_or(|v| v == by),
+                    "event {n} was handled by two versions"
+                );
+                *slot = Some(by);
+            }
+            // The connection is still open.
+            c.send(json!({"type": "ping"})).await;
+            assert_eq!(c.recv().await, json!({"type": "pong"}));
+            still_open.push(c);
         }
-        // The connection is still open.
-        c.send(json!({"type": "ping"})).await;
-        assert_eq!(c.recv().await, json!({"type": "pong"}));
-        still_open.push(c);
+        Reloaded {
+            published,
+            reload_ms,
+            versions: version_of.iter().flatten().copied().collect(),
+            clients: still_open,
+        }
     }
-    let versions = version_of.iter().flatten().copied().collect();
-    (still_open, versions)
+}
+
+/// Writes `bytes` to `path` the way deploy tools do: a temporary file
+/// renamed over it, so a watcher never reads a half-written file.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
