@@ -17,6 +17,7 @@
 #   FLOOR_WRITES=direct benches/run.sh  # floor's writes in every scenario (default: per scenario, see floor_writes)
 #   MEM_IDLE_S=10 SCENARIOS=S1-mem benches/run.sh   # S1-mem's idle wait (default 5 s)
 #   MEM_CONNS=1000 SCENARIOS="S1-mem S1-single-mem" benches/run.sh  # their subscribers (default 100)
+#   MEM_WARMUP=0 SCENARIOS=S1-mem benches/run.sh    # measure from a server no client has touched yet
 #   FLOOR_ANSWER=after-writes benches/run.sh        # when floor answers a publish (default: per scenario, see floor_answer)
 #   SCENARIOS=S4 SERVERS=fanwire benches/run.sh     # 100,000 connections (S4_CONNS, S4_SOURCES)
 #
@@ -34,6 +35,7 @@ FLOOR_WRITES="${FLOOR_WRITES:-}"
 FLOOR_ANSWER="${FLOOR_ANSWER:-}"
 MEM_IDLE_S="${MEM_IDLE_S:-5}"
 MEM_CONNS="${MEM_CONNS:-100}"
+MEM_WARMUP="${MEM_WARMUP:-1}"
 S4_CONNS="${S4_CONNS:-100000}"
 S4_SOURCES="${S4_SOURCES:-16}"
 OUT="${OUT:-$TARGET/fanwire-bench/$(date +%Y%m%d-%H%M%S)}"
@@ -260,6 +262,17 @@ for scenario in $SCENARIOS; do
       fi
       start_server "$kind" "$OUT/${scenario}-${kind}-${run}.log" "$scenario"
       hostport="${SERVER_URL#http://}"
+      if [ "$MEM_WARMUP" = 1 ] && [[ "$scenario" == S1-mem || "$scenario" == S1-single-mem ]]; then
+        # The process's first clients touch memory it keeps whatever comes
+        # next (each worker thread's malloc arena, stack depth, code): ~1 MB
+        # here, 10 KB per connection of 100. A round of MEM_CONNS clients
+        # and 10 events first, so the per-connection figures measure
+        # connections and the burst, not the process warming up.
+        timeout 300 "$LOADGEN" --url "ws://$hostport/graphql" --publish-url "$SERVER_URL/publish" \
+          --label "$label/warm-up" --connections "$MEM_CONNS" --events 10 --mode single --payload-bytes 200 \
+          >>"$OUT/${scenario}-${kind}-${run}.log" 2>&1 || true
+        sleep 2
+      fi
       # shellcheck disable=SC2046 # the scenario's arguments split on purpose
       if ! timeout 900 "$LOADGEN" --url "ws://$hostport/graphql" --publish-url "$SERVER_URL/publish" \
         --server-pid "$SERVER_PID" --label "$label" $(scenario_args "$scenario") | tee -a "$RESULTS"; then
