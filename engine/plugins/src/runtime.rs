@@ -94,11 +94,12 @@ impl Runtime {
             // wasmtime's guard), so cranelift drops the bounds check of every
             // guest load and store: a resolver call runs ~10% fewer
             // instructions. Address space only (`PROT_NONE` until a memory
-            // grows): `MEMORY_RESERVATION` + guard per memory slot, 4 slots
-            // per pooled instance (see docs/architecture.md). A memory still
-            // grows no further than `max_memory_size` above, and each store's
-            // limiter holds it to the plugin's own `memory_mb`.
-            wasm.memory_reservation(MEMORY_RESERVATION);
+            // grows): `MEMORY_RESERVATION` (or the slot, when larger) + guard
+            // per memory slot, 4 slots per pooled instance (see
+            // docs/architecture.md). A memory still grows no further than
+            // `max_memory_size` above, and each store's limiter holds it to
+            // the plugin's own `memory_mb`.
+            wasm.memory_reservation(MEMORY_RESERVATION.max(slot as u64));
         }
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
