@@ -28,11 +28,13 @@ every plugin; `resolver`, which exports a function as the world's resolver.
 
 from __future__ import annotations
 
+import _json
+import gc
 import json
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Tuple, cast
 
 from wit_world.imports import host, types
 
@@ -52,11 +54,29 @@ __all__ = [
 ]
 
 
+# The C scanner behind `json.loads`, called directly: `json.loads` adds two
+# regular expression matches and three Python calls, which cost more than
+# the scan of a small event's data inside a component.
+_scan = _json.make_scanner(cast(_json.make_scanner, json.JSONDecoder()))
+
+
+def _loads(text: str) -> Any:
+    """JSON text from the host (compact, as the host renders it)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        end = -1
+    if end != len(text):
+        # Whitespace around the value, or not JSON: `json.loads` decides (and raises).
+        return json.loads(text)
+    return value
+
+
 def _object(text: str) -> Dict[str, Any]:
     """A JSON object the host sent; anything else reads as empty."""
     if text == "{}":
         return {}
-    value = json.loads(text)
+    value = _loads(text)
     return value if isinstance(value, dict) else {}
 
 
@@ -101,7 +121,18 @@ class Event:
     @staticmethod
     def of(e: types.Event) -> Event:
         """From the generated record."""
-        return Event(e.topic, json.loads(e.data), e.id, e.seq)
+        # Filled in directly: a frozen dataclass's `__init__` sets each field
+        # through `object.__setattr__`, twice the cost of the rest of this.
+        event = _new(Event)
+        fields = event.__dict__
+        fields["topic"] = e.topic
+        fields["data"] = _loads(e.data)
+        fields["id"] = e.id
+        fields["seq"] = e.seq
+        return event
+
+
+_new = object.__new__
 
 
 class FieldCall:
@@ -226,8 +257,24 @@ def now_ms() -> int:
 Resolve = Callable[[Event, FieldCall], Any]
 
 
-# One encoder for every call: `json.dumps` with arguments builds a new one each time.
-_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+# One C encoder for every call, called directly: `JSONEncoder.encode` builds
+# a new one (and a closure) per call. Compact, NaN and infinities refused,
+# anything else that is not JSON a `TypeError` (the encoder's `default`).
+_markers: Dict[int, Any] = {}
+_encoder = _json.make_encoder(
+    _markers, json.JSONEncoder().default, _json.encode_basestring_ascii, None, ":", ",", False, False, False
+)
+
+
+def _encode(value: Any) -> str:
+    """`value` as compact JSON text."""
+    try:
+        return "".join(_encoder(value, 0))
+    except BaseException:
+        # What the encoder was in the middle of stays marked (it would read as
+        # a circular reference in the next call).
+        _markers.clear()
+        raise
 
 
 def _failure(field: str, message: str) -> types.GraphqlError:
@@ -246,25 +293,28 @@ def resolver(fn: Resolve) -> Resolve:
     from wit_world import exports
     from wit_world.exports import resolver as wit
 
-    def resolve(event: types.Event, call: wit.FieldCall) -> str:
-        try:
-            value = fn(Event.of(event), FieldCall.of(call))
-        except ResolverError as e:
-            raise Err(types.GraphqlError(e.message, e.code))
-        except Exception as e:
-            log("error", f"resolver for {call.field} raised", traceback="".join(traceback.format_exception(e)))
-            raise Err(_failure(call.field, f"raised {type(e).__name__}: {e}"))
-        try:
-            return _encode(value)
-        except (TypeError, ValueError) as e:
-            raise Err(_failure(call.field, f"returned a value that is not JSON: {e}"))
-
     class Resolver(exports.Resolver):
+        # The whole call in the method componentize-py calls: a Python call
+        # less per group per event.
         def resolve(self, event: types.Event, call: wit.FieldCall) -> str:
-            return resolve(event, call)
+            try:
+                value = fn(Event.of(event), FieldCall.of(call))
+            except ResolverError as e:
+                raise Err(types.GraphqlError(e.message, e.code))
+            except Exception as e:
+                log("error", f"resolver for {call.field} raised", traceback="".join(traceback.format_exception(e)))
+                raise Err(_failure(call.field, f"raised {type(e).__name__}: {e}"))
+            try:
+                return _encode(value)
+            except (TypeError, ValueError) as e:
+                raise Err(_failure(call.field, f"returned a value that is not JSON: {e}"))
 
     module = sys.modules[fn.__module__]
     if hasattr(module, "Resolver"):
         raise TypeError(f"{fn.__module__} defines `Resolver` already: @resolver exports one function per module")
     setattr(module, "Resolver", Resolver)
+    # Everything imported so far (the interpreter's modules, this helper, the
+    # app) lives as long as the component: out of the cycle collector's way,
+    # which otherwise walks it again and again while calls allocate.
+    gc.freeze()
     return fn

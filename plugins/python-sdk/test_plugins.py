@@ -144,6 +144,24 @@ class ResolverTest(HostStubs):
                 self.assertIn(detail, error.message)
                 self.assertIsNone(error.code)
 
+    def test_a_value_that_failed_does_not_spoil_the_next(self) -> None:
+        # The encoder marks the containers it is inside of; a failure half-way
+        # must not leave `outer` marked as a circular reference.
+        outer: List[Any] = [[1], {1, 2}]
+        r = export(lambda e, c: outer)
+        with self.assertRaises(Err):
+            r.resolve(event({}), call())
+        outer.pop()
+        self.assertEqual(r.resolve(event({}), call()), "[[1]]")
+
+    def test_data_with_whitespace_or_not_json_reads_as_json_loads_does(self) -> None:
+        self.assertEqual(Event.of(types.Event("t", ' {"a": [1, 2]}\n', None, None)).data, {"a": [1, 2]})
+        self.assertEqual(Event.of(types.Event("t", "[]", None, None)).data, [])
+        for text in ["", "{", '{"a":1} x']:
+            with self.subTest(text=text):
+                with self.assertRaises(json.JSONDecodeError):
+                    Event.of(types.Event("t", text, None, None))
+
     def test_one_resolver_per_module(self) -> None:
         def first(e: Event, c: FieldCall) -> Any:
             return None

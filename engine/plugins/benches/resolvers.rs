@@ -109,7 +109,7 @@ fn runtime(profile: bool) -> Runtime {
             // Generous: a busy machine must not turn a call into a timeout.
             call_timeout_ms: 1000,
             // valgrind cannot reserve the default pool's address space.
-            pool_instances: if profile { 4 } else { 256 },
+            pool_instances: if profile { 3 } else { 256 },
             ..RuntimeConfig::default()
         },
         PluginMetrics::new(),

@@ -69,12 +69,14 @@ pub struct RuntimeConfig {
     pub call_timeout_ms: u64,
     /// Default memory cap of one plugin instance, in MiB.
     pub memory_mb: u64,
-    /// Largest memory cap any plugin may ask for, in MiB: the size of each
-    /// slot of the pooling allocator (address space is reserved, not used).
+    /// Largest memory cap any plugin may ask for, in MiB: the most a memory
+    /// of the pooling allocator may grow to (each slot reserves 4 GiB of
+    /// address space, or this when larger; reserved, not used).
     pub max_memory_mb: u64,
     /// Instances kept warm per plugin for concurrent calls.
     pub warm_instances: usize,
-    /// Component instances the pooling allocator holds across all plugins.
+    /// Component instances the pooling allocator holds across all plugins
+    /// (4 memory slots each, 4 GiB of address space per slot).
     pub pool_instances: u32,
     /// Bearer token required by `POST /admin/plugins/reload`; unset
     /// disables that route (the folder watcher and SIGHUP still reload).

@@ -18,6 +18,10 @@ use crate::LoadError;
 /// How often the epoch advances: the resolution of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// Address space reserved per pooled linear memory, guard excluded: 4 GiB,
+/// all a 32-bit memory can address, so guest code needs no bounds checks.
+pub const MEMORY_RESERVATION: u64 = 4 << 30;
+
 /// The shared plugin runtime: one per host.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -86,8 +90,16 @@ impl Runtime {
                 .max_core_instance_size(4 << 20)
                 .max_component_instance_size(1 << 20);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-            // Reserve exactly the slot; no large guard regions per slot.
-            wasm.memory_reservation(slot as u64);
+            // Every slot reserves a 32-bit memory's whole index space (plus
+            // wasmtime's guard), so cranelift drops the bounds check of every
+            // guest load and store: a resolver call runs ~10% fewer
+            // instructions. Address space only (`PROT_NONE` until a memory
+            // grows): `MEMORY_RESERVATION` (or the slot, when larger) + guard
+            // per memory slot, 4 slots per pooled instance (see
+            // docs/architecture.md). A memory still grows no further than
+            // `max_memory_size` above, and each store's limiter holds it to
+            // the plugin's own `memory_mb`.
+            wasm.memory_reservation(MEMORY_RESERVATION.max(slot as u64));
         }
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);

@@ -221,17 +221,18 @@ fn other_engine_settings_keep_entries_of_their_own() {
     let dir = temp_dir("cache-settings");
     let default = cached_runtime(&dir);
     load_template(&default);
-    // Another memory reservation makes other code (bounds checks).
-    let smaller = Runtime::new(
+    // Another memory reservation (a slot larger than the 4 GiB every slot
+    // reserves at least) is another engine.
+    let larger = Runtime::new(
         RuntimeConfig {
-            max_memory_mb: 128,
+            max_memory_mb: 8192,
             ..config(&dir)
         },
         PluginMetrics::new(),
     )
     .unwrap();
-    load_template(&smaller);
-    assert_eq!(counts(&smaller, "template"), [0, 1, 0, 0]);
+    load_template(&larger);
+    assert_eq!(counts(&larger, "template"), [0, 1, 0, 0]);
     assert_eq!(entries(&dir).len(), 2);
     load_template(&default);
     assert_eq!(counts(&default, "template"), [1, 1, 0, 0]);

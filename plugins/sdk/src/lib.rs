@@ -11,6 +11,8 @@
 //! - [`filter`], [`policy`], [`transport`], [`resolver`]: one trait per
 //!   plugin kind and the macros that export an implementation;
 //! - [`host`]: what the host offers: logs, a clock, the plugin's config;
+//! - [`alloc`]: the plugin's global allocator (size classes: a call's
+//!   arguments are copied in through it);
 //! - `wit` (hidden): the generated bindings; a plugin never needs them.
 //!
 //! A filter is one function:
@@ -95,6 +97,7 @@ const _: () = assert!(
 #[doc(hidden)]
 pub mod wit;
 
+pub mod alloc;
 pub mod filter;
 pub mod host;
 pub mod policy;
@@ -102,6 +105,12 @@ pub mod resolver;
 pub mod transport;
 
 use std::sync::OnceLock;
+
+/// Every plugin built with the SDK allocates through [`alloc::Allocator`]:
+/// each call copies its arguments in through the allocator (see there).
+#[cfg(target_family = "wasm")]
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator::new();
 
 pub use serde_json::{self, json, Map, Value};
 

@@ -28,6 +28,14 @@ use fanwire::plugin::host;
 use fanwire::plugin::types::{Event, GraphqlError};
 use serde_json::{json, Map, Value};
 
+// The SDK's allocator (the file, not the crate: see Cargo.toml), so this
+// plugin's calls cost what an SDK resolver's do.
+#[path = "../../../sdk/src/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator::new();
+
 /// Patched in the `.wasm` file by the tests; read through `black_box` so the
 /// compiler keeps the bytes in the data segment.
 static VERSION: &str = "fanwire-resolver:00000000";
