@@ -250,9 +250,14 @@ impl Executor {
     /// The loop's reader callback: polls every queued task.
     fn _run(&self, py: Python<'_>) -> PyResult<()> {
         let shared = self.shared.clone();
-        shared.signalled.store(false, Ordering::Release);
+        // Drained before the flag is cleared, never after: a wake-up written
+        // between the two would be read here while the flag stayed set, and
+        // every later `signal` would skip its write (no task would run again).
+        // A signal that sees the flag still set pushed its task first, and
+        // the queue is read below.
         let mut sink = [0u8; 256];
         while matches!((&shared.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+        shared.signalled.store(false, Ordering::Release);
         let done = py.detach(|| {
             let mut done = Vec::new();
             for _ in 0..BATCH {

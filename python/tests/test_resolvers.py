@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import MODES, RawClient, guard, serve, until
-from fanwire import Context, SubscriptionConfig, SubscriptionManager
+from fanwire import Context, PublishError, SubscriptionConfig, SubscriptionManager
 
 SCHEMA = """
 type Query { ok: Boolean }
@@ -329,3 +329,39 @@ async def test_a_custom_task_factory_makes_the_resolver_tasks(stack: AsyncExitSt
     for before, after in suspending.tasks:
         assert before is after and any(before is task for task in made)
     await client.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_async_resolutions_dispatched_on_another_thread_all_arrive(mode: str, stack: AsyncExitStack) -> None:
+    """A publisher thread keeps the dispatcher handing resolutions to the
+    loop while the loop runs the ones before: none may be left unwoken
+    (a wake-up lost in the loop's executor once stalled every later one,
+    and the backlog with them)."""
+    manager = SubscriptionManager(SCHEMA)
+
+    @manager.subscription("item")
+    async def item(event: dict[str, Any], variables: dict[str, Any], context: Context) -> Any:
+        return {"id": event["data"]["id"], "label": "x"}
+
+    served = await serve(manager, mode, stack)
+    client = await RawClient.open(served.url)
+    await client.subscribe("s", "subscription { item(kind: \"x\") { id } }")
+    await until("the subscription", lambda: manager.stats()["subscriptions"] == 1)
+    manager.bind_event_loop()
+    events = 3000
+
+    def publish_all() -> None:
+        sent = 0
+        while sent < events:
+            try:
+                manager.publish_nowait("items", {"id": sent})
+                sent += 1
+            except PublishError:
+                time.sleep(0.001)  # the backlog is full: the loop is behind, let it catch up
+
+    publisher = asyncio.ensure_future(asyncio.to_thread(publish_all))
+    ids = [(await client.recv())["payload"]["data"]["item"]["id"] for _ in range(events)]
+    await guard(publisher, "the publisher thread")
+    assert ids == [str(n) for n in range(events)]
+    await client.close()
+    await until("the disconnect", lambda: manager.stats()["connections"] == 0)
