@@ -13,6 +13,7 @@
 #   benches/python.sh                 # everything, REPEAT=3 runs each
 #   REPEAT=1 MODES="fanwire-rust strawberry" SCENARIOS=S1 benches/python.sh
 #   REPEAT=1 MODES="fanwire-rust fanwire-fastapi strawberry" SCENARIOS=S1-single benches/python.sh
+#   MAX_BACKLOG=16 MODES=fanwire-rust SCENARIOS=S1-single benches/python.sh   # the fanwire modes' limits.max_backlog
 #
 # It builds a release wheel into its own venv (FANWIRE_BENCH_VENV, default
 # ~/.cache/fanwire/bench-venv) and the release loadgen. Every server binds
@@ -73,7 +74,8 @@ for scenario in $SCENARIOS; do
       label="$scenario/$mode/$run"
       logfile="$OUT/${scenario}-${mode}-${run}.log"
       log "$label"
-      (cd "$OUT" && exec "$VENV/bin/python" "$ROOT/benches/python/bench_server.py" "$mode" --schema "$SCHEMA") >"$logfile" 2>&1 &
+      (cd "$OUT" && exec "$VENV/bin/python" "$ROOT/benches/python/bench_server.py" "$mode" --schema "$SCHEMA" \
+        ${MAX_BACKLOG:+--max-backlog "$MAX_BACKLOG"}) >"$logfile" 2>&1 &
       SERVER_PID=$!
       url=""
       for _ in $(seq 300); do

@@ -33,16 +33,16 @@ def free_port() -> int:
         return port
 
 
-def fanwire_manager(schema: str, passthrough: bool) -> Any:
+def fanwire_manager(schema: str, passthrough: bool, max_backlog: int | None) -> Any:
     from fanwire import Context, SubscriptionConfig, SubscriptionManager
 
     # S1 outpaces its readers by design: the queue holds the whole burst (as in benches/run.sh).
-    manager = SubscriptionManager(
-        schema,
-        SubscriptionConfig(
-            queue_depth=16384, max_connections=12000, connections_per_second=100000.0, connection_burst=20000.0
-        ),
+    limits: dict[str, Any] = dict(
+        queue_depth=16384, max_connections=12000, connections_per_second=100000.0, connection_burst=20000.0
     )
+    if max_backlog is not None:
+        limits["max_backlog"] = max_backlog
+    manager = SubscriptionManager(schema, SubscriptionConfig(**limits))
     if passthrough:
 
         @manager.subscription("tick")
@@ -126,12 +126,13 @@ def main() -> None:
     parser.add_argument("--schema", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--no-resolver", action="store_true", help="fanwire modes: project the event as is")
+    parser.add_argument("--max-backlog", type=int, help="fanwire modes: limits.max_backlog (default: the engine's)")
     args = parser.parse_args()
     sdl = open(args.schema).read()
     port = args.port or free_port()
 
     if args.mode == "fanwire-rust":
-        manager = fanwire_manager(sdl, not args.no_resolver)
+        manager = fanwire_manager(sdl, not args.no_resolver, args.max_backlog)
 
         async def run() -> None:
             server = await manager.start("127.0.0.1", port)
@@ -146,7 +147,7 @@ def main() -> None:
 
         from fanwire.integrations.fastapi import SubscriptionRouterFactory
 
-        manager = fanwire_manager(sdl, not args.no_resolver)
+        manager = fanwire_manager(sdl, not args.no_resolver, args.max_backlog)
         app: Any = FastAPI()
         app.include_router(SubscriptionRouterFactory.create(manager))
         app.add_api_route("/publish", asgi_publish_route(manager), methods=["POST"])
@@ -156,7 +157,7 @@ def main() -> None:
 
         from fanwire.integrations.starlette import create_subscription_app
 
-        manager = fanwire_manager(sdl, not args.no_resolver)
+        manager = fanwire_manager(sdl, not args.no_resolver, args.max_backlog)
         app = create_subscription_app(
             Starlette(routes=[Route("/publish", asgi_publish_route(manager), methods=["POST"])]), manager
         )
