@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{dist, wasm, FromPayload};
+use common::{dist, time, wasm, FromPayload};
 use fanwire_core::hooks::{Asked, Decision, EventFilter, GroupInfo, Hooks, Verdict};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::testing::publish_now;
@@ -44,21 +44,6 @@ fn spec(name: &str, kind: Kind) -> PluginSpec {
         memory_mb: None,
         config: Map::new(),
     }
-}
-
-/// Median of `runs` timings of `f`, each over `iters` iterations, per iteration.
-fn time(runs: usize, iters: u32, mut f: impl FnMut()) -> Duration {
-    let mut samples: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            start.elapsed() / iters
-        })
-        .collect();
-    samples.sort();
-    samples[runs / 2]
 }
 
 fn group(principal: Principal) -> GroupInfo {

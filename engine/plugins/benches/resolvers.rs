@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{dist, FromPayload};
+use common::{dist, time, FromPayload};
 use fanwire_core::hooks::{DataText, GroupInfo, Hooks, Resolution, Resolver};
 use fanwire_core::protocol::Protocol;
 use fanwire_core::testing::publish_now;
@@ -189,21 +189,6 @@ fn tick() -> Event {
         json!({"seq": 42, "topic": "bench", "sentAt": 1_700_000_000.25,
                "payload": format!("Tick {}", "x".repeat(160))}),
     )
-}
-
-/// Median of `runs` timings of `f`, each over `iters` iterations, per iteration.
-fn time(runs: usize, iters: u32, mut f: impl FnMut()) -> Duration {
-    let mut samples: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            start.elapsed() / iters
-        })
-        .collect();
-    samples.sort();
-    samples[runs / 2]
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

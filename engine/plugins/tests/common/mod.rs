@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fanwire_core::hooks::{
     Accepted, Asked, ConnectionPolicy, ConnectionRequest, Decision, EventFilter, GroupInfo, Verdict,
@@ -199,4 +200,20 @@ impl ConnectionPolicy for FromPayload {
             ack: None,
         })
     }
+}
+
+/// The benches' timer: the median of `runs` timings of `f`, each over
+/// `iters` iterations, per iteration.
+pub fn time(runs: usize, iters: u32, mut f: impl FnMut()) -> Duration {
+    let mut samples: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            start.elapsed() / iters
+        })
+        .collect();
+    samples.sort();
+    samples[runs / 2]
 }
