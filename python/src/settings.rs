@@ -223,22 +223,7 @@ table_class! {
     /// folder that relative plugin paths start from, and the compile cache.
     PluginRuntime(RuntimeConfig), positional = [],
     check = |runtime| {
-        if runtime.admin_token.as_deref() == Some("") {
-            return Err(invalid(
-                "plugin_runtime.admin_token must not be empty (omit it to disable the admin API)",
-            ));
-        }
-        if runtime.memory_mb == 0 || runtime.memory_mb > runtime.max_memory_mb {
-            return Err(invalid(format!(
-                "plugin_runtime.memory_mb must be between 1 and max_memory_mb ({}), got {}",
-                runtime.max_memory_mb, runtime.memory_mb
-            )));
-        }
-        if runtime.call_timeout_ms == 0 || runtime.warm_instances == 0 {
-            return Err(invalid(
-                "plugin_runtime.call_timeout_ms and warm_instances must be at least 1",
-            ));
-        }
+        runtime.validate().map_err(invalid)?;
         if let Some(folder) = &runtime.folder {
             runtime.folder = Some(absolute(folder)?);
         }

@@ -241,6 +241,7 @@ def test_plugin_paths_resolve_against_the_folder(tmp_path: Path) -> None:
          "unknown variant `filter`"),
         (lambda: PluginRuntime(admin_token=""), "admin_token"),
         (lambda: PluginRuntime(memory_mb=512), "memory_mb"),
+        (lambda: PluginRuntime(max_memory_mb=8192), "max_memory_mb must be between 1 and 4096"),
         (lambda: PluginRuntime(cache_dir=""), "cache=False"),
         (lambda: JwtAuth(algorithm="HS256"), "non-empty secret"),
         (lambda: JwtAuth(algorithm="RS256", public_key_file="/nonexistent.pem"), "nonexistent.pem"),

@@ -89,7 +89,41 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The most memory one plugin instance can have, in MiB: all a 32-bit
+/// WebAssembly memory addresses.
+pub const MEMORY_LIMIT_MB: u64 = 4096;
+
 impl RuntimeConfig {
+    /// Checks the limits, as a message naming the `[plugin_runtime]` key:
+    /// the host and the Python package refuse such a table when it is read.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.admin_token.as_deref() == Some("") {
+            return Err(
+                "plugin_runtime.admin_token must not be empty (omit it to disable the admin API)"
+                    .into(),
+            );
+        }
+        if !(1..=MEMORY_LIMIT_MB).contains(&self.max_memory_mb) {
+            return Err(format!(
+                "plugin_runtime.max_memory_mb must be between 1 and {MEMORY_LIMIT_MB} (a 32-bit memory's 4 GiB), got {}",
+                self.max_memory_mb
+            ));
+        }
+        if !(1..=self.max_memory_mb).contains(&self.memory_mb) {
+            return Err(format!(
+                "plugin_runtime.memory_mb must be between 1 and max_memory_mb ({}), got {}",
+                self.max_memory_mb, self.memory_mb
+            ));
+        }
+        if self.call_timeout_ms == 0 || self.warm_instances == 0 || self.pool_instances == 0 {
+            return Err(
+                "plugin_runtime.call_timeout_ms, warm_instances and pool_instances must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The compile cache folder in force: `None` when the cache is off, or
     /// when no folder is set and neither `XDG_CACHE_HOME` nor `HOME` is.
     pub fn cache_folder(&self) -> Option<PathBuf> {

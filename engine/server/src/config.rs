@@ -228,12 +228,9 @@ impl Config {
             .validate()
             .and_then(|()| self.sources.validate())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        if self.plugin_runtime.admin_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid(
-                "plugin_runtime.admin_token must not be empty (omit it to disable the admin API)"
-                    .into(),
-            ));
-        }
+        self.plugin_runtime
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         if self
             .plugin_runtime
             .cache_dir
@@ -284,6 +281,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("queue_depth"));
+        // A memory cap a 32-bit plugin memory cannot have (or 0, or one whose
+        // size in bytes overflows) would leave every plugin without memory.
+        for max in ["0", "4097", "17592186044416"] {
+            let config: Config = toml::from_str(&format!(
+                "[server]\nschema = \"s.graphql\"\n[plugin_runtime]\nmax_memory_mb = {max}"
+            ))
+            .unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("max_memory_mb must be between 1 and 4096"),
+                "{err}"
+            );
+        }
+        let config: Config = toml::from_str(
+            "[server]\nschema = \"s.graphql\"\n[plugin_runtime]\npool_instances = 0",
+        )
+        .unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("pool_instances"));
     }
 
     #[test]
