@@ -20,6 +20,7 @@
 #   MEM_WARMUP=0 SCENARIOS=S1-mem benches/run.sh    # measure from a server no client has touched yet
 #   FLOOR_ANSWER=after-writes benches/run.sh        # when floor answers a publish (default: per scenario, see floor_answer)
 #   SCENARIOS=S4 SERVERS=fanwire benches/run.sh     # 100,000 connections (S4_CONNS, S4_SOURCES)
+#   MAX_BACKLOG=256 SERVERS=fanwire SCENARIOS=S1-single benches/run.sh   # fanwire's limits.max_backlog (default: the engine's)
 #
 # Raw result lines, server logs and configs go to $OUT (printed at the end).
 # Every load generator run only talks to 127.0.0.1 and is bounded in time.
@@ -86,6 +87,9 @@ max_connections = 12000
 connections_per_second = 100000.0
 connection_burst = 20000.0
 EOF
+if [[ -n "${MAX_BACKLOG:-}" ]]; then
+  echo "max_backlog = $MAX_BACKLOG" >>"$CONFIG"
+fi
 
 # S4's: S4_CONNS sockets admitted in one go (the per-address share is off:
 # the clients come from S4_SOURCES addresses of one host), and an idle

@@ -276,6 +276,7 @@ class SubscriptionConfig:
         max_fields: int = ...,
         history_per_topic: int = ...,
         max_backlog: int = ...,
+        max_resolutions: int = ...,
         publish_wait_ms: int = ...,
         resolver_timeout_ms: int = ...,
         bus: BusConfig | None = None,
@@ -319,6 +320,8 @@ class SubscriptionConfig:
     def history_per_topic(self) -> int: ...
     @property
     def max_backlog(self) -> int: ...
+    @property
+    def max_resolutions(self) -> int: ...
     @property
     def publish_wait_ms(self) -> int: ...
     @property

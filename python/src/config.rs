@@ -64,10 +64,12 @@ pub struct SubscriptionConfig {
     /// Recent events kept per topic for `extensions.resumeFrom`; 0 keeps none.
     #[pyo3(get)]
     history_per_topic: i64,
-    /// Events accepted and not yet fanned out, plus running async
-    /// resolutions, before a publish waits for room.
+    /// Events accepted and not yet fanned out before a publish waits for room.
     #[pyo3(get)]
     max_backlog: i64,
+    /// Async resolutions running at once before a publish waits for room.
+    #[pyo3(get)]
+    max_resolutions: i64,
     /// Milliseconds a publish waits for room in a full backlog before `PublishError`.
     #[pyo3(get)]
     publish_wait_ms: i64,
@@ -121,6 +123,7 @@ impl SubscriptionConfig {
         max_fields = Limits::default().max_fields as i64,
         history_per_topic = Limits::default().history_per_topic as i64,
         max_backlog = Limits::default().max_backlog as i64,
+        max_resolutions = Limits::default().max_resolutions as i64,
         publish_wait_ms = Limits::default().publish_wait_ms as i64,
         resolver_timeout_ms = DEFAULT_RESOLVER_TIMEOUT_MS,
         bus = None,
@@ -147,6 +150,7 @@ impl SubscriptionConfig {
         max_fields: i64,
         history_per_topic: i64,
         max_backlog: i64,
+        max_resolutions: i64,
         publish_wait_ms: i64,
         resolver_timeout_ms: i64,
         bus: Option<PyRef<'_, BusConfig>>,
@@ -176,6 +180,7 @@ impl SubscriptionConfig {
             max_fields: count("max_fields", max_fields)?,
             history_per_topic: count("history_per_topic", history_per_topic)?,
             max_backlog: count("max_backlog", max_backlog)?,
+            max_resolutions: count("max_resolutions", max_resolutions)?,
             publish_wait_ms: millis("publish_wait_ms", publish_wait_ms)?,
         };
         if sources.len() > 1 {
@@ -388,6 +393,7 @@ impl SubscriptionConfig {
             max_fields: n(limits.max_fields),
             history_per_topic: n(limits.history_per_topic),
             max_backlog: n(limits.max_backlog),
+            max_resolutions: n(limits.max_resolutions),
             publish_wait_ms: limits.publish_wait_ms as i64,
             resolver_timeout_ms,
             limits,

@@ -443,7 +443,7 @@ impl Manager {
         if let Some(node) = self.node() {
             if node.bus().kind() == "memory" && !node.engine().has_room() {
                 return Err(PublishError::new_err(
-                    "the node is saturated: its backlog of events to fan out is full; retry later, or `await manager.publish(...)`, which waits for room",
+                    "the node is saturated: its backlog (events to fan out, resolutions running) is full; retry later, or `await manager.publish(...)`, which waits for room",
                 ));
             }
         }

@@ -87,6 +87,7 @@ def test_config_defaults_are_the_hosts() -> None:
         ({"subscribes_per_second": float("nan")}, "subscribes_per_second"),
         ({"max_document_bytes": 10**6}, "max_document_bytes"),
         ({"resolver_timeout_ms": 0}, "resolver_timeout_ms"),
+        ({"max_resolutions": 0}, "max_resolutions"),
     ],
 )
 def test_invalid_config_is_a_clear_value_error(kwargs: dict[str, float], field: str) -> None:

@@ -365,3 +365,40 @@ async def test_async_resolutions_dispatched_on_another_thread_all_arrive(mode: s
     assert ids == [str(n) for n in range(events)]
     await client.close()
     await until("the disconnect", lambda: manager.stats()["connections"] == 0)
+
+
+async def test_running_resolutions_are_bounded_apart_from_waiting_events(stack: AsyncExitStack) -> None:
+    """`max_resolutions` async resolutions may await at once: one more
+    publish is refused by `publish_nowait` (and waited for by `publish`)
+    until one finishes, while `max_backlog` bounds only the events waiting
+    to be fanned out."""
+    manager = SubscriptionManager(SCHEMA, SubscriptionConfig(max_backlog=1, max_resolutions=2))
+    gates: list[asyncio.Event] = []
+
+    @manager.subscription("item")
+    async def item(event: dict[str, Any], variables: dict[str, Any], context: Context) -> Any:
+        gate = asyncio.Event()
+        gates.append(gate)
+        await gate.wait()
+        return {"id": event["data"]["id"], "label": "x"}
+
+    served = await serve(manager, "rust", stack)
+    client = await RawClient.open(served.url)
+    await client.subscribe("s", "subscription { item(kind: \"x\") { id } }")
+    await until("the subscription", lambda: manager.stats()["subscriptions"] == 1)
+    for n in range(2):
+        await manager.publish("items", {"id": n})
+    await until("two resolutions awaiting", lambda: len(gates) == 2)
+    with pytest.raises(PublishError, match="saturated"):
+        manager.publish_nowait("items", {"id": 2})
+    waiting = asyncio.ensure_future(manager.publish("items", {"id": 2}))
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "publish waits for a resolution to finish"
+    gates[0].set()
+    await guard(waiting, "the waiting publish")
+    await until("the third resolution", lambda: len(gates) == 3)
+    for gate in gates[1:]:
+        gate.set()
+    ids = [(await client.recv())["payload"]["data"]["item"]["id"] for _ in range(3)]
+    assert ids == ["0", "1", "2"]
+    await client.close()

@@ -62,7 +62,7 @@ pub enum BusError {
     /// This node's dispatch is behind: its backlog stayed full for as long
     /// as a publish may wait (`limits.publish_wait_ms`).
     #[error(
-        "the node is saturated: its backlog of events to fan out stayed full for {waited_ms} ms; retry later"
+        "the node is saturated: its backlog (events to fan out, resolutions running) stayed full for {waited_ms} ms; retry later"
     )]
     Backlog {
         /// How long the publish waited for room.

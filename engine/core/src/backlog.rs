@@ -3,9 +3,15 @@
 //!
 //! A publisher is answered once its events are in here, not once they are
 //! written; so this is where a publisher feels a dispatcher that falls
-//! behind (a slow resolver, a saturated machine): there is room for
-//! `limits.max_backlog` entries, and a publisher waits for room (the host
-//! bounds the wait, then refuses with 503 and `Retry-After`).
+//! behind (a slow resolver, a saturated machine): there is room while
+//! fewer than `limits.max_backlog` events wait and fewer than
+//! `limits.max_resolutions` resolutions run, and a publisher waits for room
+//! (the host bounds the wait, then refuses with 503 and `Retry-After`).
+//!
+//! The two are bounded apart because they trade differently: every waiting
+//! event adds its dispatch to the latency of the events behind it, so that
+//! bound is small; a resolution that awaits I/O costs only memory while it
+//! waits, and a resolver is only as concurrent as this bound lets it be.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +21,9 @@ use std::time::Instant;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{oneshot, Notify};
 
+use crate::config::Limits;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::outbox::Batch;
 use crate::registry::Dispatched;
 
@@ -87,16 +95,17 @@ impl Receipt {
     }
 }
 
-/// Accepted events and running resolutions, bounded together.
+/// Accepted events and running resolutions, each with its bound.
 #[derive(Debug)]
 pub(crate) struct Backlog {
     // A std mutex: held to push or pop one publish, never across an await.
     queue: Mutex<VecDeque<Accepted>>,
-    /// Events in `queue`, plus async resolutions not yet delivered.
-    entries: AtomicUsize,
+    /// Events accepted and not yet fanned out.
+    events: Count,
+    /// Async resolutions not yet delivered.
+    resolutions: Count,
     /// Publishes in `queue` (a fan-out stops writing through when one waits).
     waiting: AtomicUsize,
-    capacity: usize,
     /// A dispatcher task runs; without one, the publisher's thread dispatches.
     attached: AtomicBool,
     /// Something was accepted (or the engine is going away).
@@ -104,22 +113,56 @@ pub(crate) struct Backlog {
     /// An entry left the backlog.
     room: Notify,
     closed: AtomicBool,
-    /// `fanwire_backlog`: `entries`, as last changed.
+}
+
+/// Entries of one kind, their bound and their gauge.
+#[derive(Debug)]
+struct Count {
+    now: AtomicUsize,
+    capacity: usize,
+    /// `now`, as last changed.
     gauge: Gauge,
 }
 
+impl Count {
+    fn new(capacity: usize, gauge: Gauge) -> Self {
+        Count {
+            now: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            gauge,
+        }
+    }
+
+    fn get(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+
+    fn has_room(&self) -> bool {
+        self.get() < self.capacity
+    }
+
+    fn add(&self, n: usize) {
+        let now = self.now.fetch_add(n, Ordering::AcqRel) + n;
+        self.gauge.set(now as i64);
+    }
+
+    fn sub(&self, n: usize) {
+        let now = self.now.fetch_sub(n, Ordering::AcqRel) - n;
+        self.gauge.set(now as i64);
+    }
+}
+
 impl Backlog {
-    pub(crate) fn new(capacity: usize, gauge: Gauge) -> Self {
+    pub(crate) fn new(limits: &Limits, metrics: &Metrics) -> Self {
         Backlog {
             queue: Mutex::default(),
-            entries: AtomicUsize::new(0),
+            events: Count::new(limits.max_backlog, metrics.backlog.clone()),
+            resolutions: Count::new(limits.max_resolutions, metrics.resolutions.clone()),
             waiting: AtomicUsize::new(0),
-            capacity: capacity.max(1),
             attached: AtomicBool::new(false),
             work: Notify::new(),
             room: Notify::new(),
             closed: AtomicBool::new(false),
-            gauge,
         }
     }
 
@@ -130,7 +173,7 @@ impl Backlog {
 
     /// Events and resolutions in the backlog.
     pub(crate) fn len(&self) -> usize {
-        self.entries.load(Ordering::Acquire)
+        self.events.get() + self.resolutions.get()
     }
 
     /// Whether another publish waits for the dispatcher.
@@ -138,13 +181,14 @@ impl Backlog {
         self.waiting.load(Ordering::Acquire) > 0
     }
 
+    /// Whether both bounds have room.
     pub(crate) fn has_room(&self) -> bool {
-        self.len() < self.capacity
+        self.events.has_room() && self.resolutions.has_room()
     }
 
     /// Resolves once the backlog has room. A publish is admitted whole when
-    /// there is room at all, so one publish may take it past its capacity
-    /// (by at most that publish: the host bounds its size).
+    /// there is room at all, so one publish may take it past its bound (by
+    /// at most that publish: the host bounds its size).
     pub(crate) async fn room(&self) {
         loop {
             let notified = self.room.notified();
@@ -181,7 +225,7 @@ impl Backlog {
     /// Queues a publish; the caller holds the queue (see [`Backlog::lock`])
     /// since it numbered the events, so the queue's order is their order.
     pub(crate) fn push(&self, queue: &mut VecDeque<Accepted>, accepted: Accepted) {
-        self.add(accepted.events.len());
+        self.events.add(accepted.events.len());
         self.waiting.fetch_add(1, Ordering::AcqRel);
         queue.push_back(accepted);
         self.work.notify_one();
@@ -192,13 +236,8 @@ impl Backlog {
         self.queue()
     }
 
-    fn add(&self, n: usize) {
-        let now = self.entries.fetch_add(n, Ordering::AcqRel) + n;
-        self.gauge.set(now as i64);
-    }
-
     /// The oldest waiting publish. Its events stay counted until
-    /// [`Backlog::done`] says each was fanned out.
+    /// [`Backlog::fanned_out`] says each was.
     pub(crate) fn pop(&self) -> Option<Accepted> {
         let next = self.queue().pop_front();
         if next.is_some() {
@@ -207,18 +246,23 @@ impl Backlog {
         next
     }
 
-    /// `n` entries left (events fanned out, resolutions delivered).
-    pub(crate) fn done(&self, n: usize) {
+    /// `n` events were fanned out.
+    pub(crate) fn fanned_out(&self, n: usize) {
         if n > 0 {
-            let now = self.entries.fetch_sub(n, Ordering::AcqRel) - n;
-            self.gauge.set(now as i64);
+            self.events.sub(n);
             self.room.notify_waiters();
         }
     }
 
-    /// An async resolution started; it stays until [`Backlog::done`].
+    /// An async resolution started; it stays until [`Backlog::resolved`].
     pub(crate) fn resolving(&self) {
-        self.add(1);
+        self.resolutions.add(1);
+    }
+
+    /// An async resolution was delivered (or dropped with its group).
+    pub(crate) fn resolved(&self) {
+        self.resolutions.sub(1);
+        self.room.notify_waiters();
     }
 
     /// Waits until something was accepted (or the backlog closed: `false`).

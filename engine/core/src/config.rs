@@ -60,11 +60,15 @@ pub struct Limits {
     /// resume (`extensions.resumeFrom`); 0 keeps none. Memory grows with
     /// topics x this x event size, so size it for the topics you have.
     pub history_per_topic: usize,
-    /// Events accepted but not yet fanned out, plus async resolutions still
-    /// running, that a node holds before publishers wait: between a publish
-    /// and its writes nothing else grows. It is also how far the latency of
-    /// a saturated node can grow (this many events ahead of a new one).
+    /// Events accepted but not yet fanned out that a node holds before
+    /// publishers wait: between a publish and its writes nothing else grows.
+    /// It is also how far the latency of a saturated node can grow (this
+    /// many events' dispatch ahead of a new one), so it is small.
     pub max_backlog: usize,
+    /// Async resolutions (a Python `async def` resolver awaiting I/O) that
+    /// may run at once before publishers wait: how concurrent a slow
+    /// resolver may be, each costing memory while it waits.
+    pub max_resolutions: usize,
     /// Milliseconds a publish waits for room in a full backlog before it is
     /// refused (HTTP 503 with `Retry-After`, `PublishError` in Python).
     pub publish_wait_ms: u64,
@@ -88,7 +92,8 @@ impl Default for Limits {
             max_aliases: 30,
             max_fields: 500,
             history_per_topic: 0,
-            max_backlog: 256,
+            max_backlog: 16,
+            max_resolutions: 256,
             publish_wait_ms: 2_000,
         }
     }
@@ -135,6 +140,7 @@ impl Limits {
         at_least("max_depth", self.max_depth as u64, 1)?;
         at_least("max_fields", self.max_fields as u64, 1)?;
         at_least("max_backlog", self.max_backlog as u64, 1)?;
+        at_least("max_resolutions", self.max_resolutions as u64, 1)?;
         if self.max_document_bytes > self.max_message_bytes {
             return Err(ConfigError {
                 field: "max_document_bytes",

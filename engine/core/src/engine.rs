@@ -91,7 +91,7 @@ impl Engine {
         limits.validate()?;
         let history = History::new(limits.history_per_topic);
         let metrics = Arc::new(Metrics::new());
-        let backlog = Arc::new(Backlog::new(limits.max_backlog, metrics.backlog.clone()));
+        let backlog = Arc::new(Backlog::new(&limits, &metrics));
         Ok(Arc::new(Engine {
             schema,
             limits,
@@ -299,7 +299,7 @@ impl Engine {
                     write_through,
                 },
             );
-            self.backlog.done(1);
+            self.backlog.fanned_out(1);
         }
         self.metrics
             .dispatch_seconds

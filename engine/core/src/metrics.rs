@@ -45,8 +45,10 @@ pub struct Metrics {
     pub connection_rejections: Family<Reason, Counter>,
     /// Seconds from an event's arrival to its frames being queued.
     pub dispatch_seconds: Histogram,
-    /// Events accepted and not yet fanned out, plus running async resolutions.
+    /// Events accepted and not yet fanned out.
     pub backlog: Gauge,
+    /// Async resolutions running (started and not yet delivered).
+    pub resolutions: Gauge,
 }
 
 impl Default for Metrics {
@@ -74,6 +76,7 @@ impl Metrics {
             // 1 us .. ~0.5 s
             dispatch_seconds: Histogram::new(exponential_buckets(1e-6, 3.0, 13)),
             backlog: Gauge::default(),
+            resolutions: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -130,8 +133,13 @@ impl Metrics {
         );
         registry.register(
             "backlog",
-            "Events accepted and not yet fanned out, plus running async resolutions",
+            "Events accepted and not yet fanned out",
             m.backlog.clone(),
+        );
+        registry.register(
+            "resolutions",
+            "Async resolutions running (started and not yet delivered)",
+            m.resolutions.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),

@@ -700,7 +700,7 @@ fn spawn_delivery(
         impl Drop for Release<'_> {
             fn drop(&mut self) {
                 self.0.done(self.1);
-                self.2.done(1);
+                self.2.resolved();
             }
         }
         let _release = Release(&group.turnstile, ticket, &backlog);

@@ -270,28 +270,31 @@ impl Resolver for Gated {
     }
 }
 
-#[test]
-fn running_resolutions_fill_the_backlog_and_publishers_wait_for_room() {
+/// An engine whose `tick` resolver waits for its gates, with a spawner on `rt`.
+fn gated_engine(limits: Limits, rt: &tokio::runtime::Runtime) -> (Arc<Engine>, Arc<Gated>) {
     let gated = Arc::new(Gated::default());
     let mut resolvers: HashMap<String, Arc<dyn Resolver>> = HashMap::new();
     resolvers.insert("tick".into(), gated.clone());
-    let rt = runtime();
     let handle = rt.handle().clone();
     let spawner: Spawner = Arc::new(move |task| {
         handle.spawn(task);
     });
+    let hooks = Hooks {
+        resolvers,
+        spawner: Some(spawner),
+        ..Hooks::default()
+    };
+    (engine(limits, hooks), gated)
+}
+
+#[test]
+fn running_resolutions_fill_their_bound_and_publishers_wait_for_room() {
+    let rt = runtime();
     let limits = Limits {
-        max_backlog: 3,
+        max_resolutions: 3,
         ..Limits::default()
     };
-    let engine = engine(
-        limits,
-        Hooks {
-            resolvers,
-            spawner: Some(spawner),
-            ..Hooks::default()
-        },
-    );
+    let (engine, gated) = gated_engine(limits, &rt);
     let conn = subscriber(&engine, None);
     rt.block_on(async {
         tokio::spawn(engine.dispatcher());
@@ -307,6 +310,9 @@ fn running_resolutions_fill_the_backlog_and_publishers_wait_for_room() {
         assert!(!engine.has_room());
         assert!(!ready_now(engine.room()), "a publisher waits");
         assert!(results(&conn).is_empty());
+        let metrics = engine.metrics().encode();
+        assert!(metrics.contains("fanwire_resolutions 3"), "{metrics}");
+        assert!(metrics.contains("fanwire_backlog 0"), "{metrics}");
 
         let first = gated.gates.lock().unwrap().remove(0);
         first.send(()).unwrap();
@@ -330,5 +336,58 @@ fn running_resolutions_fill_the_backlog_and_publishers_wait_for_room() {
     let order: Vec<i64> = results(&conn).iter().map(|r| r.2).collect();
     assert_eq!(order, [0, 1, 2]);
     let metrics = engine.metrics().encode();
-    assert!(metrics.contains("fanwire_backlog 0"), "{metrics}");
+    assert!(metrics.contains("fanwire_resolutions 0"), "{metrics}");
+}
+
+#[test]
+fn waiting_events_and_running_resolutions_are_bounded_apart() {
+    let rt = runtime();
+    let limits = Limits {
+        max_backlog: 2,
+        max_resolutions: 100,
+        ..Limits::default()
+    };
+    let (engine, gated) = gated_engine(limits, &rt);
+    let conn = subscriber(&engine, None);
+    let dispatcher = engine.dispatcher();
+
+    // No dispatcher running yet: two events wait, and fill their bound.
+    let receipts: Vec<_> = (0..2)
+        .map(|i| engine.publish(vec![tick(0, i)], Order::Numbered))
+        .collect();
+    assert!(!engine.has_room(), "2 events wait: their bound is full");
+    assert!(!ready_now(engine.room()));
+
+    rt.block_on(async {
+        tokio::spawn(dispatcher);
+        for receipt in receipts {
+            receipt.dispatched().await;
+        }
+        // Both now resolve: they hold room among the resolutions only.
+        assert!(engine.has_room(), "2 resolutions of 100: room for events");
+        for i in 2..10 {
+            engine.room().await;
+            engine
+                .publish(vec![tick(0, i)], Order::Numbered)
+                .dispatched()
+                .await;
+        }
+        assert_eq!(
+            engine.backlog(),
+            10,
+            "10 resolutions running, more than max_backlog"
+        );
+        for _ in 0..1_000_000 {
+            if gated.gates.lock().unwrap().len() == 10 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        for gate in gated.gates.lock().unwrap().drain(..) {
+            gate.send(()).unwrap();
+        }
+        engine.drained().await;
+    });
+    let order: Vec<i64> = results(&conn).iter().map(|r| r.2).collect();
+    assert_eq!(order, (0..10).collect::<Vec<_>>(), "each once, in order");
 }

@@ -137,7 +137,7 @@ async fn a_full_backlog_makes_a_publish_wait_then_refuses_it_with_503() {
     let mut schema = Schema::parse(SCHEMA).unwrap();
     schema.bind_topic("orderCreated", "o:{tenantId}").unwrap();
     let limits = Limits {
-        max_backlog: 1,
+        max_resolutions: 1,
         publish_wait_ms: 300,
         ..Limits::default()
     };
@@ -182,7 +182,7 @@ async fn a_full_backlog_makes_a_publish_wait_then_refuses_it_with_503() {
         }
     };
 
-    // Accepted, dispatched, and now resolving: the backlog of one is full.
+    // Accepted, dispatched, and now resolving: the bound of one resolution is full.
     assert!(post_publish(addr, &order(1))
         .await
         .starts_with("HTTP/1.1 200"));
