@@ -75,7 +75,7 @@ if $lint; then
   # worlds merged, since the helper serves both).
   bindings="$(mktemp -d)"
   trap 'rm -rf "$bindings"' EXIT
-  "$componentize_py" -q -d ../wit/v0.3.0 -w event-filter -w field-resolver bindings "$bindings"
+  "$componentize_py" -q -d ../wit/v0.4.0 -w event-filter -w field-resolver bindings "$bindings"
   path="$bindings:python-sdk:python-filter:../examples/resolver-component"
   MYPYPATH="$path" python3 -m mypy --strict --no-error-summary \
     --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/mypy-plugins" \
@@ -94,10 +94,10 @@ fi
 # host that watches dist/ never loads half a component.
 componentize() { # folder module world name
   local folder="$1" module="$2" world="$3" out="$dist/$4.wasm"
-  if [[ -f "$out" && -z "$(find "$folder" python-sdk ../wit/v0.3.0 -type f \( -name '*.py' -o -name '*.wit' \) -newer "$out" -print -quit)" ]]; then
+  if [[ -f "$out" && -z "$(find "$folder" python-sdk ../wit/v0.4.0 -type f \( -name '*.py' -o -name '*.wit' \) -newer "$out" -print -quit)" ]]; then
     return
   fi
-  (cd "$folder" && "$componentize_py" -q -d "$here/../wit/v0.3.0" -w "$world" componentize --stub-wasi \
+  (cd "$folder" && "$componentize_py" -q -d "$here/../wit/v0.4.0" -w "$world" componentize --stub-wasi \
     -p . -p "$here/python-sdk" "$module" -o "$out.tmp")
   mv "$out.tmp" "$out"
 }

@@ -9,7 +9,7 @@ subscribers who are not staff. Config (the plugin's `config` table):
 holds `staff_role`) or empty, so `decide` is asked once per event for each
 of the two at most, however many groups there are.
 
-Build: `bash plugins/build.sh` (runs componentize-py against wit/v0.3.0,
+Build: `bash plugins/build.sh` (runs componentize-py against wit/v0.4.0,
 world `event-filter`, with `plugins/python-sdk` on the path).
 """
 

@@ -1,29 +1,43 @@
 """Write Fanwire plugins in Python: what a resolver (or any plugin) sees,
 as plain typed Python, over the bindings componentize-py generates for
-`wit/v0.3.0` (the `wit_world` module, which exists only inside a component).
+`wit/v0.4.0` (the `wit_world` module, which exists only inside a component).
 
-A resolver is one function of the event and the field's call, returning the
-field's value as JSON-able Python (a dict for a field of object type,
+A resolver is one function of the event and the group's context, returning
+the field's value as JSON-able Python (a dict for a field of object type,
 `None` for none):
 
     from typing import Any
-    from fanwire_plugin import Event, FieldCall, resolver
+    from fanwire_plugin import Event, resolver
 
     @resolver
-    def tick(event: Event, call: FieldCall) -> Any:
+    def tick(event: Event, context: str) -> Any:
         return {**event.data, "payload": event.data["payload"].upper()}
 
-Raise `ResolverError(message, code)` to send the group's subscribers that
-error at the field; any other exception is logged and reaches them as
-"Resolver for `tick` raised KeyError: ..." (`extensions.code`
-`RESOLVER_FAILED`), as a pyo3 resolver's does. Build with componentize-py,
-world `field-resolver`, with this folder on its path (`-p`);
-`bash plugins/build.sh` does it for the example in
+What it needs of the group (the field's arguments, the variables, the
+principal) it reads once per group in a `prepare` function, whose string
+(the context) then comes with every event of the group; without one the
+context is empty:
+
+    def subject(call: FieldCall) -> str:
+        return call.principal.subject or ""
+
+    @resolver(prepare=subject)
+    def tick(event: Event, subject: str) -> Any:
+        return {**event.data, "for": subject}
+
+Raise `ResolverError(message, code)` (in either function) to send the
+group's subscribers that error at the field; any other exception is logged
+and reaches them as "Resolver for `tick` raised KeyError: ..."
+(`extensions.code` `RESOLVER_FAILED`), as a pyo3 resolver's does. A failed
+`prepare` is asked again at the group's next event. Build with
+componentize-py, world `field-resolver`, with this folder on its path
+(`-p`); `bash plugins/build.sh` does it for the example in
 `examples/resolver-component/`.
 
 Layout: what a resolver receives (`Principal`, `Event`, `FieldCall`, read
 from the generated records) and `ResolverError`; `config()`, `log()` and `now_ms()`, what the host offers
-every plugin; `resolver`, which exports a function as the world's resolver.
+every plugin; `resolver`, which exports a function (and its `prepare`) as
+the world's resolver.
 """
 
 from __future__ import annotations
@@ -34,11 +48,13 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Tuple, cast, overload
 
 from wit_world.imports import host, types
 
 if TYPE_CHECKING:
+    from componentize_py_types import Err
+
     # Only a component of the `field-resolver` world has this module.
     from wit_world.exports import resolver as _wit
 
@@ -139,8 +155,8 @@ class FieldCall:
     """What one group of subscriptions asks of the field.
 
     The host sends `arguments`, `variables` and the principal's claims as
-    JSON: each is parsed on first use, so a resolver pays (once per group
-    per event) only for what it reads.
+    JSON, once per group (to `prepare`): each is parsed on first use, so a
+    `prepare` pays only for what it reads.
     """
 
     __slots__ = ("_field", "_arguments", "_variables", "_principal", "_wire")
@@ -254,7 +270,11 @@ def now_ms() -> int:
     return host.now_ms()
 
 
-Resolve = Callable[[Event, FieldCall], Any]
+Resolve = Callable[[Event, str], Any]
+"""A resolver: the field's value from the event and the group's context."""
+
+Prepare = Callable[[FieldCall], str]
+"""What a resolver keeps of a group: the context its calls receive."""
 
 
 # One C encoder for every call, called directly: `JSONEncoder.encode` builds
@@ -282,32 +302,72 @@ def _failure(field: str, message: str) -> types.GraphqlError:
     return types.GraphqlError(f"Resolver for `{field}` {message}", None)
 
 
-def resolver(fn: Resolve) -> Resolve:
-    """Exports `fn` as the component's resolver and returns it unchanged.
+@overload
+def resolver(fn: Resolve) -> Resolve: ...
+
+
+@overload
+def resolver(*, prepare: Prepare) -> Callable[[Resolve], Resolve]: ...
+
+
+def resolver(fn: Optional[Resolve] = None, *, prepare: Optional[Prepare] = None) -> Any:
+    """Exports `fn` as the component's resolver and returns it unchanged;
+    `@resolver(prepare=p)` gives it `p` as its `prepare` (once per group:
+    the string it returns is the `context` of every call for the group).
 
     componentize-py exports the class named `Resolver` of the app's module:
     this defines it in `fn`'s module, so that module must not define one.
     """
+    if fn is None:
+        return lambda fn: _export(fn, prepare)
+    return _export(fn, prepare)
+
+
+def _raised(field: str, where: str, e: Exception) -> Err[types.GraphqlError]:
+    """An exception of the plugin's code, logged, as the error its subscribers see."""
+    from componentize_py_types import Err
+
+    log("error", f"resolver for {field} raised{where}", traceback="".join(traceback.format_exception(e)))
+    return Err(_failure(field, f"raised {type(e).__name__}{where}: {e}"))
+
+
+def _export(fn: Resolve, prepare: Optional[Prepare]) -> Resolve:
     # Only a component of the `field-resolver` world has this module.
     from componentize_py_types import Err
     from wit_world import exports
     from wit_world.exports import resolver as wit
 
     class Resolver(exports.Resolver):
-        # The whole call in the method componentize-py calls: a Python call
-        # less per group per event.
-        def resolve(self, event: types.Event, call: wit.FieldCall) -> str:
+        # The host's context is the field's name, `:`, then the plugin's
+        # own: `resolve` names the field in its errors, as `prepare` does (a
+        # GraphQL name has no `:`).
+        def prepare(self, call: wit.FieldCall) -> str:
+            if prepare is None:
+                return call.field + ":"
             try:
-                value = fn(Event.of(event), FieldCall.of(call))
+                context = prepare(FieldCall.of(call))
             except ResolverError as e:
                 raise Err(types.GraphqlError(e.message, e.code))
             except Exception as e:
-                log("error", f"resolver for {call.field} raised", traceback="".join(traceback.format_exception(e)))
-                raise Err(_failure(call.field, f"raised {type(e).__name__}: {e}"))
+                raise _raised(call.field, " in prepare", e)
+            if not isinstance(context, str):
+                raise Err(_failure(call.field, f"prepare returned {type(context).__name__}; expected a str"))
+            return call.field + ":" + context
+
+        # The whole call in the method componentize-py calls: a Python call
+        # less per group per event.
+        def resolve(self, event: types.Event, context: str) -> str:
+            field, _, context = context.partition(":")
+            try:
+                value = fn(Event.of(event), context)
+            except ResolverError as e:
+                raise Err(types.GraphqlError(e.message, e.code))
+            except Exception as e:
+                raise _raised(field, "", e)
             try:
                 return _encode(value)
             except (TypeError, ValueError) as e:
-                raise Err(_failure(call.field, f"returned a value that is not JSON: {e}"))
+                raise Err(_failure(field, f"returned a value that is not JSON: {e}"))
 
     module = sys.modules[fn.__module__]
     if hasattr(module, "Resolver"):

@@ -57,40 +57,90 @@ class HostStubs(unittest.TestCase):
         self.addCleanup(setattr, fanwire_plugin, "_config", None)
 
 
-def constant(value: Any) -> Callable[[Event, FieldCall], Any]:
+def constant(value: Any) -> Callable[[Event, str], Any]:
     """A resolver that always returns `value`."""
     return lambda e, c: value
 
 
-def export(fn: Callable[[Event, FieldCall], Any]) -> Any:
-    """Exports `fn` from a fresh module, as `@resolver` in an app module does,
-    and returns an instance of the `Resolver` class it defined there."""
+def export(fn: Callable[[Event, str], Any], prepare: Callable[[FieldCall], str] | None = None) -> Any:
+    """Exports `fn` (with `prepare`) from a fresh module, as `@resolver` in
+    an app module does, and returns an instance of the `Resolver` class it
+    defined there."""
     module = pytypes.ModuleType(f"app_{id(fn)}")
     sys.modules[module.__name__] = module
     fn.__module__ = module.__name__
-    resolver(fn)
+    if prepare is None:
+        resolver(fn)
+    else:
+        resolver(prepare=prepare)(fn)
     return module.Resolver()
 
 
+def resolve(r: Any, data: Any, wire: wit.FieldCall | None = None) -> str:
+    """One group's `prepare` and one event's `resolve`, as the host calls them."""
+    answer: str = r.resolve(event(data), r.prepare(wire or call()))
+    return answer
+
+
 class ResolverTest(HostStubs):
-    def test_the_function_sees_parsed_json_and_its_value_crosses_as_json(self) -> None:
-        seen: List[Tuple[Event, FieldCall]] = []
+    def test_prepare_sees_the_call_and_resolve_its_context_and_parsed_json(self) -> None:
+        calls: List[FieldCall] = []
+        seen: List[Tuple[Event, str]] = []
 
-        def resolve(e: Event, c: FieldCall) -> Any:
-            seen.append((e, c))
-            return {"topic": c.arguments["topic"], "n": e.data["n"], "ok": True, "none": None}
+        def prepare(c: FieldCall) -> str:
+            calls.append(c)
+            return json.dumps({"topic": c.arguments["topic"], "subject": c.principal.subject})
 
-        r = export(resolve)
-        answer = r.resolve(event({"n": 1.5}), wit.FieldCall("tick", '{"topic":"demo"}', '{"v":[1]}', principal(["staff"], '{"sub":"u1"}')))
-        self.assertEqual(json.loads(answer), {"topic": "demo", "n": 1.5, "ok": True, "none": None})
-        [(e, c)] = seen
-        self.assertEqual(e, Event("ticks:demo", {"n": 1.5}, "e-1", 7))
+        def resolve_(e: Event, context: str) -> Any:
+            seen.append((e, context))
+            return {**json.loads(context), "n": e.data["n"], "ok": True, "none": None}
+
+        r = export(resolve_, prepare)
+        context = r.prepare(wit.FieldCall("tick", '{"topic":"demo"}', '{"v":[1]}', principal(["staff"], '{"sub":"u1"}')))
+        answers = [json.loads(r.resolve(event({"n": n}), context)) for n in (1.5, 2)]
+        self.assertEqual(answers[0], {"topic": "demo", "subject": "u1", "n": 1.5, "ok": True, "none": None})
+        self.assertEqual(answers[1]["n"], 2)
+        [c] = calls
         self.assertEqual((c.field, c.arguments, c.variables), ("tick", {"topic": "demo"}, {"v": [1]}))
         self.assertEqual(c.principal.subject, "u1")
         self.assertEqual(c.principal.roles, ("staff",))
         self.assertTrue(c.principal.has_role("staff"))
         self.assertEqual(c.principal.claims, {"sub": "u1"})
         self.assertEqual(c.principal.expires_at, 1765000000)
+        self.assertEqual(seen[0], (Event("ticks:demo", {"n": 1.5}, "e-1", 7), '{"topic": "demo", "subject": "u1"}'))
+
+    def test_without_prepare_the_context_is_empty(self) -> None:
+        seen: List[str] = []
+        r = export(lambda e, context: seen.append(context))
+        self.assertEqual(resolve(r, {}), "null")
+        self.assertEqual(seen, [""])
+
+    def test_a_failed_prepare_is_an_error_for_the_subscribers(self) -> None:
+        def refuse(c: FieldCall) -> str:
+            raise ResolverError("who are you?", "UNAUTHENTICATED")
+
+        with self.assertRaises(Err) as raised:
+            export(constant(1), refuse).prepare(call())
+        self.assertEqual(raised.exception.value, types.GraphqlError("who are you?", "UNAUTHENTICATED"))
+
+        def broken(c: FieldCall) -> str:
+            return str(c.arguments["missing"])
+
+        with self.assertRaises(Err) as raised:
+            export(constant(1), broken).prepare(call())
+        self.assertEqual(
+            raised.exception.value, types.GraphqlError("Resolver for `tick` raised KeyError in prepare: 'missing'", None)
+        )
+        [(level, message, _)] = self.logged
+
+        self.assertEqual((level, message), (host.Level.ERROR, "resolver for tick raised in prepare"))
+
+        def not_text(c: FieldCall) -> str:
+            return 42  # type: ignore[return-value]
+
+        with self.assertRaises(Err) as raised:
+            export(constant(1), not_text).prepare(call())
+        self.assertEqual(raised.exception.value, types.GraphqlError("Resolver for `tick` prepare returned int; expected a str", None))
 
     def test_a_call_read_from_the_host_equals_one_built_by_hand(self) -> None:
         wire = wit.FieldCall("tick", '{"topic":"demo"}', "{}", principal(["staff"], '{"sub":"u1"}'))
@@ -104,29 +154,29 @@ class ResolverTest(HostStubs):
     def test_any_json_value_is_a_value(self) -> None:
         for value in [None, 3, "text", [1, {"a": None}]]:
             with self.subTest(value=value):
-                self.assertEqual(json.loads(export(constant(value)).resolve(event({}), call())), value)
+                self.assertEqual(json.loads(resolve(export(constant(value)), {})), value)
 
     def test_a_resolver_error_carries_its_message_and_code(self) -> None:
-        def resolve(e: Event, c: FieldCall) -> Any:
+        def refuse(e: Event, c: str) -> Any:
             raise ResolverError("no tick for you", "FORBIDDEN_TICK")
 
         with self.assertRaises(Err) as raised:
-            export(resolve).resolve(event({}), call())
+            resolve(export(refuse), {})
         self.assertEqual(raised.exception.value, types.GraphqlError("no tick for you", "FORBIDDEN_TICK"))
 
-        def plain(e: Event, c: FieldCall) -> Any:
+        def plain(e: Event, c: str) -> Any:
             raise ResolverError("plain")
 
         with self.assertRaises(Err) as raised:
-            export(plain).resolve(event({}), call())
+            resolve(export(plain), {})
         self.assertEqual(raised.exception.value, types.GraphqlError("plain", None))
 
     def test_another_exception_is_logged_and_named_to_the_subscribers(self) -> None:
-        def resolve(e: Event, c: FieldCall) -> Any:
+        def missing(e: Event, c: str) -> Any:
             return e.data["missing"]
 
         with self.assertRaises(Err) as raised:
-            export(resolve).resolve(event({}), call())
+            resolve(export(missing), {})
         self.assertEqual(raised.exception.value, types.GraphqlError("Resolver for `tick` raised KeyError: 'missing'", None))
         [(level, message, fields)] = self.logged
         self.assertEqual((level, message), (host.Level.ERROR, "resolver for tick raised"))
@@ -137,7 +187,7 @@ class ResolverTest(HostStubs):
         for value, detail in [({1, 2}, "Object of type set is not JSON serializable"), (float("nan"), "not JSON compliant")]:
             with self.subTest(value=value):
                 with self.assertRaises(Err) as raised:
-                    export(constant(value)).resolve(event({}), call())
+                    resolve(export(constant(value)), {})
                 error = raised.exception.value
                 self.assertIsInstance(error, types.GraphqlError)
                 self.assertTrue(error.message.startswith("Resolver for `tick` returned a value that is not JSON: "), error.message)
@@ -150,9 +200,9 @@ class ResolverTest(HostStubs):
         outer: List[Any] = [[1], {1, 2}]
         r = export(lambda e, c: outer)
         with self.assertRaises(Err):
-            r.resolve(event({}), call())
+            resolve(r, {})
         outer.pop()
-        self.assertEqual(r.resolve(event({}), call()), "[[1]]")
+        self.assertEqual(resolve(r, {}), "[[1]]")
 
     def test_data_with_whitespace_or_not_json_reads_as_json_loads_does(self) -> None:
         self.assertEqual(Event.of(types.Event("t", ' {"a": [1, 2]}\n', None, None)).data, {"a": [1, 2]})
@@ -163,12 +213,12 @@ class ResolverTest(HostStubs):
                     Event.of(types.Event("t", text, None, None))
 
     def test_one_resolver_per_module(self) -> None:
-        def first(e: Event, c: FieldCall) -> Any:
+        def first(e: Event, c: str) -> Any:
             return None
 
         export(first)
 
-        def second(e: Event, c: FieldCall) -> Any:
+        def second(e: Event, c: str) -> Any:
             return None
 
         second.__module__ = first.__module__
@@ -197,10 +247,10 @@ class ExampleTest(HostStubs):
 
         r = getattr(tick, "Resolver")()  # defined by @resolver
         data = {"seq": 1, "topic": "demo", "sentAt": 1.25, "payload": "hello, fanwire"}
-        self.assertEqual(json.loads(r.resolve(event(data), call())), {**data, "payload": "HELLO, FANWIRE"})
+        self.assertEqual(json.loads(resolve(r, data)), {**data, "payload": "HELLO, FANWIRE"})
         for unchanged in [{"seq": 2, "payload": None}, {"seq": 3}, "not an object"]:
             with self.subTest(data=unchanged):
-                self.assertEqual(json.loads(r.resolve(event(unchanged), call())), unchanged)
+                self.assertEqual(json.loads(resolve(r, unchanged)), unchanged)
 
 
 class FilterTest(HostStubs):

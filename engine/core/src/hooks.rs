@@ -1,9 +1,9 @@
 //! The extension points: connection and subscription policies, event
 //! filters and resolvers. Plugins (WASM), the Python package and native
 //! filters all plug in here; the engine calls them at fixed, cheap moments:
-//! policies once per connection or subscribe, filters' `prepare` once per
-//! group, `decide` once per event per filter for all groups that need it,
-//! resolvers once per group per event.
+//! policies once per connection or subscribe, filters' and resolvers'
+//! `prepare` once per group, `decide` once per event per filter for all
+//! groups that need it, resolvers once per group per event.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -94,11 +94,11 @@ pub enum Verdict {
     PerEvent(GroupContext),
 }
 
-/// What a filter keeps from a group's `prepare` for its `decide` calls, e.g.
-/// the subject a row filter compares with: the engine stores it with the
-/// group's verdict and hands it back with every event, so the filter needs
-/// neither the whole group per event nor a table of its own. `None` when it
-/// keeps nothing.
+/// What a filter or resolver keeps from a group's `prepare` for its
+/// per-event calls, e.g. the subject a row filter compares with: the engine
+/// stores it with the group and hands it back with every event, so the
+/// plugin needs neither the whole group per event nor a table of its own.
+/// `None` when it keeps nothing.
 pub type GroupContext = Option<Arc<str>>;
 
 /// One group a filter is asked to decide an event for.
@@ -157,22 +157,37 @@ impl Debug for Resolution {
 
 /// Computes a subscription field's value from an event, once per group per event.
 pub trait Resolver: Send + Sync + Debug {
+    /// What the resolver keeps of a group for its resolutions (e.g. the
+    /// arguments and the part of the principal a component reads), asked
+    /// once per group and hooks version, before the group's first
+    /// resolution: the engine stores it with the group and passes it to
+    /// every [`Resolver::resolve_shared`] of the group. `Err` is that
+    /// event's field error (the subscriptions go on) and is not kept: the
+    /// group's next event asks again. By default nothing is kept.
+    fn prepare(&self, group: &GroupInfo) -> Result<GroupContext, GraphQLError> {
+        let _ = group;
+        Ok(None)
+    }
+
     /// `data` is the event's data after filters (redactions applied).
     fn resolve(&self, event: &Event, data: &Value, group: &GroupInfo) -> Resolution;
 
     /// What the engine calls: [`Resolver::resolve`] unless overridden, with
     /// `text`, the event's data as JSON text shared by the event's groups
-    /// (`None` for a group whose data a filter changed: render `data`). A
-    /// resolver that hands the data over as text (a WebAssembly component)
-    /// overrides it to serialise once per event rather than once per group.
+    /// (`None` for a group whose data a filter changed: render `data`), and
+    /// `context`, what [`Resolver::prepare`] kept of the group. A resolver
+    /// that hands the data over as text (a WebAssembly component)
+    /// overrides it to serialise once per event rather than once per group,
+    /// and one that prepares a context overrides it to read that.
     fn resolve_shared(
         &self,
         event: &Event,
         data: &Value,
         text: Option<&DataText<'_>>,
         group: &GroupInfo,
+        context: Option<&str>,
     ) -> Resolution {
-        let _ = text;
+        let _ = (text, context);
         self.resolve(event, data, group)
     }
 }

@@ -17,7 +17,8 @@ use crate::backlog::Backlog;
 use crate::error::{codes, GraphQLError};
 use crate::event::Event;
 use crate::hooks::{
-    redact, Asked, DataText, Decision, GroupInfo, Hooks, Resolution, Turnstile, Verdict,
+    redact, Asked, DataText, Decision, GroupContext, GroupInfo, Hooks, Resolution, Resolver,
+    Turnstile, Verdict,
 };
 use crate::metrics::{Metrics, Reason};
 use crate::operation::Prepared;
@@ -87,7 +88,8 @@ pub(crate) struct Pass<'a> {
 /// The hooks in force, with a version that changes on every swap.
 #[derive(Debug, Default)]
 pub struct ActiveHooks {
-    /// Increases with every swap; groups cache filter verdicts per version.
+    /// Increases with every swap; groups cache filter verdicts and their
+    /// resolver's context per version.
     pub version: u64,
     /// The extensions themselves.
     pub hooks: Hooks,
@@ -102,6 +104,8 @@ struct Group {
     // std locks: held to push into outboxes or to edit membership, never across an await.
     members: RwLock<HashMap<u64, Member>>,
     verdicts: Mutex<Option<(u64, Arc<[Verdict]>)>>,
+    /// The resolver's context of the group (its `prepare`), by hooks version.
+    resolver_context: Mutex<Option<(u64, GroupContext)>>,
     turnstile: Turnstile,
     closed: Closed,
 }
@@ -170,6 +174,32 @@ impl Group {
             .collect();
         *cached = Some((active.version, verdicts.clone()));
         verdicts
+    }
+
+    /// The context `resolver` (the field's resolver under `active`) keeps
+    /// of this group, prepared once per group and version. A failed
+    /// `prepare` is not kept: the group's next event asks again.
+    fn resolver_context(
+        &self,
+        resolver: &dyn Resolver,
+        active: &ActiveHooks,
+    ) -> Result<GroupContext, GraphQLError> {
+        // Held across `prepare`, as `verdicts`' lock is across a filter's:
+        // the group's next event must not prepare it a second time.
+        let mut cached = self
+            .resolver_context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((version, context)) = cached.as_ref() {
+            if *version == active.version {
+                return Ok(context.clone());
+            }
+        }
+        // The old version's context is of no use to the new resolver.
+        *cached = None;
+        let context = resolver.prepare(&self.info)?;
+        *cached = Some((active.version, context.clone()));
+        Ok(context)
     }
 
     /// Hands the same payload bytes to the audience (written through to an
@@ -346,6 +376,7 @@ impl Registry {
                 plan: prepared.plan,
                 members: RwLock::default(),
                 verdicts: Mutex::default(),
+                resolver_context: Mutex::default(),
                 turnstile: Turnstile::default(),
                 closed: Closed::default(),
             })
@@ -632,7 +663,12 @@ fn resolve_and_fan_out(
     };
     // The shared text is the event's own data: not for data a filter changed.
     let text = std::ptr::eq(&*data, &event.data).then_some(&outgoing.data_text);
-    match resolver.resolve_shared(event, &data, text, &group.info) {
+    let resolution = match group.resolver_context(resolver.as_ref(), pass.active) {
+        Ok(context) => resolver.resolve_shared(event, &data, text, &group.info, context.as_deref()),
+        // Counted with the resolution errors (`project`).
+        Err(error) => Resolution::Ready(Err(error)),
+    };
+    match resolution {
         Resolution::Ready(result) if group.turnstile.is_turn(ticket) => {
             group.fan_out(
                 Arc::from(project(

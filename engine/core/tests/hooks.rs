@@ -411,6 +411,114 @@ fn resolvers_run_once_per_group_and_errors_become_field_errors_with_a_path() {
     );
 }
 
+/// Keeps each group's subject as its context and stamps it on the value;
+/// its `prepare` fails while `failing` is set. Counts both calls.
+#[derive(Debug, Default)]
+struct Stamper {
+    prepares: AtomicUsize,
+    resolves: AtomicUsize,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Resolver for Stamper {
+    fn prepare(&self, group: &GroupInfo) -> Result<Option<Arc<str>>, GraphQLError> {
+        self.prepares.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(GraphQLError::new("not ready", "NOT_READY"));
+        }
+        Ok(group.principal.subject.as_deref().map(Arc::from))
+    }
+
+    fn resolve(&self, _: &Event, _: &Value, _: &GroupInfo) -> Resolution {
+        unreachable!("the engine calls resolve_shared")
+    }
+
+    fn resolve_shared(
+        &self,
+        _: &Event,
+        data: &Value,
+        _: Option<&DataText<'_>>,
+        _: &GroupInfo,
+        context: Option<&str>,
+    ) -> Resolution {
+        self.resolves.fetch_add(1, Ordering::SeqCst);
+        let mut out = data.clone();
+        out["user_id"] = json!(context);
+        Resolution::Ready(Ok(out))
+    }
+}
+
+fn stamper_hooks(stamper: &Arc<Stamper>) -> Hooks {
+    let mut resolvers = std::collections::HashMap::new();
+    resolvers.insert("orders".to_owned(), stamper.clone() as Arc<dyn Resolver>);
+    Hooks {
+        connection: Arc::new(UserFromInit),
+        resolvers,
+        ..Hooks::default()
+    }
+}
+
+#[test]
+fn a_resolver_prepares_each_group_once_per_hooks_version_and_a_failed_prepare_is_asked_again() {
+    let stamper = Arc::new(Stamper::default());
+    let engine = engine(stamper_hooks(&stamper));
+    let u = connect(&engine, "u", "subscription { orders { user_id } }");
+    let v = connect(&engine, "v", "subscription { orders { user_id } }");
+    let user_ids = |conn: &Connection| -> Vec<Value> {
+        frames(conn)
+            .iter()
+            .map(|f| f["payload"]["data"]["orders"]["user_id"].clone())
+            .collect()
+    };
+    for id in 1..=3 {
+        publish_now(&engine, &[order("x", id)]);
+    }
+    assert_eq!(stamper.prepares.load(Ordering::SeqCst), 2, "once per group");
+    assert_eq!(stamper.resolves.load(Ordering::SeqCst), 6);
+    assert_eq!(user_ids(&u), vec![json!("u"); 3], "the group's own context");
+    assert_eq!(user_ids(&v), vec![json!("v"); 3]);
+
+    // New hooks: every group is prepared again, once, at its next event;
+    // while `prepare` fails, each event's field is null with its error and
+    // the next event asks again.
+    stamper.failing.store(true, Ordering::SeqCst);
+    engine.set_hooks(stamper_hooks(&stamper));
+    publish_now(&engine, &[order("x", 4)]);
+    publish_now(&engine, &[order("x", 5)]);
+    assert_eq!(
+        stamper.prepares.load(Ordering::SeqCst),
+        6,
+        "asked per event while failing"
+    );
+    assert_eq!(
+        stamper.resolves.load(Ordering::SeqCst),
+        6,
+        "no resolve without a context"
+    );
+    for frame in frames(&u) {
+        let payload = &frame["payload"];
+        assert_eq!(payload["data"], json!({"orders": null}));
+        assert_eq!(payload["errors"][0]["message"], "not ready");
+        assert_eq!(payload["errors"][0]["extensions"]["code"], "NOT_READY");
+        assert_eq!(payload["errors"][0]["path"], json!(["orders"]));
+    }
+    frames(&v);
+    stamper.failing.store(false, Ordering::SeqCst);
+    publish_now(&engine, &[order("x", 6)]);
+    publish_now(&engine, &[order("x", 7)]);
+    assert_eq!(
+        stamper.prepares.load(Ordering::SeqCst),
+        8,
+        "kept once it succeeds"
+    );
+    assert_eq!(
+        user_ids(&u),
+        vec![json!("u"); 2],
+        "the subscription went on"
+    );
+    assert_eq!(user_ids(&v), vec![json!("v"); 2]);
+}
+
 /// Redacts `secret` for user "o" only.
 #[derive(Debug)]
 struct RedactForO;
@@ -448,6 +556,7 @@ impl Resolver for FromText {
         data: &Value,
         text: Option<&DataText<'_>>,
         group: &GroupInfo,
+        _: Option<&str>,
     ) -> Resolution {
         let subject = group.principal.subject.clone().unwrap_or_default();
         let at = text.map(|t| t.get().as_ptr() as usize);

@@ -177,7 +177,7 @@ fn main() {
         per_call10.as_secs_f64() * 1e6
     );
     // The row filter at every interface version, 10 groups of 10 subjects:
-    // 0.1 lowers 10 `subscription` records, 0.2 and 0.3 10 short contexts.
+    // 0.1 lowers 10 `subscription` records, 0.2 and later 10 short contexts.
     let subjects: Vec<GroupInfo> = (0..10)
         .map(|n| {
             group(Principal {
@@ -190,7 +190,7 @@ fn main() {
     for (name, label) in [
         ("legacy-filter", "0.1"),
         ("row-filter-0-2", "0.2"),
-        ("row-filter", "0.3"),
+        ("row-filter", "0.4"),
     ] {
         let bytes = wasm(name);
         let p = Arc::new(Plugin::load(&pooled, &bytes, options(name)).unwrap());

@@ -85,6 +85,12 @@ fn rows() -> Vec<Row> {
             native: false,
         },
         Row {
+            name: "rust-pass-0.3",
+            what: "the same built against interface 0.3 (`testing/resolver-0-3`: the whole field call with every event, no `prepare`)",
+            component: Some(("resolver-0-3", json!({"mode": "pass"}))),
+            native: false,
+        },
+        Row {
             name: "rust-format",
             what: "Rust component `format-fields` (`case = { payload = \"lower\" }`: parse, re-case, serialise)",
             component: Some(("format-fields", json!({"case": {"payload": "lower"}}))),
@@ -231,10 +237,16 @@ fn per_call(row: &Row, runtime: &Runtime, event: &Event) -> Option<Duration> {
         },
         init_payload: Map::new(),
     };
+    // Once per group, as the engine does (nothing for a 0.3 component).
+    let context = match resolver.prepare(&group) {
+        Ok(context) => context,
+        Err(e) => panic!("{} prepares: {e:?}", row.name),
+    };
     let call = || {
         // A fresh text per event, as the engine renders one per event.
         let text = DataText::new(&event.data);
-        let answer = resolver.resolve_shared(event, &event.data, Some(&text), &group);
+        let answer =
+            resolver.resolve_shared(event, &event.data, Some(&text), &group, context.as_deref());
         std::hint::black_box(answer)
     };
     assert!(

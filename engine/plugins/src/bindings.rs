@@ -176,3 +176,68 @@ pub mod v0_3 {
 
     pub use filter::fanwire::plugin::host;
 }
+
+/// `fanwire:plugin@0.4.0`: `resolver` gains `prepare` and `resolve` takes
+/// the group's context; the other interfaces are 0.2's, as types of their own.
+pub mod v0_4 {
+    /// The `event-filter` world; also the home of 0.4's `host`.
+    pub mod filter {
+        wasmtime::component::bindgen!({
+            path: "../../wit/v0.4.0",
+            world: "event-filter",
+            with: {
+                "fanwire:plugin/types": crate::bindings::v0_1::types,
+            },
+        });
+    }
+
+    /// The `subscription-policy` world.
+    pub mod subscription {
+        wasmtime::component::bindgen!({
+            path: "../../wit/v0.4.0",
+            world: "subscription-policy",
+            with: {
+                "fanwire:plugin/types": crate::bindings::v0_1::types,
+                "fanwire:plugin/host": super::filter::fanwire::plugin::host,
+            },
+        });
+    }
+
+    /// The `connection-policy` world.
+    pub mod connection {
+        wasmtime::component::bindgen!({
+            path: "../../wit/v0.4.0",
+            world: "connection-policy",
+            with: {
+                "fanwire:plugin/types": crate::bindings::v0_1::types,
+                "fanwire:plugin/host": super::filter::fanwire::plugin::host,
+            },
+        });
+    }
+
+    /// The `transport-adapter` world.
+    pub mod transport {
+        wasmtime::component::bindgen!({
+            path: "../../wit/v0.4.0",
+            world: "transport-adapter",
+            with: {
+                "fanwire:plugin/types": crate::bindings::v0_1::types,
+                "fanwire:plugin/host": super::filter::fanwire::plugin::host,
+            },
+        });
+    }
+
+    /// The `field-resolver` world (`prepare` new in 0.4).
+    pub mod resolver {
+        wasmtime::component::bindgen!({
+            path: "../../wit/v0.4.0",
+            world: "field-resolver",
+            with: {
+                "fanwire:plugin/types": crate::bindings::v0_1::types,
+                "fanwire:plugin/host": super::filter::fanwire::plugin::host,
+            },
+        });
+    }
+
+    pub use filter::fanwire::plugin::host;
+}

@@ -1,5 +1,5 @@
 //! A WASM `event-filter` plugin as the core's [`EventFilter`], for every
-//! interface version: a 0.2 or 0.3 plugin's per-group contexts live in the
+//! interface version: a 0.2, 0.3 or 0.4 plugin's per-group contexts live in the
 //! core's verdicts and each distinct one crosses once per event; a 0.1
 //! plugin gets whole groups.
 
@@ -13,6 +13,7 @@ use crate::bindings::v0_1::filter::exports::fanwire::plugin::filter as wit01;
 use crate::bindings::v0_1::types;
 use crate::bindings::v0_2::filter::exports::fanwire::plugin::filter as wit02;
 use crate::bindings::v0_3::filter::exports::fanwire::plugin::filter as wit03;
+use crate::bindings::v0_4::filter::exports::fanwire::plugin::filter as wit04;
 use crate::config::PluginSpec;
 use crate::convert;
 use crate::guest::{self, Shape};
@@ -182,8 +183,12 @@ impl WasmFilter {
                     .fanwire_plugin_filter()
                     .call_decide(&mut slot.store, &wit_event, contexts)
                     .map(|d| d.into_iter().map(decision_v0_3).collect()),
+                Bindings::Filter04(b) => b
+                    .fanwire_plugin_filter()
+                    .call_decide(&mut slot.store, &wit_event, contexts)
+                    .map(|d| d.into_iter().map(decision_v0_4).collect()),
                 _ => {
-                    unreachable!("a 0.2 or 0.3 filter plugin is loaded with its event-filter world")
+                    unreachable!("a 0.2+ filter plugin is loaded with its event-filter world")
                 }
             })
             .map_err(|f| self.failed(f))?;
@@ -224,27 +229,35 @@ impl WasmFilter {
     }
 }
 
-/// A 0.3 verdict as 0.2's (the `filter` interface is the same in both).
-fn verdict_v0_3(v: wit03::Verdict) -> wit02::Verdict {
-    match v {
-        wit03::Verdict::AllowAll => wit02::Verdict::AllowAll,
-        wit03::Verdict::DenyAll(r) => wit02::Verdict::DenyAll(r),
-        wit03::Verdict::PerEvent(p) => wit02::Verdict::PerEvent(wit02::PerEvent {
-            fields: p.fields,
-            context: p.context,
-        }),
-    }
+/// The conversions of a later version's verdicts and decisions to 0.2's
+/// (the `filter` interface has not changed since 0.2, but each version's
+/// records are Rust types of their own).
+macro_rules! as_v0_2 {
+    ($verdict:ident, $decision:ident, $w:ident) => {
+        fn $verdict(v: $w::Verdict) -> wit02::Verdict {
+            match v {
+                $w::Verdict::AllowAll => wit02::Verdict::AllowAll,
+                $w::Verdict::DenyAll(r) => wit02::Verdict::DenyAll(r),
+                $w::Verdict::PerEvent(p) => wit02::Verdict::PerEvent(wit02::PerEvent {
+                    fields: p.fields,
+                    context: p.context,
+                }),
+            }
+        }
+
+        fn $decision(d: $w::Decision) -> wit02::Decision {
+            match d {
+                $w::Decision::Allow => wit02::Decision::Allow,
+                $w::Decision::Deny(r) => wit02::Decision::Deny(r),
+                $w::Decision::Redact(p) => wit02::Decision::Redact(p),
+                $w::Decision::Replace(j) => wit02::Decision::Replace(j),
+            }
+        }
+    };
 }
 
-/// A 0.3 decision as 0.2's.
-fn decision_v0_3(d: wit03::Decision) -> wit02::Decision {
-    match d {
-        wit03::Decision::Allow => wit02::Decision::Allow,
-        wit03::Decision::Deny(r) => wit02::Decision::Deny(r),
-        wit03::Decision::Redact(p) => wit02::Decision::Redact(p),
-        wit03::Decision::Replace(j) => wit02::Decision::Replace(j),
-    }
-}
+as_v0_2!(verdict_v0_3, decision_v0_3, wit03);
+as_v0_2!(verdict_v0_4, decision_v0_4, wit04);
 
 /// Where a group's decision comes from.
 enum Slot {
@@ -293,6 +306,10 @@ impl EventFilter for WasmFilter {
                     .fanwire_plugin_filter()
                     .call_prepare(&mut slot.store, &sub)
                     .map(verdict_v0_3),
+                Bindings::Filter04(b) => b
+                    .fanwire_plugin_filter()
+                    .call_prepare(&mut slot.store, &sub)
+                    .map(verdict_v0_4),
                 _ => unreachable!("a filter plugin is loaded with the event-filter world"),
             });
         match verdict {
@@ -307,7 +324,7 @@ impl EventFilter for WasmFilter {
             Ok(wit02::Verdict::PerEvent(p)) => {
                 let context = match self.plugin.version() {
                     Version::V0_1 => None,
-                    Version::V0_2 | Version::V0_3 => Some(Arc::from(p.context)),
+                    Version::V0_2 | Version::V0_3 | Version::V0_4 => Some(Arc::from(p.context)),
                 };
                 self.verdict(p.fields, context)
             }
@@ -324,7 +341,7 @@ impl EventFilter for WasmFilter {
     fn decide(&self, event: &Event, groups: &[Asked<'_>]) -> Vec<Decision> {
         let decided = match self.plugin.version() {
             Version::V0_1 => self.decide_v0_1(event, groups),
-            Version::V0_2 | Version::V0_3 => self.decide_v0_2(event, groups),
+            Version::V0_2 | Version::V0_3 | Version::V0_4 => self.decide_v0_2(event, groups),
         };
         match decided {
             Ok(d) if d.len() == groups.len() => {

@@ -136,4 +136,10 @@ mod v0_3_host {
     host_interface!(crate::bindings::v0_3::host::Host);
 }
 
+mod v0_4_host {
+    use super::HostState;
+    use crate::bindings::v0_4::host::Level;
+    host_interface!(crate::bindings::v0_4::host::Host);
+}
+
 impl types::Host for HostState {}

@@ -71,7 +71,7 @@ impl PluginMetrics {
             );
             r.register(
                 "plugin_decisions",
-                "Plugin answers by kind: allow, deny, redact, replace (filters), allow_all, deny_all, per_event (verdicts), accept, reject (policies), value, error, not_json, failed (resolvers)",
+                "Plugin answers by kind: allow, deny, redact, replace (filters), allow_all, deny_all, per_event (verdicts), accept, reject (policies), value, error, not_json, failed, prepared (resolvers)",
                 self.decisions.clone(),
             );
             r.register(
@@ -275,10 +275,12 @@ pub(crate) enum Answer {
     NotJson,
     /// A resolver call that faulted (see `plugin_faults` for how).
     Failed,
+    /// A resolver's context for a group (a 0.4 `prepare` that succeeded).
+    Prepared,
 }
 
 impl Answer {
-    const ALL: [Answer; 13] = [
+    const ALL: [Answer; 14] = [
         Answer::Allow,
         Answer::Deny,
         Answer::Redact,
@@ -292,6 +294,7 @@ impl Answer {
         Answer::Error,
         Answer::NotJson,
         Answer::Failed,
+        Answer::Prepared,
     ];
 
     fn label(self) -> &'static str {
@@ -309,6 +312,7 @@ impl Answer {
             Answer::Error => "error",
             Answer::NotJson => "not_json",
             Answer::Failed => "failed",
+            Answer::Prepared => "prepared",
         }
     }
 }
@@ -320,7 +324,7 @@ pub(crate) struct Handles {
     pub call_seconds: Histogram,
     faults: [Counter; 4],
     calls: [Counter; 7],
-    decisions: [Counter; 13],
+    decisions: [Counter; 14],
 }
 
 impl Handles {

@@ -12,11 +12,11 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{v0_1, v0_2, v0_3};
+use crate::bindings::{v0_1, v0_2, v0_3, v0_4};
 use crate::config::Kind;
 use crate::host::HostState;
 use crate::metrics::{FaultKind, Function, Handles};
-use crate::resolver::ResolveFunc;
+use crate::resolver::{ResolveFunc, ResolverFuncs};
 use crate::runtime::{Runtime, EPOCH_TICK};
 use crate::LoadError;
 
@@ -34,6 +34,10 @@ pub enum Version {
     V0_2,
     /// `0.3.x`: adds the `field-resolver` world; the rest is 0.2's.
     V0_3,
+    /// `0.4.x`: `resolver.prepare` gives each group a context and
+    /// `resolver.resolve` receives it instead of the whole `field-call`;
+    /// the rest is 0.3's.
+    V0_4,
 }
 
 impl Version {
@@ -43,6 +47,7 @@ impl Version {
             Version::V0_1 => "0.1",
             Version::V0_2 => "0.2",
             Version::V0_3 => "0.3",
+            Version::V0_4 => "0.4",
         }
     }
 
@@ -56,7 +61,7 @@ impl Version {
 
 /// The interface versions this host loads, side by side: a plugin built
 /// for an older minor version keeps loading when the interface grows.
-pub const SUPPORTED: &[Version] = &[Version::V0_1, Version::V0_2, Version::V0_3];
+pub const SUPPORTED: &[Version] = &[Version::V0_1, Version::V0_2, Version::V0_3, Version::V0_4];
 
 /// The deadline of an instantiation, in epoch ticks (one second).
 const INSTANTIATE_TICKS: u64 = 1000;
@@ -81,16 +86,21 @@ enum Pre {
     Filter01(v0_1::filter::EventFilterPre<HostState>),
     Filter02(v0_2::filter::EventFilterPre<HostState>),
     Filter03(v0_3::filter::EventFilterPre<HostState>),
+    Filter04(v0_4::filter::EventFilterPre<HostState>),
     Subscription01(v0_1::subscription::SubscriptionPolicyPre<HostState>),
     Subscription02(v0_2::subscription::SubscriptionPolicyPre<HostState>),
     Subscription03(v0_3::subscription::SubscriptionPolicyPre<HostState>),
+    Subscription04(v0_4::subscription::SubscriptionPolicyPre<HostState>),
     Connection01(v0_1::connection::ConnectionPolicyPre<HostState>),
     Connection02(v0_2::connection::ConnectionPolicyPre<HostState>),
     Connection03(v0_3::connection::ConnectionPolicyPre<HostState>),
+    Connection04(v0_4::connection::ConnectionPolicyPre<HostState>),
     Transport01(v0_1::transport::TransportAdapterPre<HostState>),
     Transport02(v0_2::transport::TransportAdapterPre<HostState>),
     Transport03(v0_3::transport::TransportAdapterPre<HostState>),
+    Transport04(v0_4::transport::TransportAdapterPre<HostState>),
     Resolver03(v0_3::resolver::FieldResolverPre<HostState>),
+    Resolver04(v0_4::resolver::FieldResolverPre<HostState>),
 }
 
 /// The bindings of one live instance, by world and WIT version.
@@ -98,16 +108,21 @@ pub(crate) enum Bindings {
     Filter01(v0_1::filter::EventFilter),
     Filter02(v0_2::filter::EventFilter),
     Filter03(v0_3::filter::EventFilter),
+    Filter04(v0_4::filter::EventFilter),
     Subscription01(v0_1::subscription::SubscriptionPolicy),
     Subscription02(v0_2::subscription::SubscriptionPolicy),
     Subscription03(v0_3::subscription::SubscriptionPolicy),
+    Subscription04(v0_4::subscription::SubscriptionPolicy),
     Connection01(v0_1::connection::ConnectionPolicy),
     Connection02(v0_2::connection::ConnectionPolicy),
     Connection03(v0_3::connection::ConnectionPolicy),
+    Connection04(v0_4::connection::ConnectionPolicy),
     Transport01(v0_1::transport::TransportAdapter),
     Transport02(v0_2::transport::TransportAdapter),
     Transport03(v0_3::transport::TransportAdapter),
+    Transport04(v0_4::transport::TransportAdapter),
     Resolver03(ResolveFunc),
+    Resolver04(ResolverFuncs),
 }
 
 /// One instance with its store.
@@ -227,6 +242,9 @@ impl Plugin {
             (Kind::EventFilter, Version::V0_3) => {
                 Pre::Filter03(v0_3::filter::EventFilterPre::new(ip).map_err(link)?)
             }
+            (Kind::EventFilter, Version::V0_4) => {
+                Pre::Filter04(v0_4::filter::EventFilterPre::new(ip).map_err(link)?)
+            }
             (Kind::SubscriptionPolicy, Version::V0_1) => Pre::Subscription01(
                 v0_1::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
             ),
@@ -235,6 +253,9 @@ impl Plugin {
             ),
             (Kind::SubscriptionPolicy, Version::V0_3) => Pre::Subscription03(
                 v0_3::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
+            ),
+            (Kind::SubscriptionPolicy, Version::V0_4) => Pre::Subscription04(
+                v0_4::subscription::SubscriptionPolicyPre::new(ip).map_err(link)?,
             ),
             (Kind::ConnectionPolicy, Version::V0_1) => {
                 Pre::Connection01(v0_1::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
@@ -245,6 +266,9 @@ impl Plugin {
             (Kind::ConnectionPolicy, Version::V0_3) => {
                 Pre::Connection03(v0_3::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
             }
+            (Kind::ConnectionPolicy, Version::V0_4) => {
+                Pre::Connection04(v0_4::connection::ConnectionPolicyPre::new(ip).map_err(link)?)
+            }
             (Kind::TransportAdapter, Version::V0_1) => {
                 Pre::Transport01(v0_1::transport::TransportAdapterPre::new(ip).map_err(link)?)
             }
@@ -254,8 +278,14 @@ impl Plugin {
             (Kind::TransportAdapter, Version::V0_3) => {
                 Pre::Transport03(v0_3::transport::TransportAdapterPre::new(ip).map_err(link)?)
             }
+            (Kind::TransportAdapter, Version::V0_4) => {
+                Pre::Transport04(v0_4::transport::TransportAdapterPre::new(ip).map_err(link)?)
+            }
             (Kind::FieldResolver, Version::V0_3) => {
                 Pre::Resolver03(v0_3::resolver::FieldResolverPre::new(ip).map_err(link)?)
+            }
+            (Kind::FieldResolver, Version::V0_4) => {
+                Pre::Resolver04(v0_4::resolver::FieldResolverPre::new(ip).map_err(link)?)
             }
             // `check_exports` found a `resolver` interface in a version that
             // has none: a hand-made component, not one the SDK builds.
@@ -347,18 +377,26 @@ impl Plugin {
             Pre::Filter01(p) => Bindings::Filter01(p.instantiate(&mut store)?),
             Pre::Filter02(p) => Bindings::Filter02(p.instantiate(&mut store)?),
             Pre::Filter03(p) => Bindings::Filter03(p.instantiate(&mut store)?),
+            Pre::Filter04(p) => Bindings::Filter04(p.instantiate(&mut store)?),
             Pre::Subscription01(p) => Bindings::Subscription01(p.instantiate(&mut store)?),
             Pre::Subscription02(p) => Bindings::Subscription02(p.instantiate(&mut store)?),
             Pre::Subscription03(p) => Bindings::Subscription03(p.instantiate(&mut store)?),
+            Pre::Subscription04(p) => Bindings::Subscription04(p.instantiate(&mut store)?),
             Pre::Connection01(p) => Bindings::Connection01(p.instantiate(&mut store)?),
             Pre::Connection02(p) => Bindings::Connection02(p.instantiate(&mut store)?),
             Pre::Connection03(p) => Bindings::Connection03(p.instantiate(&mut store)?),
+            Pre::Connection04(p) => Bindings::Connection04(p.instantiate(&mut store)?),
             Pre::Transport01(p) => Bindings::Transport01(p.instantiate(&mut store)?),
             Pre::Transport02(p) => Bindings::Transport02(p.instantiate(&mut store)?),
             Pre::Transport03(p) => Bindings::Transport03(p.instantiate(&mut store)?),
+            Pre::Transport04(p) => Bindings::Transport04(p.instantiate(&mut store)?),
             Pre::Resolver03(p) => {
                 let bindings = p.instantiate(&mut store)?;
                 Bindings::Resolver03(ResolveFunc::check(&bindings, &store)?)
+            }
+            Pre::Resolver04(p) => {
+                let bindings = p.instantiate(&mut store)?;
+                Bindings::Resolver04(ResolverFuncs::check(&bindings, &store)?)
             }
         };
         Ok(Slot { store, bindings })

@@ -49,6 +49,9 @@ impl SubscriptionPolicy for WasmSubscriptionPolicy {
                 Bindings::Subscription03(b) => b
                     .fanwire_plugin_subscription()
                     .call_check(&mut slot.store, &sub),
+                Bindings::Subscription04(b) => b
+                    .fanwire_plugin_subscription()
+                    .call_check(&mut slot.store, &sub),
                 _ => unreachable!("a subscription policy is loaded with its world"),
             });
         let m = &self.plugin.metrics;
@@ -131,6 +134,11 @@ impl ConnectionPolicy for WasmConnectionPolicy {
                 ),
                 Bindings::Connection03(b) => check!(
                     crate::bindings::v0_3::connection::exports::fanwire::plugin::connection,
+                    b,
+                    &mut slot.store
+                ),
+                Bindings::Connection04(b) => check!(
+                    crate::bindings::v0_4::connection::exports::fanwire::plugin::connection,
                     b,
                     &mut slot.store
                 ),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::{v0_1, v0_2, v0_3};
+use crate::bindings::{v0_1, v0_2, v0_3, v0_4};
 use crate::cache::CompileCache;
 use crate::config::RuntimeConfig;
 use crate::host::HostState;
@@ -111,6 +111,9 @@ impl Runtime {
             })
             .and_then(|()| {
                 v0_3::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            })
+            .and_then(|()| {
+                v0_4::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             })
             .map_err(|e| LoadError::Runtime(format!("{e:#}")))?;
         let cache = config

@@ -53,6 +53,11 @@ macro_rules! with_transport {
                 use crate::bindings::v0_3::transport::exports::fanwire::plugin::transport as $w;
                 $body
             }
+            Bindings::Transport04($b) => {
+                #[allow(unused_imports)]
+                use crate::bindings::v0_4::transport::exports::fanwire::plugin::transport as $w;
+                $body
+            }
             _ => unreachable!("a transport adapter is loaded with its world"),
         }
     };

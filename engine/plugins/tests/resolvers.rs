@@ -1,11 +1,14 @@
-//! Component resolvers (`[[resolvers]]`, the 0.3 `field-resolver` world)
-//! behind a real engine: what the guest receives, results in event order
-//! per group, each failure (trap, deadline, memory cap, text that is not
-//! JSON, the guest's own error) confined to its group and counted, a
-//! filter's redaction seen by the resolver, start-time refusals, and a
-//! reload that switches versions between two events. The component is
-//! `plugins/testing/resolver`, whose mode the field's `mode` argument
-//! chooses.
+//! Component resolvers (`[[resolvers]]`, the `field-resolver` world)
+//! behind a real engine: what the guest receives, `prepare` once per group
+//! and its context in every `resolve`, results in event order per group,
+//! each failure (trap, deadline, memory cap, text that is not JSON, the
+//! guest's own error, in `resolve` or `prepare`) confined to its group and
+//! counted, a failed `prepare` asked again, a filter's redaction seen by
+//! the resolver, start-time refusals, and a reload that switches versions
+//! between two events and prepares the groups again. The component is
+//! `plugins/testing/resolver` (0.4), whose mode the field's `mode` argument
+//! chooses; `plugins/testing/resolver-0-3`, the same built against 0.3
+//! (the whole call with each event, no `prepare`), must keep working.
 
 mod common;
 
@@ -14,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
-use fanwire_core::hooks::{GroupInfo, Hooks, Resolution, Resolver};
+use fanwire_core::hooks::{DataText, GroupInfo, Hooks, Resolution, Resolver};
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::{assemble_next, Protocol};
 use fanwire_core::testing::publish_now;
@@ -25,7 +28,7 @@ use serde_json::{json, Map, Value};
 
 const SCHEMA: &str = r#"
 type Query { ok: Boolean }
-type Tick { seq: Int, payload: String, by: String }
+type Tick { seq: Int, payload: String, by: String, prepared: String }
 type Subscription {
   tick(topic: String!, mode: String, code: String): Tick @topic(name: "{topic}")
   tock(topic: String!): Tick @topic(name: "{topic}")
@@ -99,53 +102,87 @@ fn tick(topic: &str, seq: u64, payload: &str) -> Event {
 }
 
 #[test]
-fn the_guest_receives_the_event_arguments_variables_and_principal() {
+fn the_guest_receives_the_event_arguments_variables_and_principal_in_0_4_and_0_3() {
     let dir = folder();
+    std::fs::write(dir.join("resolver-0-3.wasm"), wasm("resolver-0-3")).unwrap();
     let host = PluginHost::with_runtime(
         runtime(),
         &[],
-        &[resolver_spec(&dir, "tick", |_| {})],
+        &[
+            resolver_spec(&dir, "tick", |_| {}),
+            resolver_spec(&dir, "tock", |s| {
+                s.path = dir.join("resolver-0-3.wasm");
+                s.name = Some("resolver-0-3".into());
+                s.config.insert("mode".into(), json!("call"));
+            }),
+        ],
         None,
         &dir,
         &dir,
     )
     .unwrap();
-    let plugin = host.plugin("resolver").unwrap();
-    assert_eq!(plugin.version(), Version::V0_3);
-    assert_eq!(plugin.kind(), Kind::FieldResolver);
-    let resolver = WasmResolver::new(plugin, "tick");
-    let group: GroupInfo = group(
-        "tick",
-        "t",
-        json!({"topic": "t", "mode": "call"}),
-        json!({"m": "call", "n": [1, 2]}),
-        &["tick.seq"],
-        principal(
-            Some("alice"),
-            Some("acme"),
-            &["r1", "r2"],
-            json!({"k": "v"}),
-        ),
-    );
+    let group_of = |field: &str| -> GroupInfo {
+        group(
+            field,
+            "t",
+            json!({"topic": "t", "mode": "call"}),
+            json!({"m": "call", "n": [1, 2]}),
+            &["tick.seq"],
+            principal(
+                Some("alice"),
+                Some("acme"),
+                &["r1", "r2"],
+                json!({"k": "v"}),
+            ),
+        )
+    };
     let event = Event {
         topic: "t".into(),
         data: json!({"seq": 7, "payload": "p\"q"}),
         id: Some("e-7".into()),
         seq: Some(7),
     };
-    let Resolution::Ready(Ok(value)) = resolver.resolve(&event, &event.data, &group) else {
-        panic!("a component resolver answers at once, with a value");
-    };
-    assert_eq!(
-        value,
-        json!({
-            "field": "tick",
-            "arguments": {"topic": "t", "mode": "call"},
-            "variables": {"m": "call", "n": [1, 2]},
-            "principal": {"subject": "alice", "tenant": "acme", "roles": ["r1", "r2"], "claims": {"k": "v"}},
-            "event": {"topic": "t", "id": "e-7", "seq": 7, "data": {"seq": 7, "payload": "p\"q"}},
-        })
-    );
+    for (name, field, version) in [
+        ("resolver", "tick", Version::V0_4),
+        ("resolver-0-3", "tock", Version::V0_3),
+    ] {
+        let plugin = host.plugin(name).unwrap();
+        assert_eq!(plugin.version(), version);
+        assert_eq!(plugin.kind(), Kind::FieldResolver);
+        let resolver = WasmResolver::new(plugin, field);
+        let group = group_of(field);
+        // 0.4 keeps what `prepare` read as the group's context; 0.3 keeps
+        // nothing and is sent the whole call with each event.
+        let context = resolver.prepare(&group).unwrap();
+        assert_eq!(context.is_some(), version == Version::V0_4, "{name}");
+        let text = DataText::new(&event.data);
+        let Resolution::Ready(Ok(value)) =
+            resolver.resolve_shared(&event, &event.data, Some(&text), &group, context.as_deref())
+        else {
+            panic!("{name}: a component resolver answers at once, with a value");
+        };
+        assert_eq!(
+            value,
+            json!({
+                "field": field,
+                "arguments": {"topic": "t", "mode": "call"},
+                "variables": {"m": "call", "n": [1, 2]},
+                "principal": {"subject": "alice", "tenant": "acme", "roles": ["r1", "r2"], "claims": {"k": "v"}},
+                "event": {"topic": "t", "id": "e-7", "seq": 7, "data": {"seq": 7, "payload": "p\"q"}},
+            }),
+            "{name}"
+        );
+        // `resolve` alone (a caller that skips `resolve_shared`) prepares
+        // for itself.
+        let Resolution::Ready(Ok(alone)) = resolver.resolve(&event, &event.data, &group) else {
+            panic!("{name}: resolve answers");
+        };
+        assert_eq!(alone, value, "{name}");
+    }
+    let m = host.metrics();
+    assert_eq!(m.count("calls", "resolver", "prepare"), 2);
+    assert_eq!(m.count("decisions", "resolver", "prepared"), 2);
+    assert_eq!(m.count("calls", "resolver-0-3", "prepare"), 0);
 }
 
 #[test]
@@ -207,6 +244,9 @@ fn each_group_gets_its_value_in_event_order() {
     let m = host.metrics();
     assert_eq!(m.count("calls", "resolver", "resolve"), 100);
     assert_eq!(m.count("decisions", "resolver", "value"), 100);
+    // Once per group, never per event.
+    assert_eq!(m.count("calls", "resolver", "prepare"), 2);
+    assert_eq!(m.count("decisions", "resolver", "prepared"), 2);
 }
 
 #[test]
@@ -298,6 +338,103 @@ fn each_failure_reaches_only_its_own_group_with_its_error_and_is_counted() {
     assert_eq!(count("decisions", "not_json"), 2);
     assert_eq!(count("decisions", "error"), 4);
     assert_eq!(count("calls", "resolve"), 14);
+    // A fault in `resolve` recycles the instance, not the group's context.
+    assert_eq!(count("calls", "prepare"), 7);
+}
+
+#[test]
+fn a_failed_prepare_is_each_events_field_error_until_one_succeeds() {
+    let dir = folder();
+    let host = PluginHost::with_runtime(
+        runtime(),
+        &[],
+        &[resolver_spec(&dir, "tick", |_| {})],
+        None,
+        &dir,
+        &dir,
+    )
+    .unwrap();
+    let engine = engine(&host);
+    let query =
+        |args: &str| format!(r#"subscription {{ tick(topic: "t"{args}) {{ seq by prepared }} }}"#);
+    let ok = subscribe(&engine, json!({}), &query(""));
+    let refused = subscribe(
+        &engine,
+        json!({}),
+        &query(r#", mode: "prepare-error", code: "TEAPOT""#),
+    );
+    let trapped = subscribe(&engine, json!({}), &query(r#", mode: "prepare-trap""#));
+    for seq in 0..3 {
+        publish_now(&engine, &[tick("t", seq, "p")]);
+        assert_eq!(
+            payloads(&ok)[0]["data"]["tick"],
+            json!({"seq": seq, "by": "00000000", "prepared": "00000000"})
+        );
+        for (conn, code, reason, message) in [
+            (&refused, "TEAPOT", Value::Null, "prepare refused"),
+            (
+                &trapped,
+                "RESOLVER_FAILED",
+                json!("trap"),
+                "resolver resolver of `tick` failed in prepare (trap)",
+            ),
+        ] {
+            let got = payloads(conn);
+            assert_eq!(got.len(), 1, "the subscription goes on: {got:?}");
+            assert_eq!(got[0]["data"], json!({"tick": null}));
+            let error = &got[0]["errors"][0];
+            assert_eq!(error["path"], json!(["tick"]), "{error}");
+            assert_eq!(error["extensions"]["code"], code, "{error}");
+            assert_eq!(error["extensions"]["reason"], reason, "{error}");
+            assert_eq!(error["message"], message, "{error}");
+        }
+    }
+    let m = host.metrics();
+    let count = |metric: &str, kind: &'static str| m.count(metric, "resolver", kind);
+    // The working group once; each failing one at each of its events.
+    assert_eq!(count("calls", "prepare"), 1 + 3 + 3);
+    assert_eq!(count("decisions", "prepared"), 1);
+    assert_eq!(count("decisions", "error"), 3);
+    assert_eq!(count("decisions", "failed"), 3);
+    assert_eq!(count("faults", "trap"), 3);
+    assert_eq!(count("calls", "resolve"), 3, "no resolve without a context");
+}
+
+#[test]
+fn a_prepare_that_failed_once_is_asked_again_and_the_group_resolves_from_then_on() {
+    let dir = folder();
+    let host = PluginHost::with_runtime(
+        runtime(),
+        &[],
+        &[resolver_spec(&dir, "tick", |s| {
+            s.config.insert("mode".into(), json!("prepare-flaky"));
+        })],
+        None,
+        &dir,
+        &dir,
+    )
+    .unwrap();
+    let engine = engine(&host);
+    let flaky = subscribe(
+        &engine,
+        json!({}),
+        r#"subscription { tick(topic: "t") { seq by prepared } }"#,
+    );
+    for seq in 0..3 {
+        publish_now(&engine, &[tick("t", seq, "p")]);
+    }
+    let got = payloads(&flaky);
+    assert_eq!(got[0]["data"], json!({"tick": null}));
+    assert_eq!(got[0]["errors"][0]["extensions"]["code"], "NOT_READY");
+    assert_eq!(got[0]["errors"][0]["message"], "not ready yet");
+    for (seq, payload) in got.iter().enumerate().skip(1) {
+        assert_eq!(
+            payload["data"]["tick"],
+            json!({"seq": seq, "by": "00000000", "prepared": "00000000"})
+        );
+    }
+    assert_eq!(got.len(), 3);
+    assert_eq!(host.metrics().count("calls", "resolver", "prepare"), 2);
 }
 
 #[test]
@@ -429,14 +566,16 @@ fn a_reload_switches_versions_between_two_events_and_a_bad_one_keeps_the_old() {
     let conn = subscribe(
         &engine,
         json!({}),
-        r#"subscription { tick(topic: "t") { seq by } }"#,
+        r#"subscription { tick(topic: "t") { seq by prepared } }"#,
     );
     let target = dir.join("resolver.wasm");
     let mut expected = Vec::new();
     let mut seq = 0;
+    // Each version resolves with the context its own `prepare` made: the
+    // group is prepared again when a new version goes live.
     let mut publish = |by: &str, expected: &mut Vec<Value>| {
         publish_now(&engine, &[tick("t", seq, "p")]);
-        expected.push(json!({"seq": seq, "by": by}));
+        expected.push(json!({"seq": seq, "by": by, "prepared": by}));
         seq += 1;
     };
     publish("00000000", &mut expected);
@@ -462,4 +601,54 @@ fn a_reload_switches_versions_between_two_events_and_a_bad_one_keeps_the_old() {
     let m = host.metrics();
     assert_eq!(m.count("reloads", "ticker", "loaded"), 3);
     assert_eq!(m.count("reloads", "ticker", "rejected"), 1);
+    // Once per version in force; the refused reload changed nothing.
+    assert_eq!(m.count("calls", "ticker", "prepare"), 3);
+}
+
+#[test]
+fn a_0_3_resolver_file_reloaded_to_0_4_and_back_keeps_resolving() {
+    let dir = temp_dir("resolver-versions");
+    let target = dir.join("resolver.wasm");
+    std::fs::write(&target, wasm("resolver-0-3")).unwrap();
+    let host = PluginHost::with_runtime(
+        runtime(),
+        &[],
+        &[resolver_spec(&dir, "tick", |s| {
+            s.name = Some("ticker".into());
+            s.config.insert("mode".into(), json!("upper"));
+        })],
+        None,
+        &dir,
+        &dir,
+    )
+    .unwrap();
+    let engine = engine(&host);
+    let conn = subscribe(
+        &engine,
+        json!({}),
+        r#"subscription { tick(topic: "t") { seq payload prepared } }"#,
+    );
+    let mut seq = 0;
+    for (plugin, version, prepared) in [
+        ("resolver-0-3", Version::V0_3, Value::Null),
+        ("resolver", Version::V0_4, json!("00000000")),
+        ("resolver-0-3", Version::V0_3, Value::Null),
+    ] {
+        if seq > 0 {
+            std::fs::write(&target, wasm(plugin)).unwrap();
+            assert_eq!(host.reload(&engine, true).reloaded, ["ticker"]);
+        }
+        assert_eq!(host.plugin("ticker").map(|p| p.version()), Some(version));
+        for _ in 0..2 {
+            publish_now(&engine, &[tick("t", seq, &format!("p{seq}"))]);
+            let got = payloads(&conn);
+            assert_eq!(
+                got[0]["data"]["tick"],
+                json!({"seq": seq, "payload": format!("P{seq}"), "prepared": prepared}),
+                "{plugin}"
+            );
+            seq += 1;
+        }
+    }
+    assert_eq!(host.metrics().count("calls", "ticker", "prepare"), 1);
 }

@@ -1,11 +1,13 @@
-//! Plugins of every interface version, `fanwire:plugin@0.1.0`, `@0.2.0` and
-//! `@0.3.0`, loaded side by side by one runtime: each reports its version,
-//! decides through the engine, and a 0.1 plugin file hot-reloaded to a 0.2
-//! one, a 0.3 one and back keeps deciding. The 0.1 and 0.2 plugins are real
-//! components built against `wit/v0.1.0` (`plugins/testing/legacy-*`) and
-//! `wit/v0.2.0` (`plugins/testing/row-filter-0-2`) with their own bindings;
-//! `plugins/testing/every-world` exports every 0.3 interface but the
-//! resolver (which `tests/resolvers.rs` covers).
+//! Plugins of every interface version, `fanwire:plugin@0.1.0` to `@0.4.0`,
+//! loaded side by side by one runtime: each reports its version, decides
+//! through the engine, a 0.1 plugin file hot-reloaded to a 0.2 one, a 0.4
+//! one and back keeps deciding, and a 0.3 resolver file hot-reloaded to a
+//! 0.4 one and back keeps resolving. The older plugins are real components
+//! built against `wit/v0.1.0` (`plugins/testing/legacy-*`), `wit/v0.2.0`
+//! (`plugins/testing/row-filter-0-2`) and `wit/v0.3.0`
+//! (`plugins/testing/every-world`, every 0.3 interface but the resolver;
+//! `plugins/testing/resolver-0-3`) with their own bindings; the SDK's
+//! plugins and `plugins/testing/resolver` are 0.4.
 
 mod common;
 
@@ -42,14 +44,16 @@ fn each_plugin_loads_with_the_interface_version_it_was_built_for() {
         ("legacy-filter", Kind::EventFilter, Version::V0_1),
         ("legacy-policy", Kind::SubscriptionPolicy, Version::V0_1),
         ("row-filter-0-2", Kind::EventFilter, Version::V0_2),
-        ("row-filter", Kind::EventFilter, Version::V0_3),
-        ("rbac", Kind::SubscriptionPolicy, Version::V0_3),
-        ("line-protocol", Kind::TransportAdapter, Version::V0_3),
+        ("row-filter", Kind::EventFilter, Version::V0_4),
+        ("rbac", Kind::SubscriptionPolicy, Version::V0_4),
+        ("line-protocol", Kind::TransportAdapter, Version::V0_4),
         ("every-world", Kind::EventFilter, Version::V0_3),
         ("every-world", Kind::SubscriptionPolicy, Version::V0_3),
         ("every-world", Kind::ConnectionPolicy, Version::V0_3),
         ("every-world", Kind::TransportAdapter, Version::V0_3),
-        ("resolver", Kind::FieldResolver, Version::V0_3),
+        ("resolver-0-3", Kind::FieldResolver, Version::V0_3),
+        ("resolver", Kind::FieldResolver, Version::V0_4),
+        ("format-fields", Kind::FieldResolver, Version::V0_4),
     ] {
         let plugin = Plugin::load(&rt, &wasm(name), options(name, kind))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -68,7 +72,8 @@ fn an_unknown_version_is_refused_naming_what_it_found_and_what_loads() {
     assert!(matches!(err, LoadError::UnsupportedVersion { .. }), "{err}");
     let message = err.to_string();
     assert!(
-        message.contains("fanwire:plugin/filter@9.0.0") && message.contains("0.1.x, 0.2.x, 0.3.x"),
+        message.contains("fanwire:plugin/filter@9.0.0")
+            && message.contains("0.1.x, 0.2.x, 0.3.x, 0.4.x"),
         "{message}"
     );
 }
@@ -393,7 +398,7 @@ fn one_engine_runs_0_1_and_0_2_filters_in_one_chain() {
 }
 
 #[test]
-fn a_0_1_filter_file_hot_reloaded_to_0_2_then_0_3_and_back_keeps_deciding() {
+fn a_0_1_filter_file_hot_reloaded_to_0_2_0_4_and_0_3_and_back_keeps_deciding() {
     let dir = folder(&[("rows.wasm", "legacy-filter")]);
     let host = PluginHost::with_runtime(
         runtime(),
@@ -436,9 +441,10 @@ fn a_0_1_filter_file_hot_reloaded_to_0_2_then_0_3_and_back_keeps_deciding() {
     // their contexts) when the new version goes live, and so on.
     for (plugin, version) in [
         ("row-filter-0-2", Version::V0_2),
-        ("row-filter", Version::V0_3),
+        ("row-filter", Version::V0_4),
         ("legacy-filter", Version::V0_1),
-        ("row-filter", Version::V0_3),
+        ("every-world", Version::V0_3),
+        ("row-filter", Version::V0_4),
         ("row-filter-0-2", Version::V0_2),
     ] {
         let tmp = dir.join("rows.tmp");

@@ -25,7 +25,7 @@
 
 use std::sync::OnceLock;
 
-use fanwire_sdk::{host, Event, FieldCall, GraphQLError, Map, Value};
+use fanwire_sdk::{host, Event, FieldCall, GraphQLError, Map, Object, Value};
 
 /// One piece of a template.
 #[derive(Debug)]
@@ -177,7 +177,7 @@ fn slot_if_present<'a>(value: &'a mut Value, path: &[String]) -> Option<&'a mut 
     path.iter().try_fold(value, |v, key| v.get_mut(key))
 }
 
-fn fill(parts: &[Part], data: &Value, call: &FieldCall) -> String {
+fn fill(parts: &[Part], data: &Value, arguments: &Object) -> String {
     let mut out = String::new();
     for part in parts {
         let value = match part {
@@ -186,7 +186,7 @@ fn fill(parts: &[Part], data: &Value, call: &FieldCall) -> String {
                 continue;
             }
             Part::Data(path) => at(data, path),
-            Part::Argument(name) => call.argument(name),
+            Part::Argument(name) => arguments.get(name),
         };
         match value {
             Some(Value::String(s)) => out.push_str(s),
@@ -198,15 +198,40 @@ fn fill(parts: &[Part], data: &Value, call: &FieldCall) -> String {
 }
 
 fanwire_sdk::resolver! {
+    /// Once per group: the arguments the templates read, as a JSON object
+    /// (an empty context when they read none).
+    fn prepare(call: &FieldCall) -> Result<String, GraphQLError> {
+        let config = config().as_ref().map_err(GraphQLError::new)?;
+        let mut read = Object::new();
+        for part in config.set.iter().flat_map(|(_, parts)| parts) {
+            if let Part::Argument(name) = part {
+                if let Some(value) = call.argument(name) {
+                    read.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        Ok(if read.is_empty() {
+            String::new()
+        } else {
+            Value::Object(read).to_string()
+        })
+    }
+
     /// The data with the configured fields set, then re-cased.
-    fn resolve(event: &Event, call: &FieldCall) -> Result<Value, GraphQLError> {
+    fn resolve(event: &Event, arguments: &str) -> Result<Value, GraphQLError> {
         let config = config().as_ref().map_err(GraphQLError::new)?;
         if !event.data.is_object() {
             return Ok(event.data.clone());
         }
+        let arguments: Object = if arguments.is_empty() {
+            Object::new()
+        } else {
+            // Written by `prepare` above: always an object.
+            fanwire_sdk::serde_json::from_str(arguments).unwrap_or_default()
+        };
         let mut value = event.data.clone();
         for (target, parts) in &config.set {
-            let text = fill(parts, &event.data, call);
+            let text = fill(parts, &event.data, &arguments);
             if let Some(slot) = slot(&mut value, target) {
                 *slot = Value::String(text);
             }

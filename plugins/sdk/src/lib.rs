@@ -1,7 +1,7 @@
 //! Write Fanwire plugins in Rust: event filters, subscription and connection
 //! policies, transport adapters and field resolvers, compiled to WebAssembly
 //! components (`wasm32-wasip2`) that the Fanwire host loads, sandboxes and
-//! hot-reloads. Built against `wit/v0.3.0`, the newest interface.
+//! hot-reloads. Built against `wit/v0.4.0`, the newest interface.
 //!
 //! # Layout
 //!
@@ -55,24 +55,30 @@
 //! fanwire_sdk::export_filter!(Own);
 //! ```
 //!
-//! A resolver is one function too: the field's value from the event, the
-//! field's arguments, the operation's variables and the principal, once per
-//! subscription group per event (the host then projects the value through
-//! each subscriber's selection):
+//! A resolver is one function too: the field's value from the event, once
+//! per subscription group per event (the host then projects the value
+//! through each subscriber's selection). What it needs of the group (the
+//! field's arguments, the operation's variables, the principal) it reads
+//! once per group in an optional `prepare`, which returns the group's
+//! context: a short text that `resolve` receives with every event.
 //!
 //! ```ignore
 //! use fanwire_sdk::{Event, FieldCall, GraphQLError, Value};
 //!
 //! fanwire_sdk::resolver! {
-//!     /// The event's data with `payload` upper-cased.
-//!     fn resolve(event: &Event, call: &FieldCall) -> Result<Value, GraphQLError> {
-//!         if call.principal.subject.is_none() {
-//!             return Err(GraphQLError::new("sign in first").with_code("UNAUTHENTICATED"));
-//!         }
+//!     /// Once per group: the subscriber, or a refusal.
+//!     fn prepare(call: &FieldCall) -> Result<String, GraphQLError> {
+//!         call.principal.subject.clone().ok_or_else(|| {
+//!             GraphQLError::new("sign in first").with_code("UNAUTHENTICATED")
+//!         })
+//!     }
+//!     /// Per event: the data with `payload` upper-cased and the subscriber.
+//!     fn resolve(event: &Event, subject: &str) -> Result<Value, GraphQLError> {
 //!         let mut value = event.data.clone();
 //!         if let Some(Value::String(p)) = value.get_mut("payload") {
 //!             *p = p.to_uppercase();
 //!         }
+//!         value["for"] = Value::from(subject);
 //!         Ok(value)
 //!     }
 //! }

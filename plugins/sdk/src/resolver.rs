@@ -24,15 +24,28 @@ impl FieldCall {
     }
 }
 
-/// A field resolver. The host calls [`FieldResolver::resolve`] once per
-/// subscription group per event, in event order for each group; the value
-/// is then projected through each subscriber's selection.
+/// A field resolver. The host calls [`FieldResolver::prepare`] once per
+/// subscription group (again after a reload), then
+/// [`FieldResolver::resolve`] once per group per event, in event order for
+/// each group, with the context `prepare` returned; the value is then
+/// projected through each subscriber's selection.
 pub trait FieldResolver {
+    /// What `resolve` needs of the group (an argument's value, the subject,
+    /// JSON when several): it crosses the boundary with every event, so keep
+    /// it to what `resolve` reads. By default nothing (an empty context). An
+    /// error is the group's field error for that event, and `prepare` is
+    /// asked again at the group's next event.
+    fn prepare(call: &FieldCall) -> Result<String, GraphQLError> {
+        let _ = call;
+        Ok(String::new())
+    }
+
     /// The field's value for this event (an object for a field of object
     /// type, [`Value::Null`] for none), or the error its subscribers
     /// receive at the field's path (with `extensions.code`
-    /// `RESOLVER_FAILED` unless the error names one).
-    fn resolve(event: &Event, call: &FieldCall) -> Result<Value, GraphQLError>;
+    /// `RESOLVER_FAILED` unless the error names one). `context` is what
+    /// this group's `prepare` returned.
+    fn resolve(event: &Event, context: &str) -> Result<Value, GraphQLError>;
 }
 
 /// Exports a type implementing [`FieldResolver`] as the plugin's resolver.
@@ -42,12 +55,19 @@ macro_rules! export_resolver {
         const _: () = {
             struct __FanwireResolver;
             impl $crate::wit::exports::fanwire::plugin::resolver::Guest for __FanwireResolver {
-                fn resolve(
-                    event: $crate::wit::types::Event,
+                fn prepare(
                     call: $crate::wit::exports::fanwire::plugin::resolver::FieldCall,
                 ) -> ::std::result::Result<::std::string::String, $crate::wit::types::GraphqlError>
                 {
-                    $crate::resolver::__resolve::<$ty>(event, call)
+                    $crate::resolver::__prepare::<$ty>(call)
+                }
+
+                fn resolve(
+                    event: $crate::wit::types::Event,
+                    context: ::std::string::String,
+                ) -> ::std::result::Result<::std::string::String, $crate::wit::types::GraphqlError>
+                {
+                    $crate::resolver::__resolve::<$ty>(event, &context)
                 }
             }
     $crate::wit::__export_world!(__FanwireResolver with_types_in $crate::wit);
@@ -55,21 +75,46 @@ macro_rules! export_resolver {
     };
 }
 
-/// A resolver that is one function: `fn resolve(event: &Event, call:
-/// &FieldCall) -> Result<Value, GraphQLError>`, exported as the plugin's
-/// resolver.
+/// A resolver that is one function, `fn resolve(event: &Event, context:
+/// &str) -> Result<Value, GraphQLError>`, exported as the plugin's resolver,
+/// optionally preceded by its `fn prepare(call: &FieldCall) ->
+/// Result<String, GraphQLError>` (without one the context is empty).
 #[macro_export]
 macro_rules! resolver {
-    ($(#[$meta:meta])* fn $name:ident($event:ident: &$ety:ty, $call:ident: &$cty:ty) -> $rty:ty $body:block) => {
+    (
+        $(#[$pmeta:meta])* fn $prepare:ident($call:ident: &$cty:ty) -> $prty:ty $pbody:block
+        $(#[$meta:meta])* fn $name:ident($event:ident: &$ety:ty, $context:ident: &$xty:ty) -> $rty:ty $body:block
+    ) => {
+        $(#[$pmeta])*
+        fn $prepare($call: &$cty) -> $prty $pbody
         $(#[$meta])*
-        fn $name($event: &$ety, $call: &$cty) -> $rty $body
+        fn $name($event: &$ety, $context: &$xty) -> $rty $body
+        struct __FanwireOneFunctionResolver;
+        impl $crate::FieldResolver for __FanwireOneFunctionResolver {
+            fn prepare(
+                call: &$crate::FieldCall,
+            ) -> ::std::result::Result<::std::string::String, $crate::GraphQLError> {
+                $prepare(call)
+            }
+            fn resolve(
+                event: &$crate::Event,
+                context: &str,
+            ) -> ::std::result::Result<$crate::Value, $crate::GraphQLError> {
+                $name(event, context)
+            }
+        }
+        $crate::export_resolver!(__FanwireOneFunctionResolver);
+    };
+    ($(#[$meta:meta])* fn $name:ident($event:ident: &$ety:ty, $context:ident: &$xty:ty) -> $rty:ty $body:block) => {
+        $(#[$meta])*
+        fn $name($event: &$ety, $context: &$xty) -> $rty $body
         struct __FanwireOneFunctionResolver;
         impl $crate::FieldResolver for __FanwireOneFunctionResolver {
             fn resolve(
                 event: &$crate::Event,
-                call: &$crate::FieldCall,
+                context: &str,
             ) -> ::std::result::Result<$crate::Value, $crate::GraphQLError> {
-                $name(event, call)
+                $name(event, context)
             }
         }
         $crate::export_resolver!(__FanwireOneFunctionResolver);
@@ -99,15 +144,20 @@ mod glue {
     }
 
     #[doc(hidden)]
+    pub fn __prepare<R: FieldResolver>(call: w::FieldCall) -> Result<String, t::GraphqlError> {
+        R::prepare(&call.into()).map_err(Into::into)
+    }
+
+    #[doc(hidden)]
     pub fn __resolve<R: FieldResolver>(
         event: t::Event,
-        call: w::FieldCall,
+        context: &str,
     ) -> Result<String, t::GraphqlError> {
-        R::resolve(&event.into(), &call.into())
+        R::resolve(&event.into(), context)
             .map(|v| v.to_string())
             .map_err(Into::into)
     }
 }
 
 #[cfg(feature = "field-resolver")]
-pub use glue::__resolve;
+pub use glue::{__prepare, __resolve};

@@ -3,7 +3,7 @@
 
 #[cfg(feature = "event-filter")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.3.0",
+    path: "../../wit/v0.4.0",
     world: "event-filter",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -12,7 +12,7 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "subscription-policy")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.3.0",
+    path: "../../wit/v0.4.0",
     world: "subscription-policy",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -21,7 +21,7 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "connection-policy")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.3.0",
+    path: "../../wit/v0.4.0",
     world: "connection-policy",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -30,7 +30,7 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "transport-adapter")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.3.0",
+    path: "../../wit/v0.4.0",
     world: "transport-adapter",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -39,7 +39,7 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "field-resolver")]
 wit_bindgen::generate!({
-    path: "../../wit/v0.3.0",
+    path: "../../wit/v0.4.0",
     world: "field-resolver",
     pub_export_macro: true,
     export_macro_name: "__export_world",
@@ -56,8 +56,8 @@ wit_bindgen::generate!({
     feature = "field-resolver"
 )))]
 wit_bindgen::generate!({
-    path: "../../wit/v0.3.0",
-    inline: "package fanwire:sdk-docs; world docs { import fanwire:plugin/host@0.3.0; import fanwire:plugin/types@0.3.0; }",
+    path: "../../wit/v0.4.0",
+    inline: "package fanwire:sdk-docs; world docs { import fanwire:plugin/host@0.4.0; import fanwire:plugin/types@0.4.0; }",
 });
 
 pub use fanwire::plugin::{host, types};
