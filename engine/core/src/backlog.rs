@@ -173,6 +173,8 @@ impl Backlog {
 
     /// Events and resolutions in the backlog.
     pub(crate) fn len(&self) -> usize {
+        // Events first: an event's resolution is counted before the event
+        // leaves, so work moving from one to the other never reads as 0.
         self.events.get() + self.resolutions.get()
     }
 
