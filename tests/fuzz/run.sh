@@ -18,7 +18,7 @@ seconds="${FUZZ_SECONDS:-20}"
 # committed corpus alone, the same inputs every time (what CI runs: a smoke
 # run that can only fail when the code changes, never by luck).
 runs_fixed="${FUZZ_RUNS:-}"
-read -r -a targets <<<"${FUZZ_TARGETS:-protocol prepare publish notify plugin_return}"
+read -r -a targets <<<"${FUZZ_TARGETS:-protocol prepare publish notify plugin_return resolver_answer}"
 cache="${FUZZ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire}"
 # Instrumented builds cannot share artefacts with normal builds.
 export CARGO_TARGET_DIR="$cache/fuzz-target"

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::error::GraphQLError;
 use crate::event::Event;
+use crate::json::JsonText;
 use crate::principal::Principal;
 
 /// What a connection policy sees: the `connection_init` payload and the
@@ -142,6 +143,9 @@ pub type ResolveFuture = Pin<Box<dyn Future<Output = Result<Value, GraphQLError>
 pub enum Resolution {
     /// The field value (or an error), computed synchronously.
     Ready(Result<Value, GraphQLError>),
+    /// The field value as JSON text (a component's answer), computed
+    /// synchronously: projected from the text, never parsed into a `Value`.
+    Json(JsonText),
     /// A value still being computed (an async resolver).
     Pending(ResolveFuture),
 }
@@ -150,6 +154,7 @@ impl Debug for Resolution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Resolution::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
+            Resolution::Json(t) => f.debug_tuple("Json").field(t).finish(),
             Resolution::Pending(_) => f.write_str("Pending"),
         }
     }
@@ -303,7 +308,13 @@ impl Turnstile {
     /// Marks `ticket` done (also when its work was abandoned) and lets the next through.
     pub(crate) fn done(&self, ticket: u64) {
         if let Ok(mut s) = self.state.lock() {
-            s.finished_early.insert(ticket);
+            // The usual case, a ticket done in its turn, touches no set (an
+            // insert would allocate a node, per group and event).
+            if s.serving != ticket {
+                s.finished_early.insert(ticket);
+                return;
+            }
+            s.serving += 1;
             loop {
                 let serving = s.serving;
                 if !s.finished_early.remove(&serving) {

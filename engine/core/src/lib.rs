@@ -16,6 +16,7 @@
 //! - [`backlog`]: accepted events waiting for the dispatcher, bounded.
 //! - [`history`]: per-topic windows of recent events, for resuming subscriptions.
 //! - [`hooks`]: the extension points: policies, event filters, resolvers.
+//! - [`json`]: a resolver's answer kept as JSON text, projected in place.
 //! - [`principal`]: who is connected, as a connection policy established it.
 //! - [`event`], [`error`], [`metrics`], [`ratelimit`]: the shared vocabulary.
 
@@ -27,6 +28,7 @@ pub mod error;
 pub mod event;
 pub mod history;
 pub mod hooks;
+pub mod json;
 pub mod metrics;
 pub mod operation;
 pub mod outbox;

@@ -5,7 +5,10 @@
 //! pre-serialised), then run once per event straight into JSON bytes. A
 //! null in a non-null position bubbles up by truncating what was written.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt;
+use std::io::Write;
 
 use apollo_compiler::ast::{DirectiveList, Type, Value as AstValue};
 use apollo_compiler::executable::{ExecutableDocument, Field, Selection, SelectionSet};
@@ -14,6 +17,7 @@ use apollo_compiler::validation::Valid;
 use serde_json::{Map, Value};
 
 use crate::error::{codes, GraphQLError, PathSegment};
+use crate::json::{JsonText, Members, Raw};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Shape {
@@ -172,6 +176,16 @@ impl Plan {
     /// Like [`Plan::execute`], followed by the event's `extensions` member
     /// (see [`event_extensions`]).
     pub fn execute_event(&self, root_value: &Value, extensions: &[u8]) -> Vec<u8> {
+        self.run(root_value, extensions)
+    }
+
+    /// Like [`Plan::execute_event`] on a resolver's answer as text, read in
+    /// place: the result is the one its parsed value would give.
+    pub fn execute_text(&self, root_value: &JsonText, extensions: &[u8]) -> Vec<u8> {
+        self.run(root_value.root(), extensions)
+    }
+
+    fn run<'v, N: Node<'v>>(&self, root_value: N, extensions: &[u8]) -> Vec<u8> {
         let mut exec = Exec {
             out: Vec::with_capacity(256),
             errors: Vec::new(),
@@ -367,6 +381,110 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// A JSON value the projector reads: a parsed [`Value`], or a resolver's
+/// answer still as text ([`Raw`]), read in place.
+trait Node<'v>: Copy + fmt::Display {
+    /// An object's members, looked up by name.
+    type Members;
+    type Items: Iterator<Item = Self>;
+
+    fn is_null(self) -> bool;
+    fn items(self) -> Option<Self::Items>;
+    fn members(self) -> Option<Self::Members>;
+    fn member(members: &Self::Members, name: &str) -> Option<Self>;
+    fn as_str(self) -> Option<Cow<'v, str>>;
+    /// `f` of the value parsed, for the leaves read the general way; of
+    /// `None` when it is JSON that a [`Value`] cannot hold.
+    fn with_value<R>(self, f: impl FnOnce(Option<&Value>) -> R) -> R;
+    /// Writes `leaf` straight from the value's own text where that text is
+    /// already what the result must hold; `false` to take the general way.
+    fn write_leaf(self, leaf: &Leaf, out: &mut Vec<u8>) -> bool;
+}
+
+impl<'v> Node<'v> for &'v Value {
+    type Members = &'v Map<String, Value>;
+    type Items = std::slice::Iter<'v, Value>;
+
+    fn is_null(self) -> bool {
+        Value::is_null(self)
+    }
+
+    fn items(self) -> Option<Self::Items> {
+        self.as_array().map(|items| items.iter())
+    }
+
+    fn members(self) -> Option<Self::Members> {
+        self.as_object()
+    }
+
+    fn member(members: &Self::Members, name: &str) -> Option<Self> {
+        members.get(name)
+    }
+
+    fn as_str(self) -> Option<Cow<'v, str>> {
+        Value::as_str(self).map(Cow::Borrowed)
+    }
+
+    fn with_value<R>(self, f: impl FnOnce(Option<&Value>) -> R) -> R {
+        f(Some(self))
+    }
+
+    fn write_leaf(self, _: &Leaf, _: &mut Vec<u8>) -> bool {
+        false
+    }
+}
+
+impl<'v> Node<'v> for Raw<'v> {
+    type Members = Members<'v>;
+    type Items = std::vec::IntoIter<Raw<'v>>;
+
+    fn is_null(self) -> bool {
+        Raw::is_null(self)
+    }
+
+    fn items(self) -> Option<Self::Items> {
+        Raw::items(self).map(Vec::into_iter)
+    }
+
+    fn members(self) -> Option<Self::Members> {
+        Raw::members(self)
+    }
+
+    fn member(members: &Self::Members, name: &str) -> Option<Self> {
+        members.get(name)
+    }
+
+    fn as_str(self) -> Option<Cow<'v, str>> {
+        Raw::as_str(self)
+    }
+
+    fn with_value<R>(self, f: impl FnOnce(Option<&Value>) -> R) -> R {
+        f(self.to_value().as_ref())
+    }
+
+    fn write_leaf(self, leaf: &Leaf, out: &mut Vec<u8>) -> bool {
+        let text = match leaf {
+            Leaf::String | Leaf::Id => self.plain_string().map(|_| self.text),
+            Leaf::Enum(_, values) => self
+                .plain_string()
+                .filter(|s| values.iter().any(|v| v == s))
+                .map(|_| self.text),
+            Leaf::Boolean => matches!(self.text, "true" | "false").then_some(self.text),
+            Leaf::Float => self.plain_number(),
+            Leaf::Int => {
+                let Some(int) = self.plain_integer().filter(|i| i32::try_from(*i).is_ok()) else {
+                    return false;
+                };
+                // Written from the number, as a parsed value is (`-0` as `0`).
+                let _ = write!(out, "{int}");
+                return true;
+            }
+            Leaf::Custom => None,
+        };
+        text.map(|t| out.extend_from_slice(t.as_bytes())).is_some()
+    }
+}
+
 /// Why a value came out null: a plain null, or a field error already reported.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Null {
@@ -387,7 +505,7 @@ struct Exec<'a> {
 }
 
 impl<'a> Exec<'a> {
-    fn root(&mut self, plan: &'a Plan, root_value: &'a Value) -> Result<(), ()> {
+    fn root<'v, N: Node<'v>>(&mut self, plan: &'a Plan, root_value: N) -> Result<(), ()> {
         self.out.push(b'{');
         for (i, field) in plan.fields.iter().enumerate() {
             if i > 0 {
@@ -405,7 +523,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Writes one field; `Err` means the parent must become null.
-    fn field(&mut self, field: &'a PlanField, value: Option<&'a Value>) -> Result<(), ()> {
+    fn field<'v, N: Node<'v>>(&mut self, field: &'a PlanField, value: Option<N>) -> Result<(), ()> {
         self.path.push(Step::Key(&field.key));
         let start = self.out.len();
         let result = match self.value(field, &field.shape, value) {
@@ -430,26 +548,26 @@ impl<'a> Exec<'a> {
         result
     }
 
-    fn value(
+    fn value<'v, N: Node<'v>>(
         &mut self,
         field: &'a PlanField,
         shape: &'a Shape,
-        value: Option<&'a Value>,
+        value: Option<N>,
     ) -> Result<(), Null> {
         let value = match value {
-            None | Some(Value::Null) => return Err(Null::Plain),
-            Some(v) => v,
+            Some(v) if !v.is_null() => v,
+            _ => return Err(Null::Plain),
         };
         match shape {
             Shape::List { item, .. } => {
-                let Value::Array(items) = value else {
+                let Some(items) = value.items() else {
                     return Err(self.error(format!(
                         "Expected a list for field {}.{}, got: {value}",
                         field.parent_type, field.source
                     )));
                 };
                 self.out.push(b'[');
-                for (i, element) in items.iter().enumerate() {
+                for (i, element) in items.enumerate() {
                     if i > 0 {
                         self.out.push(b',');
                     }
@@ -482,9 +600,12 @@ impl<'a> Exec<'a> {
                 Kind::Leaf(leaf) => self.leaf(leaf, value),
                 Kind::Object(fields) => self.object(fields, value),
                 Kind::Abstract(name, by_type) => {
-                    let runtime = value.get("__typename").and_then(Value::as_str);
+                    let runtime = value
+                        .members()
+                        .and_then(|m| N::member(&m, "__typename"))
+                        .and_then(N::as_str);
                     let chosen = match runtime {
-                        Some(t) => by_type.iter().find(|(n, _)| n == t),
+                        Some(t) => by_type.iter().find(|(n, _)| *n == t),
                         None if by_type.len() == 1 => by_type.first(),
                         None => None,
                     };
@@ -499,8 +620,8 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn object(&mut self, fields: &'a [PlanField], value: &'a Value) -> Result<(), Null> {
-        let Value::Object(map) = value else {
+    fn object<'v, N: Node<'v>>(&mut self, fields: &'a [PlanField], value: N) -> Result<(), Null> {
+        let Some(members) = value.members() else {
             return Err(self.error(format!("Expected an object, got: {value}")));
         };
         self.out.push(b'{');
@@ -511,7 +632,10 @@ impl<'a> Exec<'a> {
             self.out.extend_from_slice(&field.key_json);
             if field.kind == Kind::Typename {
                 self.string(&field.parent_type);
-            } else if self.field(field, map.get(&field.source)).is_err() {
+            } else if self
+                .field(field, N::member(&members, &field.source))
+                .is_err()
+            {
                 return Err(Null::Reported);
             }
         }
@@ -519,7 +643,17 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    fn leaf(&mut self, leaf: &Leaf, value: &Value) -> Result<(), Null> {
+    fn leaf<'v, N: Node<'v>>(&mut self, leaf: &Leaf, value: N) -> Result<(), Null> {
+        if value.write_leaf(leaf, &mut self.out) {
+            return Ok(());
+        }
+        value.with_value(|parsed| match parsed {
+            Some(parsed) => self.leaf_value(leaf, parsed),
+            None => Err(self.cannot_represent(leaf, value)),
+        })
+    }
+
+    fn leaf_value(&mut self, leaf: &Leaf, value: &Value) -> Result<(), Null> {
         let ok = match (leaf, value) {
             (Leaf::Int, Value::Number(n)) => {
                 let int = n
@@ -553,6 +687,10 @@ impl<'a> Exec<'a> {
             serde_json::to_writer(&mut self.out, value).unwrap_or_default();
             return Ok(());
         }
+        Err(self.cannot_represent(leaf, value))
+    }
+
+    fn cannot_represent(&mut self, leaf: &Leaf, value: impl fmt::Display) -> Null {
         let type_name = match leaf {
             Leaf::Int => "Int",
             Leaf::Float => "Float",
@@ -562,7 +700,7 @@ impl<'a> Exec<'a> {
             Leaf::Enum(name, _) => name,
             Leaf::Custom => "scalar",
         };
-        Err(self.error(format!("{type_name} cannot represent value: {value}")))
+        self.error(format!("{type_name} cannot represent value: {value}"))
     }
 
     fn string(&mut self, s: &str) {

@@ -20,6 +20,7 @@ use crate::hooks::{
     redact, Asked, DataText, Decision, GroupContext, GroupInfo, Hooks, Resolution, Resolver,
     Turnstile, Verdict,
 };
+use crate::json::JsonText;
 use crate::metrics::{Metrics, Reason};
 use crate::operation::Prepared;
 use crate::outbox::{Batch, Frame, Outbox, Pushed};
@@ -652,15 +653,6 @@ fn resolve_and_fan_out(
         return;
     };
     let ticket = group.turnstile.ticket();
-    let later = Delivery {
-        group: group.clone(),
-        ticket,
-        seq: event.seq,
-        extensions: outgoing.extensions.clone(),
-        // Delivered from wherever the resolution completes (the loop of a
-        // Python host): queued for the writers, never written through there.
-        audience: audience.queued(),
-    };
     // The shared text is the event's own data: not for data a filter changed.
     let text = std::ptr::eq(&*data, &event.data).then_some(&outgoing.data_text);
     let resolution = match group.resolver_context(resolver.as_ref(), pass.active) {
@@ -668,25 +660,38 @@ fn resolve_and_fan_out(
         // Counted with the resolution errors (`project`).
         Err(error) => Resolution::Ready(Err(error)),
     };
-    match resolution {
-        Resolution::Ready(result) if group.turnstile.is_turn(ticket) => {
-            group.fan_out(
-                Arc::from(project(
-                    &group.plan,
-                    result,
-                    &outgoing.extensions,
-                    pass.metrics,
-                )),
-                event.seq,
-                audience,
-                pass.backlog,
-                done,
-            );
-            group.turnstile.done(ticket);
+    let result = match resolution {
+        Resolution::Ready(result) => result.map(Resolved::Value),
+        Resolution::Json(text) => Ok(Resolved::Text(text)),
+        Resolution::Pending(future) => {
+            let future = async move { future.await.map(Resolved::Value) };
+            let later = Delivery::new(group, ticket, outgoing, audience);
+            return spawn_delivery(later, future, pass, done);
         }
-        Resolution::Ready(result) => spawn_delivery(later, async move { result }, pass, done),
-        Resolution::Pending(future) => spawn_delivery(later, future, pass, done),
+    };
+    if !group.turnstile.is_turn(ticket) {
+        let later = Delivery::new(group, ticket, outgoing, audience);
+        return spawn_delivery(later, async move { result }, pass, done);
     }
+    group.fan_out(
+        Arc::from(project(
+            &group.plan,
+            result,
+            &outgoing.extensions,
+            pass.metrics,
+        )),
+        event.seq,
+        audience,
+        pass.backlog,
+        done,
+    );
+    group.turnstile.done(ticket);
+}
+
+/// A resolver's value, as the projector reads it.
+enum Resolved {
+    Value(Value),
+    Text(JsonText),
 }
 
 /// Where a resolution that completes later goes: its group's turn and audience.
@@ -698,9 +703,24 @@ struct Delivery {
     audience: Audience,
 }
 
+impl Delivery {
+    fn new(group: &Arc<Group>, ticket: u64, outgoing: &Outgoing<'_>, audience: Audience) -> Self {
+        Delivery {
+            group: group.clone(),
+            ticket,
+            seq: outgoing.event.seq,
+            extensions: outgoing.extensions.clone(),
+            // Delivered from wherever the resolution completes (the loop of
+            // a Python host): queued for the writers, never written through
+            // there.
+            audience: audience.queued(),
+        }
+    }
+}
+
 fn spawn_delivery(
     delivery: Delivery,
-    result: impl std::future::Future<Output = Result<Value, GraphQLError>> + Send + 'static,
+    result: impl std::future::Future<Output = Result<Resolved, GraphQLError>> + Send + 'static,
     pass: &Pass<'_>,
     done: &mut Dispatched,
 ) {
@@ -759,12 +779,13 @@ fn spawn_delivery(
 
 fn project(
     plan: &Plan,
-    result: Result<Value, GraphQLError>,
+    result: Result<Resolved, GraphQLError>,
     extensions: &[u8],
     metrics: &Metrics,
 ) -> Vec<u8> {
     match result {
-        Ok(value) => plan.execute_event(&value, extensions),
+        Ok(Resolved::Value(value)) => plan.execute_event(&value, extensions),
+        Ok(Resolved::Text(text)) => plan.execute_text(&text, extensions),
         Err(error) => {
             metrics
                 .drops

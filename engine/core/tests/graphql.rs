@@ -3,6 +3,7 @@
 //! bytes out.
 
 use fanwire_core::error::{codes, GraphQLError, Location, PathSegment};
+use fanwire_core::json::JsonText;
 use fanwire_core::operation::{prepare, Prepared};
 use fanwire_core::protocol::SubscribePayload;
 use fanwire_core::{Engine, Limits, Schema};
@@ -112,10 +113,26 @@ fn codes_of(errors: &[GraphQLError]) -> Vec<&str> {
         .collect()
 }
 
-/// Prepares `query` and runs its plan on `data`, returning the serialised result.
+/// Prepares `query` and runs its plan on `data`, returning the serialised
+/// result. The plan run on `data` as text (a component resolver's answer,
+/// read in place), compact or pretty-printed, must write the same bytes.
 fn run(query: &str, variables: Value, data: Value) -> String {
     let prepared = prep(query, variables);
-    String::from_utf8(prepared.plan.execute(&data)).expect("results are UTF-8")
+    let out = String::from_utf8(prepared.plan.execute(&data)).expect("results are UTF-8");
+    for text in [
+        serde_json::to_string(&data),
+        serde_json::to_string_pretty(&data),
+    ] {
+        let text = JsonText::parse(text.unwrap()).expect("a serialised value is JSON text");
+        let from_text = prepared.plan.execute_text(&text, &[]);
+        assert_eq!(
+            String::from_utf8(from_text).unwrap(),
+            out,
+            "{query} on {}",
+            text.as_str()
+        );
+    }
+    out
 }
 
 /// Like [`run`] but parses the result, for assertions on the error list.
@@ -1090,6 +1107,81 @@ fn response_keys_are_escaped() {
         parsed,
         json!({"data": {"orderCreated": {"id": "a\"b\\c\n", "customer": {"name": "\u{e9}\u{1F600}"}}}})
     );
+}
+
+/// The plan run on `text` as a component's answer (read in place) and on
+/// its parsed value: the two results, parsed.
+fn run_both(query: &str, text: &str) -> (Value, Value) {
+    let plan = prep(query, json!({})).plan;
+    let parsed: Value = serde_json::from_str(text).unwrap();
+    let text = JsonText::parse(text.to_owned()).unwrap();
+    let result = |bytes: Vec<u8>| serde_json::from_slice::<Value>(&bytes).unwrap();
+    (
+        result(plan.execute_text(&text, &[])),
+        result(plan.execute(&parsed)),
+    )
+}
+
+const EVERY_LEAF: &str = "subscription { orderCreated(tenantId: \"5\") { id status total quantity paid tags meta customer { name email } lines { sku qty price } } }";
+
+#[test]
+fn answers_as_text_in_any_spelling_project_like_their_parsed_values() {
+    for text in [
+        // Escapes in names and values, a member twice (the last one counts).
+        r#"{"i\u0064": "a\u0041\n", "status": "\u004eEW", "status": "PAID", "customer": {"name": "\ud83d\ude00", "name": "x\"y"}}"#,
+        // Numbers spelled every way JSON allows.
+        r#"{"id": 7, "total": 1.50, "quantity": -0, "lines": [{"sku": "s", "qty": 2e0, "price": 1E2}, {"sku": "t", "qty": 3.0, "price": -0.0}]}"#,
+        r#"{"total": 0.1000000000000000055511151231257827, "quantity": 12345678901234567890, "meta": {"b": [1, {"c": null}], "a": "\u00e9"}}"#,
+        // Wrong types and values at every leaf.
+        r#"{"id": 1.5, "status": "LOST", "total": "1", "quantity": 2147483648, "paid": "yes", "tags": "x", "customer": [], "lines": {}}"#,
+        r#"{"id": true, "status": 1, "quantity": 1.5, "paid": 0, "tags": [1, true, null], "customer": {"name": null}, "lines": [null]}"#,
+        "  \n{ \"id\" : \"1\" ,\t\"tags\" : [ \"a\" , \"b\" ] , \"paid\" : false } \n",
+        "null",
+        "[]",
+        "\"scalar\"",
+    ] {
+        let (from_text, from_value) = run_both(EVERY_LEAF, text);
+        assert_eq!(from_text, from_value, "{text}");
+    }
+}
+
+#[test]
+fn json_a_parsed_value_cannot_hold_fails_only_where_it_is_selected() {
+    // 1e400 is beyond f64 and "\ud800" a lone surrogate: JSON text, but no
+    // `Value`. Unselected, they are never read.
+    let text =
+        r#"{"id": "1", "total": 1e400, "customer": {"name": "\ud800"}, "notInTheSchema": 1e400}"#;
+    let query = "subscription { orderCreated(tenantId: \"5\") { id total customer { name } } }";
+    let plan = prep(query, json!({})).plan;
+    let out = plan.execute_text(&JsonText::parse(text.to_owned()).unwrap(), &[]);
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["data"]["orderCreated"]["id"], "1");
+    assert_eq!(out["data"]["orderCreated"]["total"], Value::Null);
+    // `name` is non-null: its error nulls the customer.
+    assert_eq!(out["data"]["orderCreated"]["customer"], Value::Null);
+    let errors: Vec<(&str, Value)> = out["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["message"].as_str().unwrap(), e["path"].clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                "Float cannot represent value: 1e400",
+                json!(["orderCreated", "total"])
+            ),
+            (
+                "String cannot represent value: \"\\ud800\"",
+                json!(["orderCreated", "customer", "name"])
+            ),
+        ]
+    );
+    let unselected = r#"{"id": "1", "notInTheSchema": [1e400, "\ud800"]}"#;
+    let (from_text, _) = run_both(query, r#"{"id": "1"}"#);
+    let out = plan.execute_text(&JsonText::parse(unselected.to_owned()).unwrap(), &[]);
+    assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), from_text);
 }
 
 // ---------------------------------------------------------------- grouping

@@ -11,6 +11,7 @@ use fanwire_core::hooks::{
     Accepted, Asked, ConnectionRequest, DataText, Decision, EventFilter, GroupInfo, Resolution,
     Resolver, Spawner, SubscriptionPolicy, Verdict,
 };
+use fanwire_core::json::JsonText;
 use fanwire_core::outbox::Frame;
 use fanwire_core::protocol::{assemble_next, Protocol};
 use fanwire_core::testing::publish_now;
@@ -668,6 +669,55 @@ fn async_resolutions_finishing_out_of_order_are_delivered_in_event_order() {
         .map(|f| f["payload"]["data"]["orders"]["id"].clone())
         .collect();
     assert_eq!(ids, [json!("1"), json!("2"), json!("3")]);
+}
+
+/// Resolves event 1 asynchronously (behind a gate, as [`Slow`]) and the
+/// others at once as JSON text, as a component does.
+#[derive(Debug, Default)]
+struct SlowThenText {
+    slow: Slow,
+}
+
+impl Resolver for SlowThenText {
+    fn resolve(&self, event: &Event, data: &Value, group: &GroupInfo) -> Resolution {
+        if data["id"] == 1 {
+            return self.slow.resolve(event, data, group);
+        }
+        let text = format!(" {{ \"id\" : \"{}\\u0021\" }} ", data["id"]);
+        Resolution::Json(JsonText::parse(text).unwrap())
+    }
+}
+
+#[test]
+fn answers_as_text_wait_their_turn_behind_pending_resolutions() {
+    let resolver = Arc::new(SlowThenText::default());
+    let tasks: Arc<Mutex<Vec<Task>>> = Arc::default();
+    let queued = tasks.clone();
+    let spawner: Spawner = Arc::new(move |f| queued.lock().unwrap().push(f));
+    let mut resolvers = std::collections::HashMap::new();
+    resolvers.insert("orders".to_owned(), resolver.clone() as Arc<dyn Resolver>);
+    let engine = engine(Hooks {
+        resolvers,
+        spawner: Some(spawner),
+        ..Hooks::default()
+    });
+    let mut conn = engine.connect(Protocol::TransportWs);
+    conn.on_text(r#"{"type":"connection_init"}"#);
+    conn.on_text(&json!({"id": "s", "type": "subscribe", "payload": {"query": "subscription { orders { id } }"}}).to_string());
+    for id in 1..=3 {
+        publish_now(&engine, &[order("u", id)]);
+    }
+    // Events 2 and 3 were answered at once but wait for event 1's turn.
+    assert!(frames(&conn).is_empty());
+    assert_eq!(release_in_reverse(&tasks, &resolver.slow), 3);
+    let ids: Vec<Value> = frames(&conn)
+        .iter()
+        .map(|f| f["payload"]["data"]["orders"]["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("1"), json!("2!"), json!("3!")]);
+    // Once nothing is pending, text is delivered at once.
+    publish_now(&engine, &[order("u", 4)]);
+    assert_eq!(frames(&conn)[0]["payload"]["data"]["orders"]["id"], "4!");
 }
 
 /// Never resolves; records when its pending future is dropped.

@@ -2,7 +2,8 @@
 //! [`Resolver`]: called once per group per event, synchronously, on the
 //! dispatching thread, so each group's results keep the events' order. The
 //! event's data crosses as text rendered once per event for every group
-//! whose data no filter changed. A 0.4 plugin's `prepare` runs once per
+//! whose data no filter changed, and the answer comes back as text, checked
+//! to be JSON and projected in place. A 0.4 plugin's `prepare` runs once per
 //! group (the core keeps its context with the group) and `resolve` then
 //! receives the event and that context; a 0.3 plugin receives the group's
 //! whole field call with every event. Whatever goes wrong (a trap, the
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use fanwire_core::error::codes;
 use fanwire_core::hooks::{DataText, GroupContext, GroupInfo, Resolution, Resolver};
+use fanwire_core::json::JsonText;
 use fanwire_core::{Event, GraphQLError};
 use serde_json::Value;
 use wasmtime::component::{ComponentNamedList, ComponentType, Func, Lift, Lower, TypedFunc};
@@ -220,7 +222,7 @@ impl WasmResolver {
         data: &str,
         group: &GroupInfo,
         context: Option<&str>,
-    ) -> Result<Value, GraphQLError> {
+    ) -> Resolution {
         let event = EventArg {
             topic: &event.topic,
             data,
@@ -252,30 +254,32 @@ impl WasmResolver {
             }),
         };
         let m = &self.plugin.metrics;
-        match answer {
-            Ok(Ok(text)) => match serde_json::from_str(&text) {
-                Ok(value) => {
+        let error = match answer {
+            // Checked here, projected from the text by the core.
+            Ok(Ok(text)) => match JsonText::parse(text) {
+                Ok(text) => {
                     m.decision(Answer::Value, 1);
-                    Ok(value)
+                    return Resolution::Json(text);
                 }
                 Err(e) => {
                     m.decision(Answer::NotJson, 1);
-                    Err(failure(
+                    failure(
                         format!(
                             "resolver {} of `{}` returned text that is not JSON ({e})",
                             self.plugin.name(),
                             self.field
                         ),
                         "not_json",
-                    ))
+                    )
                 }
             },
-            Ok(Err(error)) => Err(self.guest_error(error)),
+            Ok(Err(error)) => self.guest_error(error),
             Err(fault) => {
                 m.decision(Answer::Failed, 1);
-                Err(failure(self.failed("", fault), fault.label()))
+                failure(self.failed("", fault), fault.label())
             }
-        }
+        };
+        Resolution::Ready(Err(error))
     }
 
     /// The guest's own error, counted, with its code or `RESOLVER_FAILED`.
@@ -354,7 +358,7 @@ impl Resolver for WasmResolver {
             Ok(context) => context,
             Err(error) => return Resolution::Ready(Err(error)),
         };
-        Resolution::Ready(self.call(event, &convert::json(data), group, context.as_deref()))
+        self.call(event, &convert::json(data), group, context.as_deref())
     }
 
     fn resolve_shared(
@@ -365,10 +369,9 @@ impl Resolver for WasmResolver {
         group: &GroupInfo,
         context: Option<&str>,
     ) -> Resolution {
-        let answer = match text {
+        match text {
             Some(text) => self.call(event, text.get(), group, context),
             None => self.call(event, &convert::json(data), group, context),
-        };
-        Resolution::Ready(answer)
+        }
     }
 }

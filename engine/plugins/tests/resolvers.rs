@@ -156,11 +156,12 @@ fn the_guest_receives_the_event_arguments_variables_and_principal_in_0_4_and_0_3
         let context = resolver.prepare(&group).unwrap();
         assert_eq!(context.is_some(), version == Version::V0_4, "{name}");
         let text = DataText::new(&event.data);
-        let Resolution::Ready(Ok(value)) =
+        let Resolution::Json(value) =
             resolver.resolve_shared(&event, &event.data, Some(&text), &group, context.as_deref())
         else {
-            panic!("{name}: a component resolver answers at once, with a value");
+            panic!("{name}: a component resolver answers at once, with JSON text");
         };
+        let value = value.to_value().unwrap();
         assert_eq!(
             value,
             json!({
@@ -174,9 +175,10 @@ fn the_guest_receives_the_event_arguments_variables_and_principal_in_0_4_and_0_3
         );
         // `resolve` alone (a caller that skips `resolve_shared`) prepares
         // for itself.
-        let Resolution::Ready(Ok(alone)) = resolver.resolve(&event, &event.data, &group) else {
+        let Resolution::Json(alone) = resolver.resolve(&event, &event.data, &group) else {
             panic!("{name}: resolve answers");
         };
+        let alone = alone.to_value().unwrap();
         assert_eq!(alone, value, "{name}");
     }
     let m = host.metrics();
