@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Write;
 
 use apollo_compiler::ast::{DirectiveList, Type, Value as AstValue};
 use apollo_compiler::executable::{ExecutableDocument, Field, Selection, SelectionSet};
@@ -471,14 +470,12 @@ impl<'v> Node<'v> for Raw<'v> {
                 .map(|_| self.text),
             Leaf::Boolean => matches!(self.text, "true" | "false").then_some(self.text),
             Leaf::Float => self.plain_number(),
-            Leaf::Int => {
-                let Some(int) = self.plain_integer().filter(|i| i32::try_from(*i).is_ok()) else {
-                    return false;
-                };
-                // Written from the number, as a parsed value is (`-0` as `0`).
-                let _ = write!(out, "{int}");
-                return true;
-            }
+            Leaf::Int => self
+                .plain_integer()
+                .filter(|i| i32::try_from(*i).is_ok())
+                // JSON has no leading zeros, so an integer's text is how a
+                // parsed value writes it, but for `-0`.
+                .map(|_| if self.text == "-0" { "0" } else { self.text }),
             Leaf::Custom => None,
         };
         text.map(|t| out.extend_from_slice(t.as_bytes())).is_some()
