@@ -13,15 +13,9 @@ use apollo_compiler::executable::{ExecutableDocument, Selection, SelectionSet};
 use fanwire_core::operation::prepare;
 use fanwire_core::protocol::SubscribePayload;
 use fanwire_core::{Limits, Schema};
-use fanwire_fuzz::schema;
+use fanwire_fuzz::shared_schema;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
-use std::sync::OnceLock;
-
-fn shared_schema() -> &'static Schema {
-    static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    SCHEMA.get_or_init(schema)
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -11,20 +11,14 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
 
 use fanwire_core::json::JsonText;
 use fanwire_core::operation::prepare;
 use fanwire_core::protocol::SubscribePayload;
-use fanwire_core::{Limits, Schema};
-use fanwire_fuzz::schema;
+use fanwire_core::Limits;
+use fanwire_fuzz::shared_schema;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
-
-fn shared_schema() -> &'static Schema {
-    static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    SCHEMA.get_or_init(schema)
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(input) = std::str::from_utf8(data) else {

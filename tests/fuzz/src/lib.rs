@@ -88,6 +88,12 @@ pub fn schema() -> Schema {
     Schema::parse(SDL).expect("the fuzz schema is valid")
 }
 
+/// The fuzz schema, parsed once per process.
+pub fn shared_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(schema)
+}
+
 /// Accepts or rejects as the init payload says (`"reject": reason`), acks
 /// with its `"ack"` member, and names the principal a target set last.
 #[derive(Debug, Default)]
