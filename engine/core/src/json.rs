@@ -183,11 +183,21 @@ impl<'v> Raw<'v> {
 
 impl fmt::Display for Raw<'_> {
     /// As a [`Value`] displays, where it parses: error messages read alike
-    /// whichever way the value came.
+    /// whichever way the value came. Text no `Value` holds (nested past the
+    /// parser's limit, say) is shown up to `SHOWN` bytes: a plugin's answer
+    /// must not blow up every subscriber's error message.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 200;
         match self.to_value() {
             Some(value) => value.fmt(f),
-            None => f.write_str(self.text),
+            None if self.text.len() <= SHOWN => f.write_str(self.text),
+            None => {
+                let end = (0..=SHOWN)
+                    .rev()
+                    .find(|&i| self.text.is_char_boundary(i))
+                    .unwrap_or(0);
+                write!(f, "{}... ({} bytes)", &self.text[..end], self.text.len())
+            }
         }
     }
 }
@@ -346,5 +356,29 @@ mod tests {
             assert!(t.to_value().is_err(), "{s}");
             assert_eq!(t.root().to_string(), s);
         }
+    }
+
+    #[test]
+    fn a_deeply_nested_answer_is_checked_without_recursing() {
+        // What a hostile plugin may return: nesting far past serde_json's
+        // recursion limit, which a `Value` refuses.
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        // Checking the text skips nested values without recursing: it is
+        // JSON, taken apart one level at a time as a selection walks in.
+        let t = JsonText::parse(deep).unwrap();
+        assert!(t.to_value().is_err());
+        let outer = t.root().members().unwrap().get("a").unwrap();
+        let items = outer.items().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].items().unwrap().len(), 1);
+        // Read as a whole (a custom scalar), it is refused, not overflowed,
+        // and an error message shows only its start.
+        assert!(items[0].to_value().is_none());
+        let shown = items[0].to_string();
+        assert!(
+            shown.starts_with("[[[") && shown.ends_with("... (199998 bytes)"),
+            "{shown}"
+        );
+        assert!(shown.len() < 250);
     }
 }
