@@ -196,7 +196,8 @@ async def main():
     manager = SubscriptionManager("type Query { a: Int } type Subscription { t: Int }", config)
     counts = [plugin_threads()]
     async with manager:
-        counts.append(plugin_threads())
+        # A new thread names itself once it runs: wait for the watcher's name.
+        counts.append(settle(2))
     counts.append(settle(1))
     del manager
     gc.collect()
