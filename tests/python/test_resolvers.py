@@ -8,6 +8,10 @@ in its default configuration.
   by a config written here: a field built from a template of the data and
   the field's argument; and a config it cannot read, which gives the
   subscriber the documented error at the field.
+- `plugins/testing/resolver` made to trap, spin past its deadline, exceed
+  its memory, answer text that is not JSON or refuse, one subscription
+  each beside one that works: each error reaches its own subscriber only,
+  and /metrics counts it.
 - format-fields and the Python example on the same field, swapped under a
   continuous publish by the folder watch (Rust, Python, Rust): every event
   once, in order, each resolver's values in turn, the client connected.
@@ -152,6 +156,84 @@ async def test_a_resolver_error_reaches_the_subscriber_at_the_field(tmp_path: Pa
                 "extensions": {"code": "RESOLVER_FAILED"},
             }
         ]
+    finally:
+        server.stop()
+
+
+FAULT_SCHEMA = """
+type Subscription {
+  tick(topic: String!, mode: String, code: String): Tick @topic(name: "ticks:{topic}")
+}
+type Tick { seq: Int! payload: String by: String }
+"""
+
+# Each failing group's subscription arguments and the error its subscriber
+# sees: (code, reason, a part of the message); docs/architecture.md's
+# failure table.
+FAULTS = {
+    "trap": ('mode: "trap"', "RESOLVER_FAILED", "trap", "failed (trap)"),
+    "spin": ('mode: "spin"', "RESOLVER_FAILED", "timeout", "ran past its deadline of 2000 ms"),
+    "hog": ('mode: "hog"', "RESOLVER_FAILED", "memory", "reached its cap of 16 MiB"),
+    "not-json": ('mode: "not-json"', "RESOLVER_FAILED", "not_json", "returned text that is not JSON"),
+    "error": ('mode: "error", code: "TEAPOT"', "TEAPOT", None, "refused by the resolver"),
+}
+
+
+async def test_each_failing_resolver_call_reaches_only_its_own_subscriber(tmp_path: Path) -> None:
+    """`plugins/testing/resolver` on `tick`, made to trap, loop past its
+    deadline, exceed its memory, answer text that is not JSON or refuse,
+    one subscription each beside one that works, all on one gql connection:
+    each failing subscriber gets its own error at the field for every event,
+    the working one every value in order, and /metrics counts each fault."""
+    component("resolver")
+    (tmp_path / "schema.graphql").write_text(FAULT_SCHEMA)
+    toml = tmp_path / "fanwire.toml"
+    toml.write_text(
+        f'[server]\nschema = "schema.graphql"\n\n[plugin_runtime]\nfolder = "{DIST}"\n\n'
+        # The memory cap is met long before the deadline.
+        '[[resolvers]]\nfield = "tick"\npath = "resolver.wasm"\ntimeout_ms = 2000\nmemory_mb = 16\n'
+    )
+    server = Server(fanwire_bin(), toml, schema=None)
+    try:
+        async with Client(transport=WebsocketsTransport(url=server.ws_url)) as session:
+
+            def subscribe(args: str) -> Any:
+                return session.subscribe(GraphQLRequest(f'subscription {{ tick(topic: "f"{args}) {{ seq by }} }}'))
+
+            working = subscribe("")
+            first = asyncio.ensure_future(anext(working))  # sends the subscribe
+            await server.wait_metric("fanwire_subscriptions", 1)
+            # gql ends a subscription at its first error: each failing
+            # subscriber subscribes anew for the second event, so every
+            # group fails twice while the working one goes on.
+            for seq in range(2):
+                failing = {what: subscribe(", " + args) for what, (args, *_) in FAULTS.items()}
+                reads = {what: asyncio.ensure_future(anext(results)) for what, results in failing.items()}
+                await server.wait_metric("fanwire_subscriptions", 1 + len(FAULTS))
+                published = await server.publish({"topic": "ticks:f", "data": {"seq": seq, "payload": "p"}})
+                assert published == {"accepted": 1, "deliveries": 1 + len(FAULTS)}
+                value = await guard(first if seq == 0 else anext(working), f"the working value {seq}")
+                assert value == {"tick": {"seq": seq, "by": "00000000"}}
+                for what, read in reads.items():
+                    _, code, reason, message = FAULTS[what]
+                    with pytest.raises(TransportQueryError) as raised:
+                        await guard(read, f"{what}'s error for event {seq}")
+                    assert raised.value.data == {"tick": None}, what
+                    [error] = raised.value.errors or []
+                    assert error["path"] == ["tick"], (what, error)
+                    extensions = {"code": code} if reason is None else {"code": code, "reason": reason}
+                    assert error["extensions"] == extensions, (what, error)
+                    assert message in error["message"], (what, error)
+                # gql completes a subscription that ended in an error.
+                await server.wait_metric("fanwire_subscriptions", 1)
+            await working.aclose()
+        metric = 'fanwire_plugin_{}_total{{plugin="resolver",kind="{}"}}'
+        for fault in ("trap", "timeout", "memory"):
+            assert await server.metric(metric.format("faults", fault)) == 2, fault
+        assert await server.metric(metric.format("decisions", "value")) == 2
+        assert await server.metric(metric.format("decisions", "not_json")) == 2
+        assert await server.metric(metric.format("decisions", "error")) == 2
+        assert await server.metric("fanwire_connections") == 0
     finally:
         server.stop()
 
