@@ -27,11 +27,17 @@
 # not comparable with the others (a tenth of the frames) and shows that the
 # filters are right under load. Prints the loadgen result lines, then the
 # median deliveries/s of each and secured / plain. Loopback only, bounded in time.
+#
+# MODE (default burst, S1's batches of 100) is the loadgen's publish mode:
+# MODE=single publishes one event at a time, each waiting for its answer
+# (S1-single, what users do), and also prints each kind's median publish
+# call p50/p99 (each call includes the resolver's or filters' work).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fanwire/target}"
 REPEAT="${REPEAT:-3}"
+MODE="${MODE:-burst}"
 KINDS="${KINDS:-plain jwt secured spread}"
 SECRET="plugins-s1-bench-secret"
 bash plugins/build.sh >/dev/null
@@ -107,7 +113,7 @@ for run in $(seq "$REPEAT"); do
     done
     [ -n "$url" ] || { cat "$log" >&2; kill "$pid"; exit 1; }
     timeout 300 "$CARGO_TARGET_DIR/release/loadgen" --url "ws://${url#http://}/graphql" --publish-url "$url/publish" \
-      --server-pid "$pid" --label "S1/$kind/$run" --connections 100 --events 10000 --rate 0 --payload-bytes 200 \
+      --server-pid "$pid" --label "S1/$kind/$run" --connections 100 --events 10000 --rate 0 --payload-bytes 200 --mode "$MODE" \
       "${auth[@]}" | tee -a "$OUT/results.txt"
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
@@ -122,6 +128,9 @@ for kind in $KINDS; do
     "$(median "$kind" server_cpu_s)" \
     "$(grep "label=S1/$kind/" "$OUT/results.txt" | tr ' ' '\n' | sed -n 's/^lost=//p' | awk '{ s += $1 } END { print s + 0 }')" \
     "$(grep "label=S1/$kind/" "$OUT/results.txt" | tr ' ' '\n' | sed -n 's/^leaked=//p' | awk '{ s += $1 } END { print s + 0 }')"
+  if [[ "$MODE" == single ]]; then
+    printf '%-8s median publish call p50 %s ms, p99 %s ms\n' "$kind" "$(median "$kind" call_p50_ms)" "$(median "$kind" call_p99_ms)"
+  fi
 done
 # Each kind with a target, against plain from the same invocation.
 if [[ " $KINDS " == *" plain "* ]]; then

@@ -7,7 +7,8 @@
 #      and a warm compile cache (the Python filter and resolver, a Rust filter);
 #   3. benches/plugins-s1.sh with KINDS="plain resolver": S1 against the
 #      release `fanwire`, plain and with the Python resolver, REPEAT (3)
-#      times each, alternating, and the ratio of the medians.
+#      times each, alternating, and the ratio of the medians; in S1's
+#      batches, then one publish at a time (MODE=single, what users do).
 # Builds the plugins first. SKIP_S1=1 runs 1 and 2 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +18,5 @@ cargo bench --locked --profile release -p fanwire-plugins --bench resolvers
 cargo bench --locked --profile release -p fanwire-plugins --bench compile_cache
 if [[ -z "${SKIP_S1:-}" ]]; then
   KINDS="plain resolver" bash benches/plugins-s1.sh
+  MODE=single KINDS="plain resolver" bash benches/plugins-s1.sh
 fi
