@@ -104,7 +104,10 @@ impl PostgresSource {
                 .await
             {
                 Ok(()) => return,
-                Err(e) => self.health.down(e),
+                Err(e) => {
+                    tracing::debug!(source = "postgres", cursor = %self.config.cursor, position = ?cursor, error = %e, "session ended");
+                    self.health.down(e)
+                }
             }
             self.health.retry();
             tokio::select! {
@@ -284,6 +287,15 @@ impl PostgresSource {
                 seq: last.get(0),
                 xid: last.get(1),
             };
+            tracing::debug!(
+                source = "postgres",
+                cursor = %self.config.cursor,
+                after = ?at,
+                first = rows[0].get::<_, i64>(0),
+                last = ?next,
+                rows = rows.len(),
+                "outbox rows read"
+            );
             let full = rows.len() as i64 == batch;
             let metrics = self.health.metrics();
             let mut events = Vec::with_capacity(rows.len());

@@ -5,7 +5,6 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use fanwire_plugins::{Kind, PluginSpec};
@@ -88,41 +87,6 @@ async fn next_id(c: &mut Client) -> Value {
     let msg = c.recv().await;
     assert_eq!(msg["type"], "next", "{msg}");
     msg["payload"]["data"]["orderCreated"]["id"].clone()
-}
-
-/// Captures every log line of this test process (once), so tests can check
-/// that a log says why. Every server test shares the process: the needles
-/// name plugins and faults that only these tests load.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || Writer(sink.clone()))
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        buffer
-    })
-    .clone()
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logged(needle: &str) -> bool {
-    String::from_utf8_lossy(&logs().lock().unwrap()).contains(needle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
